@@ -1,0 +1,75 @@
+//! Choosing a Go function's body when an ABI wrapper carries the same name.
+//!
+//! Since Go 1.17 the linker may emit two functions for one Go name: the body and an ABI
+//! wrapper (ABI0 → ABIInternal for Go functions called from assembly, ABIInternal → ABI0 for
+//! assembly functions called from Go). The pclntab names both alike; `.symtab` suffixes the
+//! ABI0 one with `.abi0` (so `X.abi0` is the *body* of an assembly function, but the
+//! *wrapper* of a Go function). Size does not tell them apart — a wrapper that spills
+//! register arguments is often larger than a small body (e.g. `internal/bytealg.countGeneric`
+//! is 41 bytes, its ABI0 wrapper 57) — so the rule is structural:
+//!
+//! 1. A wrapper branches (CALL/JMP, B/BL) to the body's entry; the body does not branch to
+//!    the wrapper's entry. If exactly one of the two branches to the other, the other is the
+//!    body.
+//! 2. Otherwise (undecodable or unrelated code) keep the larger, then the lower address.
+
+use crate::decode::branch_targets;
+use crate::elf::Image;
+
+/// A candidate function: (entry vaddr, size).
+pub(crate) type Span = (u64, u64);
+
+/// Keeps the body among `current` and `candidate` (see the module rule).
+pub(crate) fn prefer_body<T: Copy>(image: &Image<'_>, current: Option<T>, candidate: T, span: impl Fn(&T) -> Span) -> T {
+    let Some(cur) = current else { return candidate };
+    match pick(image, span(&cur), span(&candidate)) {
+        Pick::First => cur,
+        Pick::Second => candidate,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pick {
+    First,
+    Second,
+}
+
+fn pick(image: &Image<'_>, a: Span, b: Span) -> Pick {
+    if a.0 != b.0 {
+        let a_calls_b = branches_to(image, a, b.0);
+        let b_calls_a = branches_to(image, b, a.0);
+        if a_calls_b != b_calls_a {
+            return if a_calls_b { Pick::Second } else { Pick::First };
+        }
+    }
+    by_size(a, b)
+}
+
+/// Fallback: larger size, then lower address.
+fn by_size(a: Span, b: Span) -> Pick {
+    if b.1 > a.1 || (b.1 == a.1 && b.0 < a.0) {
+        Pick::Second
+    } else {
+        Pick::First
+    }
+}
+
+fn branches_to(image: &Image<'_>, f: Span, target: u64) -> bool {
+    match image.bytes_at(f.0, f.1) {
+        Some(code) => branch_targets(image.arch, f.0, code).contains(&target),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_fallback_is_order_independent() {
+        assert_eq!(by_size((0x1000, 0x40), (0x2000, 0x300)), Pick::Second);
+        assert_eq!(by_size((0x2000, 0x300), (0x1000, 0x40)), Pick::First);
+        assert_eq!(by_size((0x20, 8), (0x10, 8)), Pick::Second);
+        assert_eq!(by_size((0x10, 8), (0x20, 8)), Pick::First);
+    }
+}

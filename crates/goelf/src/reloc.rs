@@ -1,0 +1,122 @@
+//! RELATIVE dynamic relocations of a PIE (RELA with explicit addends, RELR with implicit ones),
+//! so pointers stored in a position-independent Go binary can be read as base-0 addresses.
+
+use object::elf;
+
+use crate::elf::{read_u64, Image};
+
+/// The RELATIVE relocations of an image, sorted by the address they patch.
+#[derive(Debug, Default)]
+pub struct Relocations {
+    /// (patched address, addend) from RELA tables.
+    rela: Vec<(u64, u64)>,
+    /// Patched addresses from the RELR table (addend is the word already in place).
+    relr: Vec<u64>,
+}
+
+/// DT_RELR / DT_RELRSZ (not in every `object` release).
+const DT_RELR: u32 = 36;
+const DT_RELRSZ: u32 = 35;
+
+/// Upper bound on relocations decoded, so a hostile RELR bitmap cannot exhaust memory.
+const MAX_RELOCS: usize = 1 << 24;
+
+impl Relocations {
+    pub(crate) fn load(image: &Image<'_>) -> Relocations {
+        let relative = match image.arch {
+            crate::Arch::Amd64 => elf::R_X86_64_RELATIVE,
+            crate::Arch::Arm64 => elf::R_AARCH64_RELATIVE,
+        };
+        let mut out = Relocations::default();
+        let rela = image.dyn_value(elf::DT_RELA).zip(image.dyn_value(elf::DT_RELASZ));
+        if let Some(bytes) = rela.and_then(|(addr, size)| image.bytes_at(addr, size)) {
+            let ent = image.dyn_value(elf::DT_RELAENT).unwrap_or(24);
+            let ent = usize::try_from(ent).ok().filter(|&e| e >= 24).unwrap_or(24);
+            for chunk in bytes.chunks_exact(ent).take(MAX_RELOCS) {
+                let (Some(off), Some(info), Some(addend)) =
+                    (read_u64(chunk, 0), read_u64(chunk, 8), read_u64(chunk, 16))
+                else {
+                    continue;
+                };
+                if info & 0xffff_ffff == u64::from(relative) {
+                    out.rela.push((off, addend));
+                }
+            }
+        }
+        let relr = image.dyn_value(DT_RELR).zip(image.dyn_value(DT_RELRSZ));
+        if let Some(bytes) = relr.and_then(|(addr, size)| image.bytes_at(addr, size)) {
+            out.relr = decode_relr(bytes);
+        }
+        if !out.rela.is_sorted_by_key(|r| r.0) {
+            out.rela.sort_unstable_by_key(|r| r.0);
+        }
+        if !out.relr.is_sorted() {
+            out.relr.sort_unstable();
+        }
+        out
+    }
+
+    /// The addend of the RELA RELATIVE relocation patching `vaddr`.
+    pub fn addend_at(&self, vaddr: u64) -> Option<u64> {
+        let i = self.rela.binary_search_by_key(&vaddr, |r| r.0).ok()?;
+        self.rela.get(i).map(|r| r.1)
+    }
+
+    /// Addresses that RELA relocations set to `value` (base 0).
+    pub fn sites_with_addend(&self, value: u64) -> impl Iterator<Item = u64> + '_ {
+        self.rela.iter().filter(move |r| r.1 == value).map(|r| r.0)
+    }
+
+    /// Number of (RELA RELATIVE, RELR) relocations.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.rela.len(), self.relr.len())
+    }
+}
+
+/// Decodes a DT_RELR table (SHT_RELR, 64-bit) into the addresses it patches.
+///
+/// An even entry is an address (patched, then the cursor moves one word past it); an odd
+/// entry is a bitmap whose bits 1..63 patch the 63 words after the cursor.
+pub(crate) fn decode_relr(bytes: &[u8]) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut cursor: u64 = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let Some(entry) = read_u64(chunk, 0) else { break };
+        if entry & 1 == 0 {
+            out.push(entry);
+            cursor = entry.wrapping_add(8);
+        } else {
+            for bit in 1..64u64 {
+                if entry >> bit & 1 == 1 {
+                    out.push(cursor.wrapping_add((bit - 1) * 8));
+                }
+            }
+            cursor = cursor.wrapping_add(63 * 8);
+        }
+        if out.len() >= MAX_RELOCS {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relr_address_then_bitmap() {
+        let mut table = Vec::new();
+        table.extend_from_slice(&0x1000u64.to_le_bytes());
+        // bits 1 and 3 → cursor (0x1008) + 0 and + 16
+        table.extend_from_slice(&0b1011u64.to_le_bytes());
+        // next bitmap starts 63 words later: bit 1 → 0x1008 + 63*8
+        table.extend_from_slice(&0b11u64.to_le_bytes());
+        assert_eq!(decode_relr(&table), vec![0x1000, 0x1008, 0x1018, 0x1008 + 63 * 8]);
+    }
+
+    #[test]
+    fn relr_ignores_trailing_bytes() {
+        assert_eq!(decode_relr(&[1, 2, 3]), Vec::<u64>::new());
+    }
+}

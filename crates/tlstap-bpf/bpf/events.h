@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The wire contract between tlstap's BPF programs and userspace: the ONLY definition of every
+ * record in the ring buffer, of the attach cookie and of the loss counters. Rust types are
+ * generated from this file's BTF by libbpf-cargo; nothing on the Rust side restates a layout.
+ *
+ * Invariants that must stay true:
+ * - every record starts with `__u32 kind` (enum tlstap_record_kind);
+ * - a data record is `struct tlstap_data_hdr` followed by exactly `chunk_len` payload bytes
+ *   (the ring record may be longer: it is reserved in size classes, see tlstap.bpf.c);
+ * - all fields are naturally aligned and the structs contain no implicit padding, so the
+ *   layout is the same for every compiler and architecture.
+ */
+#ifndef TLSTAP_EVENTS_H
+#define TLSTAP_EVENTS_H
+
+/* Constants are enumerators, not #defines, so that they reach BTF and so the Rust side. */
+enum tlstap_limits {
+	/* Largest payload of one ring record. A TLS record carries at most 16 KiB of plaintext,
+	 * so a `Read` never needs more than one chunk; a large `Write` is split into several. */
+	TLSTAP_CHUNK_MAX = 16384,
+	TLSTAP_COMM_LEN = 16,
+	/* Go's NSS labels are at most 31 bytes; client randoms are 32; secrets at most 48. */
+	TLSTAP_LABEL_MAX = 64,
+	TLSTAP_SECRET_MAX = 64,
+};
+
+enum tlstap_record_kind {
+	TLSTAP_RECORD_DATA = 1,
+	TLSTAP_RECORD_SECRET = 2,
+};
+
+enum tlstap_direction {
+	TLSTAP_DIR_WRITE = 0,
+	TLSTAP_DIR_READ = 1,
+};
+
+/* What an attach point is; the low byte of its BPF cookie. */
+enum tlstap_probe_kind {
+	TLSTAP_PROBE_WRITE_ENTRY = 1, /* (*tls.Conn).Write, first instruction */
+	TLSTAP_PROBE_READ_ENTRY = 2,  /* (*tls.Conn).Read, first instruction */
+	TLSTAP_PROBE_READ_RET = 3,    /* (*tls.Conn).Read, each RET instruction */
+	TLSTAP_PROBE_KEYLOG = 4,      /* (*tls.Config).writeKeyLog, first instruction */
+};
+
+/* The BPF cookie of an attach point: probe kind in the low byte, flags above, and for the
+ * stack ABI on amd64 the distance below the FS base at which the goroutine pointer g is kept
+ * (8 for internally linked Go; 0 means 8). */
+enum tlstap_cookie_bits {
+	TLSTAP_COOKIE_KIND_MASK = 0xff,
+	TLSTAP_COOKIE_STACK_ABI = 0x100, /* arguments on the stack (Go ABI0), else registers */
+	TLSTAP_COOKIE_G_TLS_SHIFT = 16,  /* bits 16..31: g's offset below the FS base */
+	TLSTAP_COOKIE_G_TLS_MASK = 0xffff,
+};
+
+/* Flags of a data record. */
+enum tlstap_data_flags {
+	/* bpf_probe_read_user failed: this chunk's bytes are missing (chunk_len is 0). */
+	TLSTAP_DATA_READ_FAULT = 1,
+};
+
+/* Why bytes went missing; index of the `loss_calls` and `loss_bytes` per-CPU arrays. */
+enum tlstap_loss_cause {
+	TLSTAP_LOSS_RINGBUF_FULL = 0, /* no room in the ring buffer for a chunk */
+	TLSTAP_LOSS_READ_FAULT = 1,   /* the payload could not be read from user memory */
+	TLSTAP_LOSS_NO_ENTRY = 2,     /* a Read returned with no saved entry state */
+	TLSTAP_LOSS_MAP_FULL = 3,     /* entry state could not be saved */
+	TLSTAP_LOSS__COUNT = 4,
+};
+
+/* One chunk of one Read/Write call. 88 bytes, no padding. */
+struct tlstap_data_hdr {
+	__u32 kind;        /* TLSTAP_RECORD_DATA */
+	__u32 direction;   /* enum tlstap_direction */
+	__u64 ts_ns;       /* bpf_ktime_get_ns() at the probe: CLOCK_MONOTONIC */
+	__u64 call_id;     /* unique per call in this capture; all chunks of a call share it */
+	__u64 conn_ptr;    /* the *tls.Conn, as an address in the traced process */
+	__u64 call_len;    /* bytes the call moved */
+	__u64 chunk_off;   /* offset of this chunk's payload within the call */
+	__u32 chunk_len;   /* payload bytes following this header */
+	__u32 flags;       /* enum tlstap_data_flags */
+	__u32 pid;         /* tgid */
+	__u32 tid;
+	__u32 uid;
+	__u32 _reserved;
+	char comm[TLSTAP_COMM_LEN];
+};
+
+/* One `writeKeyLog(label, clientRandom, secret)` call. 232 bytes, no padding. The *_len fields
+ * are the lengths the program passed; bytes beyond the array sizes are not captured (flag). */
+struct tlstap_secret_rec {
+	__u32 kind;          /* TLSTAP_RECORD_SECRET */
+	__u32 pid;           /* tgid */
+	__u64 ts_ns;         /* bpf_ktime_get_ns() */
+	__u32 label_len;
+	__u32 client_random_len;
+	__u32 secret_len;
+	__u32 flags;         /* enum tlstap_data_flags */
+	char label[TLSTAP_LABEL_MAX];
+	__u8 client_random[TLSTAP_SECRET_MAX];
+	__u8 secret[TLSTAP_SECRET_MAX];
+};
+
+/* Every type above, gathered so one global puts them all in BTF (see tlstap.bpf.c). */
+struct tlstap_wire_types {
+	enum tlstap_limits limits;
+	enum tlstap_record_kind record_kind;
+	enum tlstap_direction direction;
+	enum tlstap_probe_kind probe_kind;
+	enum tlstap_cookie_bits cookie_bits;
+	enum tlstap_data_flags data_flags;
+	enum tlstap_loss_cause loss_cause;
+	struct tlstap_data_hdr data_hdr;
+	struct tlstap_secret_rec secret_rec;
+};
+
+#endif /* TLSTAP_EVENTS_H */

@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The few kernel types tlstap's BPF programs touch, declared by hand instead of a generated
+ * vmlinux.h so that the programs build for x86-64 and arm64 on any machine. Every struct is
+ * `preserve_access_index`: libbpf relocates each field access against the running kernel's
+ * BTF (CO-RE), so only the fields' names and types must match the kernel, not their offsets.
+ */
+#ifndef TLSTAP_KERNEL_TYPES_H
+#define TLSTAP_KERNEL_TYPES_H
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef signed char __s8;
+typedef short __s16;
+typedef int __s32;
+typedef long long __s64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+typedef _Bool bool;
+#define true 1
+#define false 0
+
+/* Tells bpf_tracing.h to use the kernel's names of the pt_regs fields. */
+#define __VMLINUX_H__
+
+#if defined(__TARGET_ARCH_x86)
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
+	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+} __attribute__((preserve_access_index));
+#elif defined(__TARGET_ARCH_arm64)
+/* The uprobe context on arm64 is `struct user_pt_regs` (bpf_user_pt_regs_t). */
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+} __attribute__((preserve_access_index));
+struct pt_regs {
+	union {
+		struct user_pt_regs user_regs;
+		struct {
+			__u64 regs[31];
+			__u64 sp;
+			__u64 pc;
+			__u64 pstate;
+		};
+	};
+} __attribute__((preserve_access_index));
+#else
+#error "tlstap's BPF programs support x86 and arm64 targets only"
+#endif
+
+#if defined(__TARGET_ARCH_x86)
+/* Where the FS base lives: Go < 1.17 on amd64 keeps the current goroutine at -8(FS). */
+struct thread_struct {
+	unsigned long fsbase;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct thread_struct thread;
+} __attribute__((preserve_access_index));
+#endif
+
+/* Map and flag constants from the UAPI (linux/bpf.h), stable ABI values. */
+enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+enum {
+	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
+	BPF_EXIST = 2,
+};
+#endif /* TLSTAP_KERNEL_TYPES_H */

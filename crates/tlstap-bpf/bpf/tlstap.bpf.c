@@ -1,0 +1,402 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * tlstap's uprobe programs on a Go binary's crypto/tls functions. One program is attached at
+ * every probe point (go_tls_multi, or go_tls_single on kernels without uprobe_multi); its BPF
+ * cookie says which point it is and which Go ABI the binary uses (see events.h). It emits the plaintext of `(*tls.Conn).Write` at its entry and of
+ * `(*tls.Conn).Read` at each of its RET instructions, using state saved at Read's entry keyed by
+ * the goroutine (never uretprobes: Go moves goroutine stacks).
+ *
+ * Must stay true: no unbounded loop (chunks go through bpf_loop, at most CHUNK_LOOP_MAX);
+ * every user read has a size the verifier can bound by the reserved record; loss is counted.
+ */
+#include "kernel_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "events.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Filters, set by userspace before load. 0 / (u32)-1 mean "any". */
+const volatile __u32 target_tgid = 0;
+const volatile __u32 target_uid = 0xffffffff;
+
+/* Enough chunks for a 1 GiB write; bpf_loop allows far more iterations than this. */
+#define CHUNK_LOOP_MAX (1u << 16)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24); /* resized by userspace before load */
+} events SEC(".maps");
+
+/* A Read in flight: what its entry saw, for its RET to emit. Keyed by goroutine (g) address. */
+struct read_entry {
+	__u64 conn_ptr;
+	__u64 buf;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct read_entry);
+} reads_in_flight SEC(".maps");
+
+/* Loss counters by cause (enum tlstap_loss_cause): calls affected and bytes missing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TLSTAP_LOSS__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} loss_calls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TLSTAP_LOSS__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} loss_bytes SEC(".maps");
+
+/* Unique call ids across CPUs. */
+__u64 next_call_id = 0;
+
+/* Keeps every wire type in BTF so that libbpf-cargo generates its Rust twin. Never used. */
+struct tlstap_wire_types _wire_types = {};
+
+static __always_inline void count_loss(__u32 cause, __u64 bytes)
+{
+	__u64 *calls = bpf_map_lookup_elem(&loss_calls, &cause);
+	__u64 *lost = bpf_map_lookup_elem(&loss_bytes, &cause);
+
+	if (calls)
+		*calls += 1;
+	if (lost)
+		*lost += bytes;
+}
+
+/* --- Go calling conventions ------------------------------------------------------------- */
+
+/* Integer argument/result register i of Go's register ABI (ABIInternal). */
+static __always_inline __u64 go_reg(struct pt_regs *ctx, int i)
+{
+#if defined(__TARGET_ARCH_x86)
+	switch (i) {
+	case 0: return BPF_CORE_READ(ctx, ax);
+	case 1: return BPF_CORE_READ(ctx, bx);
+	case 2: return BPF_CORE_READ(ctx, cx);
+	case 3: return BPF_CORE_READ(ctx, di);
+	case 4: return BPF_CORE_READ(ctx, si);
+	case 5: return BPF_CORE_READ(ctx, r8);
+	case 6: return BPF_CORE_READ(ctx, r9);
+	case 7: return BPF_CORE_READ(ctx, r10);
+	default: return BPF_CORE_READ(ctx, r11);
+	}
+#else
+	return ((struct user_pt_regs *)ctx)->regs[i & 15];
+#endif
+}
+
+static __always_inline __u64 stack_pointer(struct pt_regs *ctx)
+{
+	return PT_REGS_SP(ctx);
+}
+
+/*
+ * Word i of the arguments+results of a Go ABI0 (stack ABI) call. At the first instruction and at
+ * a RET, SP points at the return address (amd64) or the saved-LR slot (arm64); words follow.
+ */
+static __always_inline __u64 go_stack_word(struct pt_regs *ctx, int i)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_user(&v, sizeof(v), (void *)(stack_pointer(ctx) + 8 + 8 * i));
+	return v;
+}
+
+/* Word i of the call: register i in the register ABI, stack word i in ABI0. */
+static __always_inline __u64 go_arg(struct pt_regs *ctx, bool stack_abi, int i)
+{
+	return stack_abi ? go_stack_word(ctx, i) : go_reg(ctx, i);
+}
+
+/* The running goroutine's g, which identifies a call from its entry to its RET. */
+static __always_inline __u64 go_goroutine(struct pt_regs *ctx, __u64 cookie)
+{
+#if defined(__TARGET_ARCH_x86)
+	struct task_struct *task;
+	__u64 below_fs, fsbase, g = 0;
+
+	if (!(cookie & TLSTAP_COOKIE_STACK_ABI))
+		return BPF_CORE_READ(ctx, r14);
+	/* ABI0 on amd64: g lives in thread-local storage just below the FS base. */
+	below_fs = (cookie >> TLSTAP_COOKIE_G_TLS_SHIFT) & TLSTAP_COOKIE_G_TLS_MASK;
+	if (!below_fs)
+		below_fs = 8;
+	task = (struct task_struct *)bpf_get_current_task();
+	fsbase = BPF_CORE_READ(task, thread.fsbase);
+	bpf_probe_read_user(&g, sizeof(g), (void *)(fsbase - below_fs));
+	return g;
+#else
+	/* arm64 keeps g in X28 in both ABIs. */
+	return ((struct user_pt_regs *)ctx)->regs[28];
+#endif
+}
+
+/* --- Emission ------------------------------------------------------------------------- */
+
+struct emit_ctx {
+	__u64 src;        /* user address of the call's bytes */
+	__u64 len;        /* bytes to emit */
+	__u64 call_id;
+	__u64 conn_ptr;
+	__u64 ts_ns;
+	__u64 pid_tgid;
+	__u32 uid;
+	__u32 direction;
+	char comm[TLSTAP_COMM_LEN];
+};
+
+static __always_inline void fill_hdr(struct tlstap_data_hdr *h, struct emit_ctx *e, __u64 off,
+				     __u64 n)
+{
+	h->kind = TLSTAP_RECORD_DATA;
+	h->direction = e->direction;
+	h->ts_ns = e->ts_ns;
+	h->call_id = e->call_id;
+	h->conn_ptr = e->conn_ptr;
+	h->call_len = e->len;
+	h->chunk_off = off;
+	h->chunk_len = n;
+	h->flags = 0;
+	h->pid = e->pid_tgid >> 32;
+	h->tid = (__u32)e->pid_tgid;
+	h->uid = e->uid;
+	h->_reserved = 0;
+	__builtin_memcpy(h->comm, e->comm, TLSTAP_COMM_LEN);
+}
+
+/*
+ * Records are reserved in power-of-two size classes so the payload is read from user memory
+ * straight into the ring (no per-CPU scratch, which a preempted uprobe could share) while a
+ * small call does not hold a 16 KiB record. Returns 0, or -1 when the ring is full.
+ */
+#define DEFINE_EMIT_CLASS(CAP)                                                                 \
+	static __noinline int emit_class_##CAP(struct emit_ctx *e, __u64 off, __u64 n)         \
+	{                                                                                      \
+		struct {                                                                       \
+			struct tlstap_data_hdr h;                                              \
+			__u8 data[CAP];                                                        \
+		} *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);                          \
+		if (!r)                                                                        \
+			return -1;                                                             \
+		/* The caller's bound does not reach the verifier through the call: */        \
+		/* clamp again, behind a barrier so clang cannot drop the clamp. */           \
+		barrier_var(n);                                                                \
+		if (n > CAP)                                                                   \
+			n = CAP;                                                               \
+		fill_hdr(&r->h, e, off, n);                                                   \
+		if (bpf_probe_read_user(r->data, n, (void *)(e->src + off))) {                 \
+			r->h.chunk_len = 0;                                                    \
+			r->h.flags = TLSTAP_DATA_READ_FAULT;                                   \
+		}                                                                              \
+		bpf_ringbuf_submit(r, 0);                                                      \
+		return 0;                                                                      \
+	}
+
+DEFINE_EMIT_CLASS(64)
+DEFINE_EMIT_CLASS(256)
+DEFINE_EMIT_CLASS(1024)
+DEFINE_EMIT_CLASS(4096)
+DEFINE_EMIT_CLASS(16384)
+
+static __always_inline int emit_chunk(struct emit_ctx *e, __u64 off, __u64 n)
+{
+	if (n <= 64)
+		return emit_class_64(e, off, n);
+	if (n <= 256)
+		return emit_class_256(e, off, n);
+	if (n <= 1024)
+		return emit_class_1024(e, off, n);
+	if (n <= 4096)
+		return emit_class_4096(e, off, n);
+	return emit_class_16384(e, off, n);
+}
+
+/* bpf_loop callback: emit chunk i of the call; 1 stops the loop. */
+static long emit_chunk_cb(__u32 i, void *data)
+{
+	struct emit_ctx *e = data;
+	__u64 off = (__u64)i * TLSTAP_CHUNK_MAX;
+	__u64 left, n;
+
+	if (off >= e->len)
+		return 1;
+	left = e->len - off;
+	n = left > TLSTAP_CHUNK_MAX ? TLSTAP_CHUNK_MAX : left;
+	if (emit_chunk(e, off, n) < 0)
+		count_loss(TLSTAP_LOSS_RINGBUF_FULL, n);
+	return 0;
+}
+
+static __always_inline bool wanted(__u64 pid_tgid)
+{
+	if (target_tgid && (pid_tgid >> 32) != target_tgid)
+		return false;
+	if (target_uid != 0xffffffff && (__u32)bpf_get_current_uid_gid() != target_uid)
+		return false;
+	return true;
+}
+
+static __always_inline void emit_call(__u32 direction, __u64 conn_ptr, __u64 src, __u64 len,
+				      __u64 pid_tgid)
+{
+	struct emit_ctx e = {};
+	__u64 chunks;
+
+	if (len == 0)
+		return;
+	e.src = src;
+	e.len = len;
+	e.call_id = __sync_fetch_and_add(&next_call_id, 1);
+	e.conn_ptr = conn_ptr;
+	e.ts_ns = bpf_ktime_get_ns();
+	e.pid_tgid = pid_tgid;
+	e.uid = (__u32)bpf_get_current_uid_gid();
+	e.direction = direction;
+	bpf_get_current_comm(e.comm, sizeof(e.comm));
+	chunks = (len + TLSTAP_CHUNK_MAX - 1) / TLSTAP_CHUNK_MAX;
+	if (chunks > CHUNK_LOOP_MAX) {
+		count_loss(TLSTAP_LOSS_RINGBUF_FULL, len - (__u64)CHUNK_LOOP_MAX * TLSTAP_CHUNK_MAX);
+		chunks = CHUNK_LOOP_MAX;
+	}
+	bpf_loop(chunks, emit_chunk_cb, &e, 0);
+}
+
+/* --- Probe points ---------------------------------------------------------------------- */
+
+/* Copies min(len, max) bytes of user memory; returns false when the read faulted. */
+static __always_inline bool read_bounded(void *dst, __u32 max, __u64 src, __u64 len)
+{
+	__u32 n = len > max ? max : (__u32)len;
+
+	return bpf_probe_read_user(dst, n, (void *)src) == 0;
+}
+
+/*
+ * func (c *Config) writeKeyLog(label string, clientRandom, secret []byte) error:
+ * words c, label.ptr, label.len, cr.ptr, cr.len, cr.cap, secret.ptr, secret.len, secret.cap.
+ * Go calls it for every secret even when no KeyLogWriter is set.
+ */
+static __always_inline void on_keylog(struct pt_regs *ctx, bool stack_abi, __u64 pid_tgid)
+{
+	__u64 label = go_arg(ctx, stack_abi, 1), label_len = go_arg(ctx, stack_abi, 2);
+	__u64 cr = go_arg(ctx, stack_abi, 3), cr_len = go_arg(ctx, stack_abi, 4);
+	__u64 secret = go_arg(ctx, stack_abi, 6), secret_len = go_arg(ctx, stack_abi, 7);
+	struct tlstap_secret_rec *r;
+	bool ok;
+
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_loss(TLSTAP_LOSS_RINGBUF_FULL, label_len + cr_len + secret_len);
+		return;
+	}
+	__builtin_memset(r, 0, sizeof(*r));
+	r->kind = TLSTAP_RECORD_SECRET;
+	r->pid = pid_tgid >> 32;
+	r->ts_ns = bpf_ktime_get_ns();
+	r->label_len = label_len;
+	r->client_random_len = cr_len;
+	r->secret_len = secret_len;
+	ok = read_bounded(r->label, TLSTAP_LABEL_MAX, label, label_len);
+	ok = read_bounded(r->client_random, TLSTAP_SECRET_MAX, cr, cr_len) && ok;
+	ok = read_bounded(r->secret, TLSTAP_SECRET_MAX, secret, secret_len) && ok;
+	if (!ok) {
+		r->flags = TLSTAP_DATA_READ_FAULT;
+		count_loss(TLSTAP_LOSS_READ_FAULT, label_len + cr_len + secret_len);
+	}
+	bpf_ringbuf_submit(r, 0);
+}
+
+/* func (c *Conn) Write(b []byte) (int, error): words c, b.ptr, b.len, b.cap. */
+static __always_inline void on_write_entry(struct pt_regs *ctx, bool stack_abi, __u64 pid_tgid)
+{
+	__u64 conn = go_arg(ctx, stack_abi, 0);
+	__u64 buf = go_arg(ctx, stack_abi, 1);
+	__u64 len = go_arg(ctx, stack_abi, 2);
+
+	emit_call(TLSTAP_DIR_WRITE, conn, buf, len, pid_tgid);
+}
+
+/* func (c *Conn) Read(b []byte) (int, error): save c and b.ptr for the RET. */
+static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie)
+{
+	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
+	__u64 g = go_goroutine(ctx, cookie);
+	struct read_entry entry = {
+		.conn_ptr = go_arg(ctx, stack_abi, 0),
+		.buf = go_arg(ctx, stack_abi, 1),
+	};
+
+	if (bpf_map_update_elem(&reads_in_flight, &g, &entry, BPF_ANY))
+		count_loss(TLSTAP_LOSS_MAP_FULL, 0);
+}
+
+/* At a RET of Read: n is result word 0 (register ABI) or stack word 4 (after c and b). */
+static __always_inline void on_read_return(struct pt_regs *ctx, __u64 cookie, __u64 pid_tgid)
+{
+	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
+	__u64 g = go_goroutine(ctx, cookie);
+	struct read_entry *entry = bpf_map_lookup_elem(&reads_in_flight, &g);
+	__s64 n = (__s64)(stack_abi ? go_stack_word(ctx, 4) : go_reg(ctx, 0));
+	struct read_entry saved;
+
+	if (!entry) {
+		if (n > 0)
+			count_loss(TLSTAP_LOSS_NO_ENTRY, n);
+		return;
+	}
+	saved = *entry;
+	bpf_map_delete_elem(&reads_in_flight, &g);
+	if (n > 0)
+		emit_call(TLSTAP_DIR_READ, saved.conn_ptr, saved.buf, n, pid_tgid);
+}
+
+/* The whole probe, shared by the two attach flavours below. */
+static __always_inline int go_tls_probe(struct pt_regs *ctx)
+{
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	if (!wanted(pid_tgid))
+		return 0;
+	switch (cookie & TLSTAP_COOKIE_KIND_MASK) {
+	case TLSTAP_PROBE_WRITE_ENTRY:
+		on_write_entry(ctx, stack_abi, pid_tgid);
+		break;
+	case TLSTAP_PROBE_READ_ENTRY:
+		on_read_entry(ctx, cookie);
+		break;
+	case TLSTAP_PROBE_READ_RET:
+		on_read_return(ctx, cookie, pid_tgid);
+		break;
+	case TLSTAP_PROBE_KEYLOG:
+		on_keylog(ctx, stack_abi, pid_tgid);
+		break;
+	}
+	return 0;
+}
+
+/* One link for every offset of a binary (kernel >= 6.6). */
+SEC("uprobe.multi")
+int go_tls_multi(struct pt_regs *ctx)
+{
+	return go_tls_probe(ctx);
+}
+
+/* One perf-event link per offset, for older kernels. Userspace loads only one of the two. */
+SEC("uprobe")
+int go_tls_single(struct pt_regs *ctx)
+{
+	return go_tls_probe(ctx);
+}

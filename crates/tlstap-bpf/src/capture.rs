@@ -1,0 +1,203 @@
+//! Loading tlstap's BPF object, attaching it to Go binaries and reading its loss counters.
+//! Kernel state is owned: the object and every link are released when [`Capture`] drops
+//! (links first, as fields drop in declaration order).
+
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+
+use libbpf_rs::skel::{OpenSkel as _, SkelBuilder as _};
+use libbpf_rs::{Link, MapCore as _, MapFlags, OpenObject, UprobeMultiOpts, UprobeOpts};
+
+use crate::skel::types::{tlstap_cookie_bits, tlstap_loss_cause, tlstap_probe_kind};
+use crate::skel::{TlstapSkel, TlstapSkelBuilder};
+
+/// What the BPF side needs before load.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    /// Ring buffer size in bytes: a power of two, a multiple of the page size.
+    pub ringbuf_bytes: u32,
+    /// Capture only this process (tgid), filtered in BPF.
+    pub pid: Option<u32>,
+    /// Capture only processes of this user id, filtered in BPF.
+    pub uid: Option<u32>,
+    /// Attach one uprobe_multi link per binary (kernel ≥ 6.6) instead of one link per offset.
+    pub uprobe_multi: bool,
+}
+
+/// Which probe program path an attach point takes; the low byte of its cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    WriteEntry,
+    ReadEntry,
+    ReadReturn,
+}
+
+impl ProbeKind {
+    fn cookie_kind(self) -> u64 {
+        let kind = match self {
+            ProbeKind::WriteEntry => tlstap_probe_kind::TLSTAP_PROBE_WRITE_ENTRY,
+            ProbeKind::ReadEntry => tlstap_probe_kind::TLSTAP_PROBE_READ_ENTRY,
+            ProbeKind::ReadReturn => tlstap_probe_kind::TLSTAP_PROBE_READ_RET,
+        };
+        u64::from(kind.0)
+    }
+}
+
+/// One uprobe: a file offset in the binary that is a decoded instruction boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeSpec {
+    pub file_offset: u64,
+    pub kind: ProbeKind,
+    /// The binary passes arguments on the stack (Go ABI0) rather than in registers.
+    pub stack_abi: bool,
+}
+
+impl ProbeSpec {
+    fn cookie(&self) -> u64 {
+        let abi = if self.stack_abi { u64::from(tlstap_cookie_bits::TLSTAP_COOKIE_STACK_ABI.0) } else { 0 };
+        self.kind.cookie_kind() | abi
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("opening the BPF object")]
+    Open(#[source] libbpf_rs::Error),
+    #[error("loading the BPF programs into the kernel{hint}")]
+    Load {
+        hint: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("attaching {probes} uprobes to {}", binary.display())]
+    Attach {
+        binary: PathBuf,
+        probes: usize,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("reading the BPF loss counters")]
+    Counters(#[source] libbpf_rs::Error),
+}
+
+/// Bytes and calls lost, by cause, as counted in BPF.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LossCounts {
+    /// (cause name, calls affected, bytes missing)
+    pub by_cause: Vec<(&'static str, u64, u64)>,
+}
+
+/// The stable name of a BPF loss cause, as shown in summaries and `lost_by_cause`.
+pub fn loss_cause_name(cause: tlstap_loss_cause) -> &'static str {
+    match cause {
+        tlstap_loss_cause::TLSTAP_LOSS_RINGBUF_FULL => "ringbuf_full",
+        tlstap_loss_cause::TLSTAP_LOSS_READ_FAULT => "read_fault",
+        tlstap_loss_cause::TLSTAP_LOSS_NO_ENTRY => "no_entry_state",
+        tlstap_loss_cause::TLSTAP_LOSS_MAP_FULL => "map_full",
+        _ => "unknown",
+    }
+}
+
+/// The loaded BPF object and every link attached from it.
+pub struct Capture<'obj> {
+    links: Vec<Link>,
+    skel: TlstapSkel<'obj>,
+    uprobe_multi: bool,
+}
+
+impl std::fmt::Debug for Capture<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture").field("links", &self.links.len()).finish_non_exhaustive()
+    }
+}
+
+impl<'obj> Capture<'obj> {
+    /// Opens and loads the BPF object. `storage` holds libbpf's object for the capture's life.
+    pub fn load(storage: &'obj mut MaybeUninit<OpenObject>, opts: &CaptureOptions) -> Result<Self, Error> {
+        let mut open = TlstapSkelBuilder::default().open(storage).map_err(Error::Open)?;
+        // Only the program of the attach flavour in use is loaded.
+        open.progs.go_tls_multi.set_autoload(opts.uprobe_multi);
+        open.progs.go_tls_single.set_autoload(!opts.uprobe_multi);
+        open.maps.events.set_max_entries(opts.ringbuf_bytes).map_err(Error::Open)?;
+        if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+            rodata.target_tgid = opts.pid.unwrap_or(0);
+            rodata.target_uid = opts.uid.unwrap_or(u32::MAX);
+        }
+        let skel = open.load().map_err(|source| Error::Load { hint: load_hint(&source), source })?;
+        Ok(Capture { links: Vec::new(), skel, uprobe_multi: opts.uprobe_multi })
+    }
+
+    /// Attaches the probe program at every `probes` offset of `binary` (all processes running
+    /// it, now and later). Returns the number of probe points attached.
+    pub fn attach(&mut self, binary: &Path, probes: &[ProbeSpec]) -> Result<usize, Error> {
+        let error = |source| Error::Attach { binary: binary.to_path_buf(), probes: probes.len(), source };
+        if self.uprobe_multi {
+            let offsets = probes.iter().map(|p| p.file_offset as usize).collect();
+            let cookies = probes.iter().map(ProbeSpec::cookie).collect();
+            let opts = UprobeMultiOpts { offsets, cookies, ..Default::default() };
+            let link = self.skel.progs.go_tls_multi.attach_uprobe_multi_with_opts(-1, binary, "", opts).map_err(error)?;
+            self.links.push(link);
+        } else {
+            // All or nothing: links made before a failure drop with this vector.
+            let mut links = Vec::with_capacity(probes.len());
+            for probe in probes {
+                let opts = UprobeOpts { cookie: probe.cookie(), ..Default::default() };
+                let link = self
+                    .skel
+                    .progs
+                    .go_tls_single
+                    .attach_uprobe_with_opts(-1, binary, probe.file_offset as usize, opts)
+                    .map_err(error)?;
+                links.push(link);
+            }
+            self.links.append(&mut links);
+        }
+        Ok(probes.len())
+    }
+
+    /// The ring buffer map the records arrive in.
+    pub fn events_map(&self) -> &libbpf_rs::MapMut<'obj> {
+        &self.skel.maps.events
+    }
+
+    /// Sums the per-CPU loss counters.
+    pub fn losses(&self) -> Result<LossCounts, Error> {
+        let mut by_cause = Vec::new();
+        for index in 0..tlstap_loss_cause::TLSTAP_LOSS__COUNT.0 {
+            let key = index.to_ne_bytes();
+            let calls = sum_percpu(self.skel.maps.loss_calls.lookup_percpu(&key, MapFlags::ANY));
+            let bytes = sum_percpu(self.skel.maps.loss_bytes.lookup_percpu(&key, MapFlags::ANY));
+            by_cause.push((loss_cause_name(tlstap_loss_cause(index)), calls.map_err(Error::Counters)?, bytes.map_err(Error::Counters)?));
+        }
+        Ok(LossCounts { by_cause })
+    }
+}
+
+fn sum_percpu(values: libbpf_rs::Result<Option<Vec<Vec<u8>>>>) -> libbpf_rs::Result<u64> {
+    Ok(values?
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
+        .sum())
+}
+
+fn load_hint(err: &libbpf_rs::Error) -> &'static str {
+    match err.kind() {
+        // EPERM (privileges) and EACCES (verifier) both land here; privileges were checked
+        // before loading, so the verifier is the likelier cause.
+        libbpf_rs::ErrorKind::PermissionDenied | libbpf_rs::ErrorKind::InvalidInput => {
+            " (the kernel refused them: its verifier rejected them, or privileges are missing; TLSTAP_DEBUG=1 prints libbpf's log)"
+        }
+        _ => "",
+    }
+}
+
+/// Routes libbpf's own messages: silent by default (errors reach the user through `Error`),
+/// everything on stderr when TLSTAP_DEBUG=1.
+pub fn configure_libbpf_logging() {
+    if std::env::var_os("TLSTAP_DEBUG").is_some_and(|v| v == "1") {
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, |_, msg: String| eprint!("{msg}"))));
+    } else {
+        libbpf_rs::set_print(None);
+    }
+}

@@ -1,0 +1,21 @@
+//! The BPF side of tlstap: the programs (bpf/*.bpf.c, built by build.rs), their loading and
+//! attaching ([`capture`]), and decoding of their ring-buffer records ([`wire`]).
+//! The only crate that needs clang, libbpf and root.
+
+pub mod capture;
+pub mod wire;
+
+/// The libbpf-rs skeleton generated from bpf/tlstap.bpf.c, with the Rust twins of every type
+/// in bpf/events.h under `skel::types`.
+pub mod skel {
+    #![allow(
+        clippy::all,
+        clippy::undocumented_unsafe_blocks,
+        missing_debug_implementations,
+        non_camel_case_types,
+        unsafe_op_in_unsafe_fn
+    )]
+    include!(concat!(env!("OUT_DIR"), "/tlstap.skel.rs"));
+}
+
+pub use capture::{configure_libbpf_logging, Capture, CaptureOptions, Error, LossCounts, ProbeKind, ProbeSpec};

@@ -1,0 +1,96 @@
+//! The events every sink consumes. Owns their meaning, not their wire encoding (that is
+//! `tlstap-bpf/bpf/events.h`) nor their rendering (that is `sink::*`).
+
+use std::collections::BTreeMap;
+
+/// Which way plaintext moved through a `crypto/tls.Conn`, as seen by the traced program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The program passed these bytes to `(*tls.Conn).Write`.
+    Write,
+    /// `(*tls.Conn).Read` returned these bytes to the program.
+    Read,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Write => "write",
+            Direction::Read => "read",
+        }
+    }
+}
+
+/// The TCP (or other) connection a data event belongs to. Filled in by a later stage; `None`
+/// in [`DataEvent::conn`] means "not resolved", and sinks print `null`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Socket file descriptor in the traced process, when known.
+    pub fd: Option<i32>,
+    /// `ip:port` strings (`[v6]:port` for IPv6), when the socket is TCP.
+    pub local: Option<String>,
+    pub remote: Option<String>,
+    /// Stable identifier of the connection for this capture session.
+    pub id: String,
+}
+
+/// One `Read` or `Write` call's plaintext.
+#[derive(Debug, Clone)]
+pub struct DataEvent<'a> {
+    /// Wall-clock time, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: &'a str,
+    pub direction: Direction,
+    /// Bytes the call moved (what the program wrote or was given), even if fewer were captured.
+    pub len: u64,
+    /// The captured bytes: equal to the call's bytes unless `truncated`.
+    pub data: &'a [u8],
+    /// True only when bytes of this call were really lost; `len` still tells the real size.
+    pub truncated: bool,
+    pub conn: Option<&'a ConnInfo>,
+}
+
+/// Emitted once per hooked binary, after its probes are live.
+#[derive(Debug, Clone)]
+pub struct AttachEvent<'a> {
+    pub binary: &'a std::path::Path,
+    pub go_version: &'a str,
+    /// "register" or "stack".
+    pub abi: &'a str,
+    pub probes: usize,
+}
+
+/// A TLS secret the program derived, as `(*tls.Config).writeKeyLog` saw it.
+#[derive(Debug, Clone)]
+pub struct SecretEvent<'a> {
+    /// Wall-clock time, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    pub pid: u32,
+    /// NSS key log label, e.g. "CLIENT_HANDSHAKE_TRAFFIC_SECRET" or "CLIENT_RANDOM".
+    pub label: &'a str,
+    /// The 32-byte ClientHello random that names the connection.
+    pub client_random: &'a [u8],
+    /// The secret, exact length (binary; never treated as a C string).
+    pub secret: &'a [u8],
+}
+
+/// End-of-capture totals. `lost` is the sum of `lost_by_cause`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub events: u64,
+    pub bytes: u64,
+    pub lost: u64,
+    pub lost_by_cause: BTreeMap<&'static str, u64>,
+}
+
+/// Everything a sink can be asked to render.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    Attach(AttachEvent<'a>),
+    Data(DataEvent<'a>),
+    Secret(SecretEvent<'a>),
+    Stats(&'a Stats),
+}
+

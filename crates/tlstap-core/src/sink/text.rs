@@ -1,0 +1,114 @@
+//! Human-readable output: one header line per event, then the payload (as text when it is
+//! printable, else as a hex dump; always a hex dump in [`PayloadStyle::Hex`]). Secrets are one
+//! line each; every record ends with a blank line.
+
+use std::io::{self, Write};
+
+use super::hexdump::write_hexdump;
+use super::keylog::is_nss_label;
+use super::{rfc3339, Sink};
+use crate::event::{DataEvent, Event, SecretEvent};
+use crate::hex::push_hex;
+
+/// How payload bytes are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadStyle {
+    /// Printable payloads as they are, others as a hex dump.
+    Auto,
+    /// Always a hex dump.
+    Hex,
+}
+
+#[derive(Debug)]
+pub struct TextSink<W: Write> {
+    out: W,
+    style: PayloadStyle,
+    /// Reused for a secret's hex so secrets do not allocate.
+    hex: Vec<u8>,
+}
+
+impl<W: Write> TextSink<W> {
+    pub fn new(out: W, style: PayloadStyle) -> Self {
+        TextSink { out, style, hex: Vec::new() }
+    }
+
+    /// `<time> pid=N secret LABEL CLIENT_RANDOM_HEX SECRET_HEX`, then a blank line. A label
+    /// that is not an NSS label token is shown quoted and escaped, so it cannot forge lines.
+    fn write_secret(&mut self, ev: &SecretEvent<'_>) -> io::Result<()> {
+        write!(self.out, "{} pid={} secret ", rfc3339(ev.ts_ns), ev.pid)?;
+        if is_nss_label(ev.label) {
+            self.out.write_all(ev.label.as_bytes())?;
+        } else {
+            write!(self.out, "{:?}", ev.label)?;
+        }
+        self.hex.clear();
+        self.hex.push(b' ');
+        push_hex(&mut self.hex, ev.client_random);
+        self.hex.push(b' ');
+        push_hex(&mut self.hex, ev.secret);
+        self.hex.extend_from_slice(b"\n\n");
+        self.out.write_all(&self.hex)
+    }
+
+    fn write_data(&mut self, ev: &DataEvent<'_>) -> io::Result<()> {
+        write!(
+            self.out,
+            "{} pid={} tid={} comm={} {} len={}",
+            rfc3339(ev.ts_ns),
+            ev.pid,
+            ev.tid,
+            ev.comm,
+            ev.direction.as_str(),
+            ev.len
+        )?;
+        if ev.truncated {
+            write!(self.out, " captured={} TRUNCATED", ev.data.len())?;
+        }
+        if let Some(conn) = ev.conn {
+            let local = conn.local.as_deref().unwrap_or("?");
+            let remote = conn.remote.as_deref().unwrap_or("?");
+            write!(self.out, " {local} -> {remote}")?;
+        }
+        self.out.write_all(b"\n")?;
+        if self.style == PayloadStyle::Auto && is_printable(ev.data) {
+            self.out.write_all(ev.data)?;
+            if !ev.data.ends_with(b"\n") {
+                self.out.write_all(b"\n")?;
+            }
+        } else {
+            write_hexdump(&mut self.out, ev.data)?;
+        }
+        self.out.write_all(b"\n")
+    }
+}
+
+/// UTF-8 text without control characters other than tab, CR and LF.
+fn is_printable(data: &[u8]) -> bool {
+    match std::str::from_utf8(data) {
+        Ok(s) => s.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\r' | '\n')),
+        Err(_) => false,
+    }
+}
+
+impl<W: Write> Sink for TextSink<W> {
+    fn write_event(&mut self, event: &Event<'_>) -> io::Result<()> {
+        match event {
+            Event::Data(ev) => self.write_data(ev),
+            Event::Secret(ev) => self.write_secret(ev),
+            Event::Attach(a) => writeln!(
+                self.out,
+                "# attached {} ({}, {} ABI, {} probes)\n",
+                a.binary.display(),
+                a.go_version,
+                a.abi,
+                a.probes
+            ),
+            // The summary goes to stderr from the caller; the text stream stays payload.
+            Event::Stats(_) => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

@@ -1,0 +1,117 @@
+//! Command-line parsing only: turns arguments into [`Cli`], touching nothing else.
+//! Flags follow eCapture's `gotls` module so users can switch without relearning.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "tlstap", version, about = "Show the TLS plaintext and secrets of Go programs, with eBPF uprobes")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Capture the plaintext of Go programs' crypto/tls connections.
+    Gotls(GotlsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GotlsArgs {
+    /// Go binary to hook: every process running it, now and later.
+    #[arg(short = 'e', long = "elfpath", value_name = "PATH")]
+    pub elfpath: Option<PathBuf>,
+
+    /// Capture only this process (its binary is /proc/PID/exe unless --elfpath is given).
+    #[arg(short = 'p', long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Capture only processes of this user id.
+    #[arg(short = 'u', long, value_name = "UID")]
+    pub uid: Option<u32>,
+
+    /// What to capture.
+    #[arg(short = 'm', long, visible_alias = "model", value_enum, default_value_t = Mode::Text)]
+    pub mode: Mode,
+
+    /// NSS key log file to write the TLS secrets to (keylog mode).
+    #[arg(short = 'k', long = "keylogfile", value_name = "FILE")]
+    pub keylog_file: Option<PathBuf>,
+
+    /// pcapng file to write (pcap mode).
+    #[arg(short = 'w', long = "pcapfile", value_name = "FILE")]
+    pub pcap_file: Option<PathBuf>,
+
+    /// Network interface to capture packets on (pcap mode).
+    #[arg(short = 'i', long = "ifname", value_name = "IFACE")]
+    pub ifname: Option<String>,
+
+    /// Show payloads as hex dumps (same as --format hex).
+    #[arg(long)]
+    pub hex: bool,
+
+    /// Output format of captured events.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Write events to FILE instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Ring buffer size in MiB (a power of two); larger absorbs longer bursts.
+    #[arg(long = "ringbuf-mb", value_name = "MIB", default_value_t = 64)]
+    pub ringbuf_mib: u32,
+
+    /// Print what would be attached (version, ABI, functions, offsets) and exit; needs no root.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Plaintext of reads and writes.
+    Text,
+    /// TLS secrets as an NSS key log.
+    Keylog,
+    /// Packets with embedded secrets as pcapng.
+    Pcap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A header line per event, then the payload (text if printable, else a hex dump).
+    Text,
+    /// One JSON object per line.
+    Jsonl,
+    /// Like text, but payloads always as hex dumps.
+    Hex,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gotls(args: &[&str]) -> GotlsArgs {
+        let cli = Cli::try_parse_from([&["tlstap", "gotls"], args].concat()).unwrap();
+        match cli.command {
+            Command::Gotls(a) => a,
+        }
+    }
+
+    #[test]
+    fn ecapture_flags_parse() {
+        let a = gotls(&["-e", "/bin/srv", "-p", "42", "-u", "1000", "-m", "keylog", "-k", "k.log", "--hex"]);
+        assert_eq!(a.elfpath, Some(PathBuf::from("/bin/srv")));
+        assert_eq!((a.pid, a.uid, a.mode, a.hex), (Some(42), Some(1000), Mode::Keylog, true));
+        assert_eq!(a.keylog_file, Some(PathBuf::from("k.log")));
+        assert_eq!(gotls(&["--model", "pcap", "-w", "o.pcapng", "-i", "lo"]).mode, Mode::Pcap);
+        assert_eq!(gotls(&["--format", "jsonl", "-o", "x"]).format, Format::Jsonl);
+    }
+
+    #[test]
+    fn bad_mode_is_rejected() {
+        assert!(Cli::try_parse_from(["tlstap", "gotls", "-m", "bogus"]).is_err());
+    }
+}

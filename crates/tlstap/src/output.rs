@@ -1,0 +1,23 @@
+//! Builds the sink the user asked for, writing to stdout or a file, buffered.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use tlstap_core::sink::{JsonlSink, PayloadStyle, Sink, TextSink};
+
+use crate::cli::Format;
+
+pub fn open_sink(format: Format, output: Option<&Path>) -> Result<Box<dyn Sink>> {
+    let out: Box<dyn Write> = match output {
+        Some(path) => Box::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
+        None => Box::new(io::stdout().lock()),
+    };
+    let out = BufWriter::with_capacity(64 * 1024, out);
+    Ok(match format {
+        Format::Text => Box::new(TextSink::new(out, PayloadStyle::Auto)),
+        Format::Hex => Box::new(TextSink::new(out, PayloadStyle::Hex)),
+        Format::Jsonl => Box::new(JsonlSink::new(out)),
+    })
+}

@@ -1,0 +1,89 @@
+//! The one place that asks the running system what it allows: privileges, kernel version,
+//! clocks. Everything here reads /proc or calls libc and returns plain values.
+
+use anyhow::{bail, Context as _, Result};
+
+/// Kernel features tlstap relies on.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernel {
+    pub release: (u32, u32),
+}
+
+/// bpf_loop (5.17) and uprobe BPF cookies (5.15) are needed; uprobe_multi (6.6) is optional.
+const MIN_KERNEL: (u32, u32) = (5, 17);
+const UPROBE_MULTI_KERNEL: (u32, u32) = (6, 6);
+
+impl Kernel {
+    pub fn detect() -> Result<Self> {
+        let text = std::fs::read_to_string("/proc/sys/kernel/osrelease").context("reading /proc/sys/kernel/osrelease")?;
+        let release = parse_release(text.trim()).with_context(|| format!("kernel release {:?} is not major.minor", text.trim()))?;
+        if release < MIN_KERNEL {
+            bail!(
+                "kernel {}.{} is too old: tlstap needs Linux {}.{} or newer (bpf_loop, uprobe cookies)",
+                release.0,
+                release.1,
+                MIN_KERNEL.0,
+                MIN_KERNEL.1
+            );
+        }
+        Ok(Kernel { release })
+    }
+
+    pub fn has_uprobe_multi(&self) -> bool {
+        self.release >= UPROBE_MULTI_KERNEL
+    }
+}
+
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Fails with the fix when this process may not load BPF programs and attach uprobes.
+pub fn check_privileges() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .context("no CapEff line in /proc/self/status")?;
+    let has = |cap: u32| effective & (1u64 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!("permission denied: tlstap needs root (or CAP_BPF and CAP_PERFMON) to load BPF programs; run it with sudo")
+}
+
+/// Nanoseconds to add to a CLOCK_MONOTONIC stamp (BPF's bpf_ktime_get_ns) for wall-clock time.
+pub fn monotonic_to_wall_offset() -> u64 {
+    let wall = clock_ns(libc::CLOCK_REALTIME);
+    let mono = clock_ns(libc::CLOCK_MONOTONIC);
+    wall.saturating_sub(mono)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it. Both clocks used
+    // here always exist on Linux, so the call cannot fail and `ts` stays well-formed.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kernel_releases() {
+        assert_eq!(parse_release("6.18.44-fc-v782"), Some((6, 18)));
+        assert_eq!(parse_release("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(parse_release("garbage"), None);
+        assert!((5, 15) < MIN_KERNEL && (6, 1) >= MIN_KERNEL);
+    }
+}

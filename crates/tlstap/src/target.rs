@@ -1,0 +1,85 @@
+//! Resolves what to hook: the binary's path, its analysis by goelf, and the probe points
+//! tlstap-bpf attaches. Reads the binary file; touches no kernel state.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use goelf::tls::TlsPlan;
+use goelf::{Abi, Arch, GoBinary};
+use tlstap_bpf::{ProbeKind, ProbeSpec};
+
+/// A Go binary ready to be hooked.
+#[derive(Debug)]
+pub struct Target {
+    pub path: PathBuf,
+    pub go_version: String,
+    pub abi: Abi,
+    pub arch: Arch,
+    pub pie: bool,
+    pub has_symtab: bool,
+    pub plan: TlsPlan,
+}
+
+impl Target {
+    /// Reads and analyses `path`.
+    pub fn analyze(path: &Path) -> Result<Target> {
+        let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bin = GoBinary::parse(&data).with_context(|| format!("{} cannot be hooked", path.display()))?;
+        let plan = goelf::tls::plan(&bin).with_context(|| format!("{} cannot be hooked", path.display()))?;
+        let info = bin.info();
+        Ok(Target {
+            path: path.to_path_buf(),
+            go_version: info.go_version.raw.clone(),
+            abi: info.abi,
+            arch: info.arch,
+            pie: info.pie,
+            has_symtab: info.has_symtab,
+            plan,
+        })
+    }
+
+    /// Fails when this build of tlstap cannot run probes on the target.
+    pub fn check_runnable(&self) -> Result<()> {
+        let host = if cfg!(target_arch = "x86_64") { Arch::Amd64 } else { Arch::Arm64 };
+        if self.arch != host {
+            bail!(
+                "{} is a {} binary, but this tlstap runs on {}: run a tlstap built for {}",
+                self.path.display(),
+                self.arch.goarch(),
+                host.goarch(),
+                self.arch.goarch()
+            );
+        }
+        if self.abi == Abi::Stack {
+            bail!(
+                "{} is built with {} (stack ABI); capturing stack-ABI Go binaries is not supported yet",
+                self.path.display(),
+                self.go_version
+            );
+        }
+        Ok(())
+    }
+
+    /// Every uprobe, with the cookie information BPF needs.
+    pub fn probes(&self) -> Vec<ProbeSpec> {
+        let stack_abi = self.abi == Abi::Stack;
+        let spec = |p: &goelf::tls::ProbePoint, kind| ProbeSpec { file_offset: p.file_offset, kind, stack_abi };
+        let mut probes = vec![spec(&self.plan.write_entry, ProbeKind::WriteEntry), spec(&self.plan.read_entry, ProbeKind::ReadEntry)];
+        probes.extend(self.plan.read_returns.iter().map(|p| spec(p, ProbeKind::ReadReturn)));
+        probes
+    }
+
+    pub fn abi_name(&self) -> &'static str {
+        match self.abi {
+            Abi::Register => "register",
+            Abi::Stack => "stack",
+        }
+    }
+}
+
+/// The binary of a running process, as the kernel sees it (works across mount namespaces).
+pub fn binary_of_pid(pid: u32) -> Result<PathBuf> {
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    std::fs::metadata(&exe).with_context(|| format!("no process {pid} (or its binary cannot be read)"))?;
+    Ok(exe)
+}

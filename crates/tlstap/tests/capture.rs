@@ -1,0 +1,76 @@
+//! Privileged end-to-end tests: real BPF on real Go programs. The fixture records every
+//! tls.Conn call it makes; tlstap's capture must match it byte for byte, call for call.
+
+mod common;
+
+use common::*;
+
+/// Request bodies from a few bytes to one full TLS record; responses use the sizes reversed.
+const SIZES: &str = "3,100,1000,5000,16000,16384";
+
+/// Describes the first difference between two byte strings without dumping them whole.
+fn first_difference(got: &[u8], want: &[u8]) -> String {
+    let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+    format!("lengths {} vs {}, first difference at byte {at}", got.len(), want.len())
+}
+
+/// tlstap's data events of `pid` equal the fixture manifest's calls, in both directions.
+fn assert_capture_matches(capture: &Capture, manifest: &std::path::Path, pid: u32) {
+    let calls = manifest_calls(manifest);
+    for direction in ["write", "read"] {
+        let want: Vec<&[u8]> = calls.iter().filter(|c| c.1 == direction).map(|c| c.2.as_slice()).collect();
+        let got = capture.data(direction);
+        let got: Vec<_> = got.iter().filter(|(p, _, _)| *p == u64::from(pid)).collect();
+        assert!(!want.is_empty(), "the fixture made no {direction} calls");
+        assert_eq!(got.len(), want.len(), "{direction}: {} events captured, {} calls made", got.len(), want.len());
+        for (i, ((_, data, record), want)) in got.iter().zip(&want).enumerate() {
+            assert!(data.as_slice() == *want, "{direction} call {i}: {}", first_difference(data, want));
+            assert_eq!(record["len"].as_u64(), Some(want.len() as u64), "{direction} call {i} len");
+            assert_eq!(record["truncated"], false, "{direction} call {i}");
+            assert_eq!(record["tid"].as_u64().is_some_and(|t| t > 0), true);
+            assert!(record["ts_ns"].as_u64().unwrap() > 1_700_000_000_000_000_000, "wall-clock stamp");
+        }
+    }
+    let stats = capture.stats();
+    assert_eq!(stats["lost"], 0, "stats: {stats}");
+    assert!(capture.stderr.contains(" 0 lost"), "summary: {}", capture.stderr);
+}
+
+fn hooked_side_is_byte_exact(go_version: &str, variant: &str, hook_server: bool) {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new(&format!("capture-{go_version}-{variant}-{hook_server}"));
+    let fixture = fixture(go_version, variant, "tlsfixture");
+    let server_bin = copy_binary(&fixture, &dir, "server");
+    let client_bin = copy_binary(&fixture, &dir, "client");
+    let (server_manifest, client_manifest) = (dir.path("server.jsonl"), dir.path("client.jsonl"));
+
+    let server = Server::start(&server_bin, &server_manifest, &[]);
+    let hooked = if hook_server { &server_bin } else { &client_bin };
+    let tlstap = Tlstap::start(&dir, &["-e", hooked.to_str().unwrap()]);
+    let client_pid = run_client(&client_bin, &server.addr, &client_manifest, &["--requests", "12", "--sizes", SIZES]);
+    let server_pid = server.proc.pid();
+    let capture = tlstap.stop();
+    server.stop();
+
+    let attach = capture.records.iter().find(|r| r["type"] == "attach").unwrap();
+    assert_eq!(attach["binary"], hooked.to_str().unwrap());
+    assert_eq!(attach["abi"], "register");
+    assert!(attach["go_version"].as_str().unwrap().starts_with(&format!("go{go_version}")), "{attach}");
+    if hook_server {
+        assert_capture_matches(&capture, &server_manifest, server_pid);
+    } else {
+        assert_capture_matches(&capture, &client_manifest, client_pid);
+    }
+}
+
+#[test]
+fn server_side_capture_is_byte_exact() {
+    hooked_side_is_byte_exact("1.19", "exe", true);
+}
+
+#[test]
+fn client_side_capture_is_byte_exact() {
+    hooked_side_is_byte_exact("1.19", "exe", false);
+}

@@ -1,0 +1,254 @@
+//! Shared helpers of tlstap's integration tests: fixtures built by scripts/fixture.sh, child
+//! processes that die with the test, running tlstap and reading what it wrote.
+//!
+//! Privileged tests call [`privileged`] first: without root they skip with a printed reason,
+//! unless TLSTAP_REQUIRE_PRIVILEGED=1 (set by CI), which turns the skip into a failure.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+pub const TLSTAP: &str = env!("CARGO_BIN_EXE_tlstap");
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The path of a Go fixture, built (or taken from the cache) by scripts/fixture.sh.
+pub fn fixture(go_version: &str, variant: &str, program: &str) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/fixture.sh"))
+        .args([go_version, variant, program])
+        .output()
+        .expect("running scripts/fixture.sh");
+    assert!(
+        out.status.success(),
+        "scripts/fixture.sh {go_version} {variant} {program} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// True when this test may load BPF. Otherwise prints why it skips, or fails under CI.
+pub fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return true;
+    }
+    let reason = "not root: BPF tests need root";
+    if std::env::var_os("TLSTAP_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") {
+        panic!("{reason}, and TLSTAP_REQUIRE_PRIVILEGED=1 forbids skipping");
+    }
+    eprintln!("SKIPPED: {reason}");
+    false
+}
+
+/// A fresh directory for one test, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tlstap-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A private copy of a binary: uprobes follow the file (inode), so copies are hooked apart.
+pub fn copy_binary(src: &Path, dir: &TempDir, name: &str) -> PathBuf {
+    let dst = dir.path(name);
+    std::fs::copy(src, &dst).unwrap();
+    dst
+}
+
+/// A child process killed when the guard drops (so a failing test leaves nothing running).
+pub struct Proc {
+    pub child: Child,
+    pub what: String,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command, what: &str) -> Proc {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+        Proc { child, what: what.to_string() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own live child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit within {timeout:?}", self.what);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running fixture server and the address it listens on.
+pub struct Server {
+    pub proc: Proc,
+    pub addr: String,
+}
+
+impl Server {
+    pub fn start(binary: &Path, manifest: &Path, extra: &[&str]) -> Server {
+        let mut proc = Proc::spawn(
+            Command::new(binary)
+                .args(["server", "--manifest"])
+                .arg(manifest)
+                .args(extra)
+                .stdout(Stdio::piped()),
+            "fixture server",
+        );
+        let stdout = proc.child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("LISTEN ").unwrap_or_else(|| panic!("server said {line:?}")).to_string();
+        Server { proc, addr }
+    }
+
+    pub fn stop(mut self) {
+        self.proc.signal(libc::SIGTERM);
+        self.proc.wait_timeout(Duration::from_secs(10));
+    }
+}
+
+/// Runs the fixture client to completion and returns its pid; panics if it fails.
+pub fn run_client(binary: &Path, addr: &str, manifest: &Path, extra: &[&str]) -> u32 {
+    let mut proc = Proc::spawn(
+        Command::new(binary).args(["client", "--addr", addr, "--manifest"]).arg(manifest).args(extra),
+        "fixture client",
+    );
+    let status = proc.wait_timeout(Duration::from_secs(60));
+    assert!(status.success(), "fixture client exited with {status}");
+    proc.pid()
+}
+
+/// A running `tlstap gotls … --format jsonl -o FILE`.
+pub struct Tlstap {
+    pub proc: Proc,
+    pub out: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Tlstap {
+    /// Starts tlstap with `args` (plus jsonl output to a file) and waits until its probes are live.
+    pub fn start(dir: &TempDir, args: &[&str]) -> Tlstap {
+        let out = dir.path("tlstap.jsonl");
+        let stderr = dir.path("tlstap.stderr");
+        let proc = Proc::spawn(
+            Command::new(TLSTAP)
+                .arg("gotls")
+                .args(args)
+                .args(["--format", "jsonl", "-o"])
+                .arg(&out)
+                .stderr(std::fs::File::create(&stderr).unwrap()),
+            "tlstap",
+        );
+        let mut t = Tlstap { proc, out, stderr };
+        t.wait_for_attach();
+        t
+    }
+
+    fn wait_for_attach(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if read_jsonl(&self.out).iter().any(|v| v["type"] == "attach") {
+                return;
+            }
+            if let Some(status) = self.proc.child.try_wait().unwrap() {
+                panic!("tlstap exited with {status} before attaching: {}", std::fs::read_to_string(&self.stderr).unwrap());
+            }
+            assert!(Instant::now() < deadline, "tlstap did not attach within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGINT, waits for a clean exit and returns every record written.
+    pub fn stop(mut self) -> Capture {
+        self.proc.signal(libc::SIGINT);
+        let status = self.proc.wait_timeout(Duration::from_secs(30));
+        let stderr = std::fs::read_to_string(&self.stderr).unwrap();
+        assert!(status.success(), "tlstap exited with {status}: {stderr}");
+        Capture { records: read_jsonl(&self.out), stderr }
+    }
+}
+
+/// What tlstap wrote.
+pub struct Capture {
+    pub records: Vec<Value>,
+    pub stderr: String,
+}
+
+impl Capture {
+    /// Data events of one direction, in output order: (pid, payload, record).
+    pub fn data(&self, direction: &str) -> Vec<(u64, Vec<u8>, &Value)> {
+        self.records
+            .iter()
+            .filter(|r| r["type"] == "data" && r["direction"] == direction)
+            .map(|r| (r["pid"].as_u64().unwrap(), b64(r["data_b64"].as_str().unwrap()), r))
+            .collect()
+    }
+
+    pub fn stats(&self) -> &Value {
+        self.records.iter().find(|r| r["type"] == "stats").expect("a stats record")
+    }
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Only complete lines: the writer may be mid-line.
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+pub fn b64(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+/// The fixture's own record of its tls.Conn calls: (conn, direction, bytes), in order.
+pub fn manifest_calls(path: &Path) -> Vec<(u64, String, Vec<u8>)> {
+    read_jsonl(path)
+        .into_iter()
+        .filter(|r| r["type"] == "call")
+        .map(|r| (r["conn"].as_u64().unwrap(), r["dir"].as_str().unwrap().to_string(), b64(r["data_b64"].as_str().unwrap())))
+        .collect()
+}

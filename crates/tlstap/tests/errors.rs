@@ -1,0 +1,84 @@
+//! Bad input gets one clear error line and a non-zero exit, never a panic or a backtrace.
+//! None of these needs BPF; the not-root case drops privileges itself.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// Runs tlstap and returns its stderr, asserting the error contract.
+fn fails_with(cmd: &mut Command, expected: &str) -> String {
+    let out = cmd.env("RUST_BACKTRACE", "1").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "exit status for {expected:?}; stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "nothing on stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.starts_with("tlstap: error: "), "{stderr:?}");
+    assert!(stderr.contains(expected), "{stderr:?} should say {expected:?}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr:?}");
+    stderr
+}
+
+fn gotls(binary: &Path) -> Command {
+    let mut cmd = Command::new(TLSTAP);
+    cmd.arg("gotls").arg("--elfpath").arg(binary);
+    cmd
+}
+
+#[test]
+fn missing_file() {
+    fails_with(&mut gotls(Path::new("/nonexistent/server")), "cannot read /nonexistent/server");
+}
+
+#[test]
+fn not_an_elf() {
+    let dir = TempDir::new("not-elf");
+    let path = dir.path("script.sh");
+    std::fs::write(&path, "#!/bin/sh\necho hi\n").unwrap();
+    fails_with(&mut gotls(&path), "not an ELF");
+}
+
+#[test]
+fn not_a_go_binary() {
+    fails_with(&mut gotls(Path::new("/bin/true")), "not a Go binary");
+}
+
+#[test]
+fn go_without_crypto_tls() {
+    fails_with(&mut gotls(&fixture("1.19", "exe", "notls")), "crypto/tls");
+}
+
+#[test]
+fn stack_abi_is_not_supported_yet() {
+    fails_with(&mut gotls(&fixture("1.15", "exe", "tlsfixture")), "stack ABI");
+}
+
+#[test]
+fn no_target() {
+    fails_with(Command::new(TLSTAP).arg("gotls"), "no target");
+}
+
+#[test]
+fn bad_ringbuf_size() {
+    let fixture = fixture("1.19", "exe", "tlsfixture");
+    fails_with(gotls(&fixture).args(["--ringbuf-mb", "3"]), "power of two");
+}
+
+#[test]
+fn not_root() {
+    // Runs tlstap as `nobody` on a world-readable copy of the fixture.
+    let dir = TempDir::new("not-root");
+    let fixture = copy_binary(&fixture("1.19", "exe", "tlsfixture"), &dir, "server");
+    let tlstap = copy_binary(Path::new(TLSTAP), &dir, "tlstap");
+    for p in [&dir.0, &fixture, &tlstap] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(&tlstap)
+        .args(["gotls", "--elfpath"])
+        .arg(&fixture);
+    fails_with(&mut cmd, "permission denied");
+}

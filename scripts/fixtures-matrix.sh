@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds (or finds cached) every Go fixture the tests use, one line per build:
+#   ok|FAIL|SKIP  GOVERSION GOARCH VARIANT PROGRAM  path-or-reason
+# Goes on past failures; exits non-zero if any build failed.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+versions=(1.15 1.19 1.21 1.22 1.23 1.24 1.25 1.26 1.27)
+newest=${versions[${#versions[@]}-1]}
+
+# "VERSION ARCH VARIANT PROGRAM" for every build.
+builds=()
+for v in "${versions[@]}"; do
+  for var in exe pie exe-sw pie-strip; do builds+=("$v amd64 $var tlsfixture"); done
+done
+for v in 1.19 "$newest"; do
+  builds+=("$v amd64 cgo tlsfixture" "$v amd64 cgo-pie tlsfixture")
+  builds+=("$v arm64 exe tlsfixture" "$v arm64 pie-strip tlsfixture")
+done
+builds+=("1.19 amd64 exe notls")
+
+# Combinations that cannot work, with the reason (none known today; e.g.
+# ["1.15 arm64 cgo"]="why"). Matched on "VERSION ARCH VARIANT".
+declare -A skip=()
+
+failed=0
+for b in "${builds[@]}"; do
+  read -r v arch var prog <<<"$b"
+  if [[ -n ${skip["$v $arch $var"]:-} ]]; then
+    printf 'SKIP  %-5s %-5s %-9s %-10s %s\n' "$v" "$arch" "$var" "$prog" "${skip["$v $arch $var"]}"
+    continue
+  fi
+  start=$SECONDS
+  if out=$("$here/fixture.sh" "$v" "$var" "$prog" "$arch" 2>&1); then
+    printf 'ok    %-5s %-5s %-9s %-10s %s (%ds)\n' "$v" "$arch" "$var" "$prog" "$out" $((SECONDS - start))
+  else
+    printf 'FAIL  %-5s %-5s %-9s %-10s %s\n' "$v" "$arch" "$var" "$prog" "$(tail -n1 <<<"$out")"
+    failed=$((failed + 1))
+  fi
+done
+echo "fixtures: ${#builds[@]} listed, $failed failed"
+((failed == 0))

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12 machine, as root: installs build and test
+# dependencies, builds (or reuses from ~/.cache/tlstap) the Go toolchains and fixtures,
+# then runs every test, the privileged BPF tests included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh --test
+# Build the fixture matrix up front so test time is test time (cached across runs).
+bash scripts/fixtures-matrix.sh
+# Under CI a privileged test that cannot run is a failure, not a skip.
+if [[ ${CI:-} == true ]]; then export TLSTAP_REQUIRE_PRIVILEGED=1; fi
+cargo test --workspace --locked "$@"
