@@ -85,12 +85,7 @@ fn resolve_own_symlinks(path: &Path, uid: u32) -> io::Result<PathBuf> {
 fn open_no_follow(path: &Path, mode: OpenMode) -> io::Result<File> {
     let append = mode == OpenMode::Append;
     let mut create = OpenOptions::new();
-    create
-        .write(true)
-        .append(append)
-        .create_new(true)
-        .mode(SECRET_FILE_MODE)
-        .custom_flags(libc::O_NOFOLLOW);
+    create.write(true).append(append).create_new(true).mode(SECRET_FILE_MODE).custom_flags(libc::O_NOFOLLOW);
     match create.open(path) {
         Ok(file) => {
             // The umask may have removed bits from 0600 (never added any): set it exactly.
@@ -121,11 +116,8 @@ fn existing_options(mode: OpenMode) -> OpenOptions {
 /// A hard link to another user's file could be anything of theirs (or the system's).
 fn refuse_foreign_hard_link(meta: &Metadata, uid: u32) -> io::Result<()> {
     if meta.file_type().is_file() && meta.nlink() > 1 && meta.uid() != uid {
-        let msg = format!(
-            "refusing to write to a file owned by uid {} that has {} hard links",
-            meta.uid(),
-            meta.nlink()
-        );
+        let msg =
+            format!("refusing to write to a file owned by uid {} that has {} hard links", meta.uid(), meta.nlink());
         return Err(io::Error::new(io::ErrorKind::PermissionDenied, msg));
     }
     Ok(())

@@ -1,6 +1,8 @@
 //! The NSS key log sink: golden output, one complete line per write followed by a flush,
 //! deduplication, and that it ignores every event but secrets. Wireshark reading its output is
 //! checked end to end in `pcapng_oracle.rs`.
+// An integration test crate: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -44,7 +46,12 @@ impl Write for Recorder {
 
 fn events<'a>(stats: &'a Stats) -> Vec<Event<'a>> {
     vec![
-        Event::Attach(AttachEvent { binary: Path::new("/srv/server"), go_version: "go1.22", abi: "register", probes: 5 }),
+        Event::Attach(AttachEvent {
+            binary: Path::new("/srv/server"),
+            go_version: "go1.22",
+            abi: "register",
+            probes: 5,
+        }),
         secret("SERVER_HANDSHAKE_TRAFFIC_SECRET", &CR, &SECRET),
         secret("CLIENT_TRAFFIC_SECRET_0", &CR, &[0x11; 32]),
         secret("SERVER_HANDSHAKE_TRAFFIC_SECRET", &CR, &SECRET), // duplicate

@@ -1,6 +1,8 @@
 //! `open_secret_file`: 0600 on create, existing modes kept, append vs truncate, our symlinks
 //! followed, other users' symlinks and hard links refused, errors naming the path.
 //! (The umask case lives alone in `secret_file_umask.rs`: the umask is process-wide.)
+// An integration test crate: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

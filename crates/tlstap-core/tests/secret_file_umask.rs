@@ -1,5 +1,7 @@
 //! `open_secret_file` creates 0600 whatever the umask. Alone in its test binary because the
 //! umask is process-wide and would race with other tests creating files.
+// An integration test crate: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -1,6 +1,8 @@
 //! Golden files for every record kind of the text, hex and JSONL sinks, each also checked by an
 //! independent oracle (serde_json parsing, humantime parsing, `format!` hex) so a wrongly
 //! blessed golden file does not go unnoticed.
+// An integration test crate: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -42,7 +44,12 @@ fn parse_lines(out: &[u8]) -> Vec<Value> {
 }
 
 fn conn() -> ConnInfo {
-    ConnInfo { fd: Some(7), local: Some("127.0.0.1:8443".into()), remote: Some("127.0.0.1:51000".into()), id: "c1".into() }
+    ConnInfo {
+        fd: Some(7),
+        local: Some("127.0.0.1:8443".into()),
+        remote: Some("127.0.0.1:51000".into()),
+        id: "c1".into(),
+    }
 }
 
 fn data_events(c: &ConnInfo) -> Vec<Event<'_>> {
@@ -200,7 +207,8 @@ fn text_secret() {
 
 #[test]
 fn text_secret_with_forged_label_stays_one_line() {
-    let ev = Event::Secret(SecretEvent { ts_ns: 0, pid: 1, label: "X\nCLIENT_RANDOM", client_random: &[1], secret: &[2] });
+    let ev =
+        Event::Secret(SecretEvent { ts_ns: 0, pid: 1, label: "X\nCLIENT_RANDOM", client_random: &[1], secret: &[2] });
     let out = String::from_utf8(text(PayloadStyle::Auto, &[ev])).unwrap();
     assert_eq!(out, "1970-01-01T00:00:00.000000000Z pid=1 secret \"X\\nCLIENT_RANDOM\" 01 02\n\n");
 }

@@ -50,13 +50,6 @@ impl Target {
                 self.arch.goarch()
             );
         }
-        if self.abi == Abi::Stack {
-            bail!(
-                "{} is built with {} (stack ABI); capturing stack-ABI Go binaries is not supported yet",
-                self.path.display(),
-                self.go_version
-            );
-        }
         Ok(())
     }
 

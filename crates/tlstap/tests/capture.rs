@@ -36,11 +36,11 @@ fn assert_capture_matches(capture: &Capture, manifest: &std::path::Path, pid: u3
     assert!(capture.stderr.contains(" 0 lost"), "summary: {}", capture.stderr);
 }
 
+/// Hooks the server (or the client) of a fresh fixture pair built with `go_version`/`variant`
+/// and checks the capture against the hooked side's manifest.
 fn hooked_side_is_byte_exact(go_version: &str, variant: &str, hook_server: bool) {
-    if !privileged() {
-        return;
-    }
-    let dir = TempDir::new(&format!("capture-{go_version}-{variant}-{hook_server}"));
+    let side = if hook_server { "server" } else { "client" };
+    let dir = TempDir::new(&format!("capture-{go_version}-{variant}-{side}"));
     let fixture = fixture(go_version, variant, "tlsfixture");
     let server_bin = copy_binary(&fixture, &dir, "server");
     let client_bin = copy_binary(&fixture, &dir, "client");
@@ -56,7 +56,8 @@ fn hooked_side_is_byte_exact(go_version: &str, variant: &str, hook_server: bool)
 
     let attach = capture.records.iter().find(|r| r["type"] == "attach").unwrap();
     assert_eq!(attach["binary"], hooked.to_str().unwrap());
-    assert_eq!(attach["abi"], "register");
+    let stack_abi = go_version == "1.15";
+    assert_eq!(attach["abi"], if stack_abi { "stack" } else { "register" }, "{attach}");
     assert!(attach["go_version"].as_str().unwrap().starts_with(&format!("go{go_version}")), "{attach}");
     if hook_server {
         assert_capture_matches(&capture, &server_manifest, server_pid);
@@ -65,12 +66,67 @@ fn hooked_side_is_byte_exact(go_version: &str, variant: &str, hook_server: bool)
     }
 }
 
+/// Every variant of one Go version, each side hooked in turn.
+fn version_matrix(go_version: &str, variants: &[&str]) {
+    if !privileged() {
+        return;
+    }
+    for variant in variants {
+        for hook_server in [true, false] {
+            eprintln!("go{go_version} {variant} hooking the {}", if hook_server { "server" } else { "client" });
+            hooked_side_is_byte_exact(go_version, variant, hook_server);
+        }
+    }
+}
+
+/// Plain, PIE, `-s -w`, and PIE stripped again by `strip --strip-all`.
+const VARIANTS: &[&str] = &["exe", "pie", "exe-sw", "pie-strip"];
+/// Externally linked with the cgo resolver, so `.text` does not start at `runtime.text`.
+const CGO_VARIANTS: &[&str] = &["cgo", "cgo-pie"];
+
+// Newest first: new releases are what break layouts.
 #[test]
-fn server_side_capture_is_byte_exact() {
-    hooked_side_is_byte_exact("1.19", "exe", true);
+fn go1_27() {
+    version_matrix("1.27", &[VARIANTS, CGO_VARIANTS].concat());
 }
 
 #[test]
-fn client_side_capture_is_byte_exact() {
-    hooked_side_is_byte_exact("1.19", "exe", false);
+fn go1_26() {
+    version_matrix("1.26", VARIANTS);
+}
+
+#[test]
+fn go1_25() {
+    version_matrix("1.25", VARIANTS);
+}
+
+#[test]
+fn go1_24() {
+    version_matrix("1.24", VARIANTS);
+}
+
+#[test]
+fn go1_23() {
+    version_matrix("1.23", VARIANTS);
+}
+
+#[test]
+fn go1_22() {
+    version_matrix("1.22", VARIANTS);
+}
+
+#[test]
+fn go1_21() {
+    version_matrix("1.21", VARIANTS);
+}
+
+#[test]
+fn go1_19() {
+    version_matrix("1.19", &[VARIANTS, CGO_VARIANTS].concat());
+}
+
+/// The stack ABI (Go < 1.17 on amd64): arguments on the stack, g in thread-local storage.
+#[test]
+fn go1_15_stack_abi() {
+    version_matrix("1.15", VARIANTS);
 }

@@ -51,8 +51,9 @@ fn go_without_crypto_tls() {
 }
 
 #[test]
-fn stack_abi_is_not_supported_yet() {
-    fails_with(&mut gotls(&fixture("1.15", "exe", "tlsfixture")), "stack ABI");
+fn foreign_architecture() {
+    let arm64 = fixture_for_arch("1.19", "exe", "tlsfixture", "arm64");
+    fails_with(&mut gotls(&arm64), "is a arm64 binary, but this tlstap runs on amd64");
 }
 
 #[test]

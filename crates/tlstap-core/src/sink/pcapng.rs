@@ -38,7 +38,14 @@ impl<W: Write> PcapngSink<W> {
     }
 
     /// See [`PcapngWriter::write_packet`].
-    pub fn write_packet(&mut self, if_id: u32, ts_ns: u64, data: &[u8], orig_len: u32, comment: Option<&str>) -> io::Result<()> {
+    pub fn write_packet(
+        &mut self,
+        if_id: u32,
+        ts_ns: u64,
+        data: &[u8],
+        orig_len: u32,
+        comment: Option<&str>,
+    ) -> io::Result<()> {
         self.writer.write_packet(if_id, ts_ns, data, orig_len, comment)
     }
 

@@ -17,15 +17,24 @@ pub fn golden(name: &str, actual: &[u8]) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (TLSTAP_BLESS=1 creates it)", path.display()));
-    if expected != actual {
-        panic!(
-            "{} differs (TLSTAP_BLESS=1 rewrites it)\n--- expected\n{}\n--- actual\n{}",
-            path.display(),
-            String::from_utf8_lossy(&expected),
-            String::from_utf8_lossy(actual)
-        );
+    let expected =
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (TLSTAP_BLESS=1 creates it)", path.display()));
+    if expected == actual {
+        return;
+    }
+    match (std::str::from_utf8(&expected), std::str::from_utf8(actual)) {
+        (Ok(e), Ok(a)) => {
+            panic!("{} differs (TLSTAP_BLESS=1 rewrites it)\n--- expected\n{e}\n--- actual\n{a}", path.display())
+        }
+        _ => {
+            let at = expected.iter().zip(actual).position(|(e, a)| e != a).unwrap_or(expected.len().min(actual.len()));
+            panic!(
+                "{} differs (TLSTAP_BLESS=1 rewrites it): {} bytes expected, {} actual, first difference at byte {at:#x}",
+                path.display(),
+                expected.len(),
+                actual.len()
+            );
+        }
     }
 }
 
@@ -61,8 +70,7 @@ pub fn is_root() -> bool {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 
 /// A child process killed (and reaped) when dropped, so a failing test leaves nothing behind.

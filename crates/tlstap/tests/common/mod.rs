@@ -21,9 +21,14 @@ pub fn repo_root() -> PathBuf {
 
 /// The path of a Go fixture, built (or taken from the cache) by scripts/fixture.sh.
 pub fn fixture(go_version: &str, variant: &str, program: &str) -> PathBuf {
+    fixture_for_arch(go_version, variant, program, "amd64")
+}
+
+/// [`fixture`] for another GOARCH (cross-built; for analysis and error tests).
+pub fn fixture_for_arch(go_version: &str, variant: &str, program: &str, goarch: &str) -> PathBuf {
     let out = Command::new("bash")
         .arg(repo_root().join("scripts/fixture.sh"))
-        .args([go_version, variant, program])
+        .args([go_version, variant, program, goarch])
         .output()
         .expect("running scripts/fixture.sh");
     assert!(
