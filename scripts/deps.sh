@@ -5,7 +5,7 @@
 set -euo pipefail
 pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc)
 if [[ ${1:-} == --test ]]; then
-  pkgs+=(golang-go golang-1.19-go tshark curl hey bpftool util-linux python3-pip binutils)
+  pkgs+=(golang-go golang-1.19-go tshark curl openssl hey bpftool util-linux python3-pip binutils)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -23,7 +23,7 @@ fn main() {
         let ms = t.elapsed().as_secs_f64() * 1e3;
         let i = bin.info();
         println!("{path}: {} {} {:?} pie={} symtab={} stripped={:?} source={:?}", i.go_version, i.arch, i.abi, i.pie, i.has_symtab, i.stripped_kind, i.symbol_source);
-        println!("  pclntab {:?} at {:#x?} text_start {:#x} from {:?}; relocs {:?}; {ms:.2} ms", i.pclntab_version, i.pclntab_vaddr, i.text_start, i.text_start_source, bin.relative_relocation_counts());
+        println!("  pclntab {:?} at {:x?} text_start {:#x} from {:?}; relocs {:?}; {ms:.2} ms", i.pclntab_version, i.pclntab_vaddr.unwrap_or(0), i.text_start, i.text_start_source, bin.relative_relocation_counts());
         println!("  settings {:?}", i.build_settings);
         match plan {
             Ok(p) => {

@@ -43,14 +43,53 @@ enum tlstap_probe_kind {
 	TLSTAP_PROBE_KEYLOG = 4,      /* (*tls.Config).writeKeyLog, first instruction */
 };
 
-/* The BPF cookie of an attach point: probe kind in the low byte, flags above, and for the
- * stack ABI on amd64 the distance below the FS base at which the goroutine pointer g is kept
- * (8 for internally linked Go; 0 means 8). */
+/* The BPF cookie of an attach point: probe kind in bits 0..7, flags in 8..15, the binary's
+ * index in the `binaries` map in 16..31, and the probe's virtual address in the binary (what
+ * the instruction pointer is, less the load bias) in 32..63 (0 when it does not fit). */
 enum tlstap_cookie_bits {
 	TLSTAP_COOKIE_KIND_MASK = 0xff,
 	TLSTAP_COOKIE_STACK_ABI = 0x100, /* arguments on the stack (Go ABI0), else registers */
-	TLSTAP_COOKIE_G_TLS_SHIFT = 16,  /* bits 16..31: g's offset below the FS base */
-	TLSTAP_COOKIE_G_TLS_MASK = 0xffff,
+	TLSTAP_COOKIE_BINARY_SHIFT = 16,
+	TLSTAP_COOKIE_BINARY_MASK = 0xffff,
+	TLSTAP_COOKIE_VADDR_SHIFT = 32,
+};
+
+/* What userspace learned from a hooked binary; value of the `binaries` array map. 40 bytes. */
+struct tlstap_binary_cfg {
+	__u64 tcp_conn_type;   /* vaddr of the *net.TCPConn type descriptor; 0 unknown */
+	__u64 unix_conn_type;  /* vaddr of the *net.UnixConn type descriptor; 0 unknown */
+	__u32 tls_conn_conn;   /* offset of tls.Conn.conn, a net.Conn interface (itab, data) */
+	__u32 net_conn_fd;     /* offset of conn.fd (*netFD) in net.TCPConn and net.UnixConn */
+	__u32 net_fd_sysfd;    /* offset of netFD.pfd.Sysfd */
+	__u32 g_below_fs;      /* stack ABI on amd64: g is at FS base minus this (0: 8) */
+	__u32 flags;           /* enum tlstap_binary_flags */
+	__u32 _reserved;
+};
+
+enum tlstap_binary_flags {
+	TLSTAP_BINARY_CONN_LAYOUT = 1, /* the conn offsets and types above are valid */
+};
+
+/* What a data record's `conn` says about the connection. */
+enum tlstap_conn_kind {
+	TLSTAP_CONN_UNRESOLVED = 0, /* the binary's struct layout is unknown */
+	TLSTAP_CONN_TCP = 1,        /* *net.TCPConn: fd and addresses valid */
+	TLSTAP_CONN_UNIX = 2,       /* *net.UnixConn: fd valid */
+	TLSTAP_CONN_OTHER = 3,      /* another net.Conn type (a wrapper, a pipe): nothing known */
+	TLSTAP_CONN_FAULT = 4,      /* the pointers could not be followed */
+};
+
+/* The socket under a tls.Conn, resolved in BPF at each call. 56 bytes, no padding. */
+struct tlstap_conn {
+	__u64 sock_id;         /* kernel address of the struct sock: identity only, never shown */
+	__s32 fd;              /* -1 when unknown */
+	__u16 kind;            /* enum tlstap_conn_kind */
+	__u16 family;          /* AF_INET 2, AF_INET6 10, AF_UNIX 1; 0 unknown */
+	__u16 local_port;      /* host byte order */
+	__u16 remote_port;
+	__u32 _reserved;
+	__u8 local_addr[16];   /* network order; IPv4 in the first 4 bytes */
+	__u8 remote_addr[16];
 };
 
 /* Flags of a data record. */
@@ -68,7 +107,7 @@ enum tlstap_loss_cause {
 	TLSTAP_LOSS__COUNT = 4,
 };
 
-/* One chunk of one Read/Write call. 88 bytes, no padding. */
+/* One chunk of one Read/Write call. 152 bytes, no padding. */
 struct tlstap_data_hdr {
 	__u32 kind;        /* TLSTAP_RECORD_DATA */
 	__u32 direction;   /* enum tlstap_direction */
@@ -84,9 +123,11 @@ struct tlstap_data_hdr {
 	__u32 uid;
 	__u32 _reserved;
 	char comm[TLSTAP_COMM_LEN];
+	__u64 seq;         /* per (process, tls.Conn, direction), from 0, in call order */
+	struct tlstap_conn conn;
 };
 
-/* One `writeKeyLog(label, clientRandom, secret)` call. 232 bytes, no padding. The *_len fields
+/* One `writeKeyLog(label, clientRandom, secret)` call. 224 bytes, no padding. The *_len fields
  * are the lengths the program passed; bytes beyond the array sizes are not captured (flag). */
 struct tlstap_secret_rec {
 	__u32 kind;          /* TLSTAP_RECORD_SECRET */
@@ -110,6 +151,10 @@ struct tlstap_wire_types {
 	enum tlstap_cookie_bits cookie_bits;
 	enum tlstap_data_flags data_flags;
 	enum tlstap_loss_cause loss_cause;
+	enum tlstap_binary_flags binary_flags;
+	enum tlstap_conn_kind conn_kind;
+	struct tlstap_binary_cfg binary_cfg;
+	struct tlstap_conn conn;
 	struct tlstap_data_hdr data_hdr;
 	struct tlstap_secret_rec secret_rec;
 };

@@ -55,15 +55,61 @@ struct pt_regs {
 #endif
 
 #if defined(__TARGET_ARCH_x86)
-/* Where the FS base lives: Go < 1.17 on amd64 keeps the current goroutine at -8(FS). */
+/* Where the FS base lives: Go < 1.17 on amd64 keeps the current goroutine just below it. */
 struct thread_struct {
 	unsigned long fsbase;
 } __attribute__((preserve_access_index));
+#endif
+
+/* fd -> socket, read inside the uprobe (no kprobes on the machines tlstap must run on). */
+struct file {
+	void *private_data;
+} __attribute__((preserve_access_index));
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __attribute__((preserve_access_index));
+
+struct files_struct {
+	struct fdtable *fdt;
+} __attribute__((preserve_access_index));
 
 struct task_struct {
+	struct files_struct *files;
+#if defined(__TARGET_ARCH_x86)
 	struct thread_struct thread;
-} __attribute__((preserve_access_index));
 #endif
+} __attribute__((preserve_access_index));
+
+struct in6_addr {
+	union {
+		__u8 u6_addr8[16];
+	} in6_u;
+} __attribute__((preserve_access_index));
+
+/* The kernel nests these fields in anonymous unions; CO-RE matches them by name. */
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+} __attribute__((preserve_access_index));
+
+struct socket {
+	struct sock *sk;
+} __attribute__((preserve_access_index));
+
+#define AF_UNIX 1
+#define AF_INET 2
+#define AF_INET6 10
 
 /* Map and flag constants from the UAPI (linux/bpf.h), stable ABI values. */
 enum bpf_map_type {

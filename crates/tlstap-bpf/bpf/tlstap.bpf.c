@@ -13,6 +13,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 #include "events.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -41,6 +42,28 @@ struct {
 	__type(key, __u64);
 	__type(value, struct read_entry);
 } reads_in_flight SEC(".maps");
+
+/* Per hooked binary: struct layout and TLS facts; indexed by the cookie's binary index. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct tlstap_binary_cfg);
+} binaries SEC(".maps");
+
+/* Next sequence number per (process, tls.Conn, direction). */
+struct seq_key {
+	__u64 conn_ptr;
+	__u32 tgid;
+	__u32 direction;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct seq_key);
+	__type(value, __u64);
+} seqs SEC(".maps");
 
 /* Loss counters by cause (enum tlstap_loss_cause): calls affected and bytes missing. */
 struct {
@@ -119,19 +142,27 @@ static __always_inline __u64 go_arg(struct pt_regs *ctx, bool stack_abi, int i)
 	return stack_abi ? go_stack_word(ctx, i) : go_reg(ctx, i);
 }
 
+static __always_inline struct tlstap_binary_cfg *binary_of(__u64 cookie)
+{
+	__u32 index = (cookie >> TLSTAP_COOKIE_BINARY_SHIFT) & TLSTAP_COOKIE_BINARY_MASK;
+
+	return bpf_map_lookup_elem(&binaries, &index);
+}
+
 /* The running goroutine's g, which identifies a call from its entry to its RET. */
 static __always_inline __u64 go_goroutine(struct pt_regs *ctx, __u64 cookie)
 {
 #if defined(__TARGET_ARCH_x86)
+	struct tlstap_binary_cfg *cfg;
 	struct task_struct *task;
-	__u64 below_fs, fsbase, g = 0;
+	__u64 below_fs = 8, fsbase, g = 0;
 
 	if (!(cookie & TLSTAP_COOKIE_STACK_ABI))
 		return BPF_CORE_READ(ctx, r14);
 	/* ABI0 on amd64: g lives in thread-local storage just below the FS base. */
-	below_fs = (cookie >> TLSTAP_COOKIE_G_TLS_SHIFT) & TLSTAP_COOKIE_G_TLS_MASK;
-	if (!below_fs)
-		below_fs = 8;
+	cfg = binary_of(cookie);
+	if (cfg && cfg->g_below_fs)
+		below_fs = cfg->g_below_fs;
 	task = (struct task_struct *)bpf_get_current_task();
 	fsbase = BPF_CORE_READ(task, thread.fsbase);
 	bpf_probe_read_user(&g, sizeof(g), (void *)(fsbase - below_fs));
@@ -140,6 +171,118 @@ static __always_inline __u64 go_goroutine(struct pt_regs *ctx, __u64 cookie)
 	/* arm64 keeps g in X28 in both ABIs. */
 	return ((struct user_pt_regs *)ctx)->regs[28];
 #endif
+}
+
+/* --- Connection --------------------------------------------------------------------- */
+
+static __always_inline __u64 read_user_u64(__u64 addr, bool *ok)
+{
+	__u64 v = 0;
+
+	if (bpf_probe_read_user(&v, sizeof(v), (void *)addr))
+		*ok = false;
+	return v;
+}
+
+/* Fills the addresses of a TCP socket. */
+static __always_inline void read_sock(struct tlstap_conn *c, struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	c->sock_id = (__u64)sk;
+	c->family = family;
+	c->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	c->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		BPF_CORE_READ_INTO(c->local_addr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO(c->remote_addr, sk, __sk_common.skc_daddr);
+	} else if (family == AF_INET6) {
+		BPF_CORE_READ_INTO(c->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(c->remote_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+}
+
+/*
+ * tls.Conn.conn (net.Conn) -> itab -> type check -> *net.TCPConn/UnixConn -> conn.fd (*netFD)
+ * -> pfd.Sysfd -> this task's file table -> struct socket -> struct sock. Offsets and type
+ * addresses come from the binary (userspace reads its runtime type data); the load bias of a
+ * PIE is the instruction pointer less the probe's address in the file's view.
+ */
+static __always_inline void resolve_conn(struct pt_regs *ctx, __u64 cookie, __u64 conn_ptr,
+					 struct tlstap_conn *c)
+{
+	struct tlstap_binary_cfg *cfg = binary_of(cookie);
+	__u64 probe_vaddr = cookie >> TLSTAP_COOKIE_VADDR_SHIFT;
+	__u64 bias, itab, data, type, netfd, sysfd = 0;
+	struct task_struct *task;
+	struct file **fds, *file;
+	struct socket *sock;
+	struct sock *sk;
+	unsigned int max_fds;
+	bool ok = true;
+
+	c->fd = -1;
+	if (!cfg || !(cfg->flags & TLSTAP_BINARY_CONN_LAYOUT) || !probe_vaddr)
+		return;
+	bias = PT_REGS_IP(ctx) - probe_vaddr;
+	itab = read_user_u64(conn_ptr + cfg->tls_conn_conn, &ok);
+	data = read_user_u64(conn_ptr + cfg->tls_conn_conn + 8, &ok);
+	/* itab: {inter *interfacetype, _type *_type, ...} in every Go release. */
+	type = itab ? read_user_u64(itab + 8, &ok) : 0;
+	if (!ok) {
+		c->kind = TLSTAP_CONN_FAULT;
+		return;
+	}
+	if (cfg->tcp_conn_type && type == cfg->tcp_conn_type + bias)
+		c->kind = TLSTAP_CONN_TCP;
+	else if (cfg->unix_conn_type && type == cfg->unix_conn_type + bias)
+		c->kind = TLSTAP_CONN_UNIX;
+	else {
+		c->kind = TLSTAP_CONN_OTHER;
+		return;
+	}
+	netfd = read_user_u64(data + cfg->net_conn_fd, &ok);
+	if (ok && netfd)
+		bpf_probe_read_user(&sysfd, sizeof(__s32), (void *)(netfd + cfg->net_fd_sysfd));
+	else
+		ok = false;
+	task = (struct task_struct *)bpf_get_current_task();
+	max_fds = BPF_CORE_READ(task, files, fdt, max_fds);
+	if (!ok || (__s32)sysfd < 0 || sysfd >= max_fds) {
+		c->kind = TLSTAP_CONN_FAULT;
+		return;
+	}
+	c->fd = (__s32)sysfd;
+	fds = BPF_CORE_READ(task, files, fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), fds + sysfd) || !file)
+		return;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = sock ? BPF_CORE_READ(sock, sk) : 0;
+	if (!sk)
+		return;
+	if (c->kind == TLSTAP_CONN_TCP)
+		read_sock(c, sk);
+	else {
+		c->sock_id = (__u64)sk;
+		c->family = AF_UNIX;
+	}
+}
+
+/* The next sequence number of this (process, conn, direction). */
+static __always_inline __u64 next_seq(__u64 conn_ptr, __u32 tgid, __u32 direction)
+{
+	struct seq_key key = { .conn_ptr = conn_ptr, .tgid = tgid, .direction = direction };
+	__u64 one = 1, *seq;
+
+	seq = bpf_map_lookup_elem(&seqs, &key);
+	if (seq)
+		return __sync_fetch_and_add(seq, 1);
+	/* First call on this conn (or its entry was evicted): start at 0, unless another CPU
+	 * created the entry meanwhile. */
+	if (!bpf_map_update_elem(&seqs, &key, &one, BPF_NOEXIST))
+		return 0;
+	seq = bpf_map_lookup_elem(&seqs, &key);
+	return seq ? __sync_fetch_and_add(seq, 1) : 0;
 }
 
 /* --- Emission ------------------------------------------------------------------------- */
@@ -154,6 +297,8 @@ struct emit_ctx {
 	__u32 uid;
 	__u32 direction;
 	char comm[TLSTAP_COMM_LEN];
+	__u64 seq;
+	struct tlstap_conn conn;
 };
 
 static __always_inline void fill_hdr(struct tlstap_data_hdr *h, struct emit_ctx *e, __u64 off,
@@ -173,6 +318,8 @@ static __always_inline void fill_hdr(struct tlstap_data_hdr *h, struct emit_ctx 
 	h->uid = e->uid;
 	h->_reserved = 0;
 	__builtin_memcpy(h->comm, e->comm, TLSTAP_COMM_LEN);
+	h->seq = e->seq;
+	__builtin_memcpy(&h->conn, &e->conn, sizeof(h->conn));
 }
 
 /*
@@ -247,8 +394,8 @@ static __always_inline bool wanted(__u64 pid_tgid)
 	return true;
 }
 
-static __always_inline void emit_call(__u32 direction, __u64 conn_ptr, __u64 src, __u64 len,
-				      __u64 pid_tgid)
+static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 direction,
+				      __u64 conn_ptr, __u64 src, __u64 len, __u64 pid_tgid)
 {
 	struct emit_ctx e = {};
 	__u64 chunks;
@@ -264,6 +411,8 @@ static __always_inline void emit_call(__u32 direction, __u64 conn_ptr, __u64 src
 	e.uid = (__u32)bpf_get_current_uid_gid();
 	e.direction = direction;
 	bpf_get_current_comm(e.comm, sizeof(e.comm));
+	e.seq = next_seq(conn_ptr, pid_tgid >> 32, direction);
+	resolve_conn(ctx, cookie, conn_ptr, &e.conn);
 	chunks = (len + TLSTAP_CHUNK_MAX - 1) / TLSTAP_CHUNK_MAX;
 	if (chunks > CHUNK_LOOP_MAX) {
 		count_loss(TLSTAP_LOSS_RINGBUF_FULL, len - (__u64)CHUNK_LOOP_MAX * TLSTAP_CHUNK_MAX);
@@ -318,13 +467,14 @@ static __always_inline void on_keylog(struct pt_regs *ctx, bool stack_abi, __u64
 }
 
 /* func (c *Conn) Write(b []byte) (int, error): words c, b.ptr, b.len, b.cap. */
-static __always_inline void on_write_entry(struct pt_regs *ctx, bool stack_abi, __u64 pid_tgid)
+static __always_inline void on_write_entry(struct pt_regs *ctx, __u64 cookie, __u64 pid_tgid)
 {
+	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
 	__u64 conn = go_arg(ctx, stack_abi, 0);
 	__u64 buf = go_arg(ctx, stack_abi, 1);
 	__u64 len = go_arg(ctx, stack_abi, 2);
 
-	emit_call(TLSTAP_DIR_WRITE, conn, buf, len, pid_tgid);
+	emit_call(ctx, cookie, TLSTAP_DIR_WRITE, conn, buf, len, pid_tgid);
 }
 
 /* func (c *Conn) Read(b []byte) (int, error): save c and b.ptr for the RET. */
@@ -358,7 +508,7 @@ static __always_inline void on_read_return(struct pt_regs *ctx, __u64 cookie, __
 	saved = *entry;
 	bpf_map_delete_elem(&reads_in_flight, &g);
 	if (n > 0)
-		emit_call(TLSTAP_DIR_READ, saved.conn_ptr, saved.buf, n, pid_tgid);
+		emit_call(ctx, cookie, TLSTAP_DIR_READ, saved.conn_ptr, saved.buf, n, pid_tgid);
 }
 
 /* The whole probe, shared by the two attach flavours below. */
@@ -372,7 +522,7 @@ static __always_inline int go_tls_probe(struct pt_regs *ctx)
 		return 0;
 	switch (cookie & TLSTAP_COOKIE_KIND_MASK) {
 	case TLSTAP_PROBE_WRITE_ENTRY:
-		on_write_entry(ctx, stack_abi, pid_tgid);
+		on_write_entry(ctx, cookie, pid_tgid);
 		break;
 	case TLSTAP_PROBE_READ_ENTRY:
 		on_read_entry(ctx, cookie);

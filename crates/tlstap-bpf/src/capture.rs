@@ -2,13 +2,15 @@
 //! Kernel state is owned: the object and every link are released when [`Capture`] drops
 //! (links first, as fields drop in declaration order).
 
-use std::mem::MaybeUninit;
+use std::mem::{size_of, MaybeUninit};
 use std::path::{Path, PathBuf};
 
 use libbpf_rs::skel::{OpenSkel as _, SkelBuilder as _};
 use libbpf_rs::{Link, MapCore as _, MapFlags, OpenObject, UprobeMultiOpts, UprobeOpts};
 
-use crate::skel::types::{tlstap_cookie_bits, tlstap_loss_cause, tlstap_probe_kind};
+use crate::skel::types::{
+    tlstap_binary_cfg, tlstap_binary_flags, tlstap_cookie_bits, tlstap_loss_cause, tlstap_probe_kind,
+};
 use crate::skel::{TlstapSkel, TlstapSkelBuilder};
 
 /// What the BPF side needs before load.
@@ -30,6 +32,7 @@ pub enum ProbeKind {
     WriteEntry,
     ReadEntry,
     ReadReturn,
+    Keylog,
 }
 
 impl ProbeKind {
@@ -38,6 +41,7 @@ impl ProbeKind {
             ProbeKind::WriteEntry => tlstap_probe_kind::TLSTAP_PROBE_WRITE_ENTRY,
             ProbeKind::ReadEntry => tlstap_probe_kind::TLSTAP_PROBE_READ_ENTRY,
             ProbeKind::ReadReturn => tlstap_probe_kind::TLSTAP_PROBE_READ_RET,
+            ProbeKind::Keylog => tlstap_probe_kind::TLSTAP_PROBE_KEYLOG,
         };
         u64::from(kind.0)
     }
@@ -47,15 +51,63 @@ impl ProbeKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeSpec {
     pub file_offset: u64,
+    /// The instruction's virtual address in the file's view (BPF derives a PIE's load bias
+    /// from it and the instruction pointer).
+    pub vaddr: u64,
     pub kind: ProbeKind,
     /// The binary passes arguments on the stack (Go ABI0) rather than in registers.
     pub stack_abi: bool,
 }
 
 impl ProbeSpec {
-    fn cookie(&self) -> u64 {
-        let abi = if self.stack_abi { u64::from(tlstap_cookie_bits::TLSTAP_COOKIE_STACK_ABI.0) } else { 0 };
-        self.kind.cookie_kind() | abi
+    fn cookie(&self, binary_index: u32) -> u64 {
+        let bits = |b: tlstap_cookie_bits| u64::from(b.0);
+        let abi = if self.stack_abi { bits(tlstap_cookie_bits::TLSTAP_COOKIE_STACK_ABI) } else { 0 };
+        // A vaddr beyond 32 bits cannot be carried; BPF then skips connection resolution.
+        let vaddr = u32::try_from(self.vaddr).map_or(0, u64::from);
+        self.kind.cookie_kind()
+            | abi
+            | u64::from(binary_index) << bits(tlstap_cookie_bits::TLSTAP_COOKIE_BINARY_SHIFT)
+            | vaddr << bits(tlstap_cookie_bits::TLSTAP_COOKIE_VADDR_SHIFT)
+    }
+}
+
+/// Where the socket of a `tls.Conn` is, in one binary's own struct layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLayout {
+    /// Virtual addresses of the `*net.TCPConn` / `*net.UnixConn` type descriptors (0: absent).
+    pub tcp_conn_type: u64,
+    pub unix_conn_type: u64,
+    /// Offset of `tls.Conn.conn` (a `net.Conn` interface).
+    pub tls_conn_conn: u32,
+    /// Offset of `conn.fd` (`*netFD`) in `net.TCPConn`/`net.UnixConn`.
+    pub net_conn_fd: u32,
+    /// Offset of `netFD.pfd.Sysfd`.
+    pub net_fd_sysfd: u32,
+}
+
+/// What BPF needs to know about a hooked binary beyond its probe offsets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BinaryConfig {
+    /// None: connections of this binary are reported as unknown.
+    pub conn_layout: Option<ConnLayout>,
+    /// Stack ABI on amd64: g is this far below the FS base (0: the usual 8).
+    pub g_below_fs: u32,
+}
+
+impl BinaryConfig {
+    fn to_wire(self) -> tlstap_binary_cfg {
+        let layout = self.conn_layout;
+        tlstap_binary_cfg {
+            tcp_conn_type: layout.map_or(0, |l| l.tcp_conn_type),
+            unix_conn_type: layout.map_or(0, |l| l.unix_conn_type),
+            tls_conn_conn: layout.map_or(0, |l| l.tls_conn_conn),
+            net_conn_fd: layout.map_or(0, |l| l.net_conn_fd),
+            net_fd_sysfd: layout.map_or(0, |l| l.net_fd_sysfd),
+            g_below_fs: self.g_below_fs,
+            flags: if layout.is_some() { tlstap_binary_flags::TLSTAP_BINARY_CONN_LAYOUT.0 } else { 0 },
+            _reserved: 0,
+        }
     }
 }
 
@@ -78,6 +130,14 @@ pub enum Error {
     },
     #[error("reading the BPF loss counters")]
     Counters(#[source] libbpf_rs::Error),
+    #[error("storing the configuration of {}", binary.display())]
+    Configure {
+        binary: PathBuf,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("more than {0} binaries hooked at once")]
+    TooManyBinaries(u32),
 }
 
 /// Bytes and calls lost, by cause, as counted in BPF.
@@ -103,7 +163,12 @@ pub struct Capture<'obj> {
     links: Vec<Link>,
     skel: TlstapSkel<'obj>,
     uprobe_multi: bool,
+    /// Index of the next binary in the `binaries` map.
+    next_binary: u32,
 }
+
+/// Capacity of the `binaries` map (tlstap.bpf.c).
+const MAX_BINARIES: u32 = 4096;
 
 impl std::fmt::Debug for Capture<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,16 +189,33 @@ impl<'obj> Capture<'obj> {
             rodata.target_uid = opts.uid.unwrap_or(u32::MAX);
         }
         let skel = open.load().map_err(|source| Error::Load { hint: load_hint(&source), source })?;
-        Ok(Capture { links: Vec::new(), skel, uprobe_multi: opts.uprobe_multi })
+        Ok(Capture { links: Vec::new(), skel, uprobe_multi: opts.uprobe_multi, next_binary: 0 })
     }
 
     /// Attaches the probe program at every `probes` offset of `binary` (all processes running
     /// it, now and later). Returns the number of probe points attached.
-    pub fn attach(&mut self, binary: &Path, probes: &[ProbeSpec]) -> Result<usize, Error> {
+    pub fn attach(&mut self, binary: &Path, probes: &[ProbeSpec], config: BinaryConfig) -> Result<usize, Error> {
+        let index = self.next_binary;
+        if index >= MAX_BINARIES {
+            return Err(Error::TooManyBinaries(MAX_BINARIES));
+        }
+        let wire = config.to_wire();
+        // SAFETY: tlstap_binary_cfg is repr(C), fully initialised above and, per events.h,
+        // free of padding, so all of its bytes are initialised; the slice lives only here.
+        let value = unsafe {
+            std::slice::from_raw_parts((&wire as *const tlstap_binary_cfg).cast::<u8>(), size_of::<tlstap_binary_cfg>())
+        };
+        self.skel
+            .maps
+            .binaries
+            .update(&index.to_ne_bytes(), value, MapFlags::ANY)
+            .map_err(|source| Error::Configure { binary: binary.to_path_buf(), source })?;
+        self.next_binary += 1;
+
         let error = |source| Error::Attach { binary: binary.to_path_buf(), probes: probes.len(), source };
         if self.uprobe_multi {
             let offsets = probes.iter().map(|p| p.file_offset as usize).collect();
-            let cookies = probes.iter().map(ProbeSpec::cookie).collect();
+            let cookies = probes.iter().map(|p| p.cookie(index)).collect();
             let opts = UprobeMultiOpts { offsets, cookies, ..Default::default() };
             let link = self.skel.progs.go_tls_multi.attach_uprobe_multi_with_opts(-1, binary, "", opts).map_err(error)?;
             self.links.push(link);
@@ -141,7 +223,7 @@ impl<'obj> Capture<'obj> {
             // All or nothing: links made before a failure drop with this vector.
             let mut links = Vec::with_capacity(probes.len());
             for probe in probes {
-                let opts = UprobeOpts { cookie: probe.cookie(), ..Default::default() };
+                let opts = UprobeOpts { cookie: probe.cookie(index), ..Default::default() };
                 let link = self
                     .skel
                     .progs

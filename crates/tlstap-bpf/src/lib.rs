@@ -18,4 +18,6 @@ pub mod skel {
     include!(concat!(env!("OUT_DIR"), "/tlstap.skel.rs"));
 }
 
-pub use capture::{configure_libbpf_logging, Capture, CaptureOptions, Error, LossCounts, ProbeKind, ProbeSpec};
+pub use capture::{
+    configure_libbpf_logging, BinaryConfig, Capture, CaptureOptions, ConnLayout, Error, LossCounts, ProbeKind, ProbeSpec,
+};

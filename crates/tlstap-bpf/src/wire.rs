@@ -3,14 +3,24 @@
 
 use std::mem::size_of;
 
-use tlstap_core::event::Direction;
-use tlstap_core::reassembly::{CallMeta, Chunk};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::skel::types::{tlstap_data_flags, tlstap_data_hdr, tlstap_direction, tlstap_limits, tlstap_record_kind};
+use tlstap_core::event::{ConnKind, Direction};
+use tlstap_core::reassembly::{CallMeta, Chunk, WireConn};
 
-/// Size of the data record header: 88 bytes, asserted against events.h's layout below.
+use crate::skel::types::{
+    tlstap_conn, tlstap_conn_kind, tlstap_data_flags, tlstap_data_hdr, tlstap_direction, tlstap_limits,
+    tlstap_record_kind, tlstap_secret_rec,
+};
+
+/// Size of the data record header, asserted against events.h's stated layout.
 pub const DATA_HDR_LEN: usize = size_of::<tlstap_data_hdr>();
-const _: () = assert!(DATA_HDR_LEN == 88, "events.h: struct tlstap_data_hdr must be 88 bytes");
+const _: () = assert!(DATA_HDR_LEN == 152, "events.h: struct tlstap_data_hdr must be 152 bytes");
+const SECRET_REC_LEN: usize = size_of::<tlstap_secret_rec>();
+const _: () = assert!(SECRET_REC_LEN == 224, "events.h: struct tlstap_secret_rec must be 224 bytes");
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
 
 /// Largest payload of one record (events.h `TLSTAP_CHUNK_MAX`).
 pub const CHUNK_MAX: u64 = tlstap_limits::TLSTAP_CHUNK_MAX.0 as u64;
@@ -32,6 +42,20 @@ pub enum DecodeError {
 #[derive(Debug, Clone, Copy)]
 pub enum Record<'a> {
     Data(Chunk<'a>),
+    Secret(Secret<'a>),
+}
+
+/// One `writeKeyLog` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Secret<'a> {
+    /// CLOCK_MONOTONIC, as BPF took it.
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub label: &'a [u8],
+    pub client_random: &'a [u8],
+    pub secret: &'a [u8],
+    /// Some bytes could not be read, or were longer than the record holds.
+    pub incomplete: bool,
 }
 
 /// Decodes one ring-buffer record.
@@ -40,6 +64,7 @@ pub fn decode(record: &[u8]) -> Result<Record<'_>, DecodeError> {
     let kind = u32::from_ne_bytes([kind_bytes[0], kind_bytes[1], kind_bytes[2], kind_bytes[3]]);
     match tlstap_record_kind(kind) {
         tlstap_record_kind::TLSTAP_RECORD_DATA => decode_data(record).map(Record::Data),
+        tlstap_record_kind::TLSTAP_RECORD_SECRET => decode_secret(record).map(Record::Secret),
         _ => Err(DecodeError::UnknownKind(kind)),
     }
 }
@@ -78,11 +103,63 @@ fn decode_data(record: &[u8]) -> Result<Chunk<'_>, DecodeError> {
             comm: hdr.comm.map(|c| c as u8),
             conn_ptr: hdr.conn_ptr,
             call_len: hdr.call_len,
+            seq: hdr.seq,
+            conn: decode_conn(&hdr.conn),
         },
         offset: hdr.chunk_off,
         span,
         read_fault,
         payload,
+    })
+}
+
+fn decode_conn(c: &tlstap_conn) -> WireConn {
+    let kind = match tlstap_conn_kind(u32::from(c.kind)) {
+        tlstap_conn_kind::TLSTAP_CONN_TCP => ConnKind::Tcp,
+        tlstap_conn_kind::TLSTAP_CONN_UNIX => ConnKind::Unix,
+        _ => ConnKind::Unknown,
+    };
+    let ip = |bytes: &[u8; 16]| match c.family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
+        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
+        _ => None,
+    };
+    let (local, remote) = match (kind, ip(&c.local_addr), ip(&c.remote_addr)) {
+        (ConnKind::Tcp, Some(l), Some(r)) => {
+            (Some(SocketAddr::new(l, c.local_port)), Some(SocketAddr::new(r, c.remote_port)))
+        }
+        _ => (None, None),
+    };
+    let fd = (kind != ConnKind::Unknown && c.fd >= 0).then_some(c.fd);
+    WireConn { kind, fd, local, remote, sock_id: c.sock_id }
+}
+
+fn decode_secret(record: &[u8]) -> Result<Secret<'_>, DecodeError> {
+    if record.len() < SECRET_REC_LEN {
+        return Err(DecodeError::Short(record.len()));
+    }
+    // SAFETY: the record holds at least SECRET_REC_LEN bytes (checked above); the struct is
+    // repr(C) of integers and byte arrays, valid for every bit pattern; read_unaligned makes no
+    // alignment assumption. The arrays are then borrowed from `record`, not from the copy.
+    let rec: tlstap_secret_rec = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let field = |offset: usize, cap: usize, len: u32| {
+        let n = (len as usize).min(cap);
+        (record.get(offset..offset + n).unwrap_or_default(), len as usize > cap)
+    };
+    let label_at = std::mem::offset_of!(tlstap_secret_rec, label);
+    let random_at = std::mem::offset_of!(tlstap_secret_rec, client_random);
+    let secret_at = std::mem::offset_of!(tlstap_secret_rec, secret);
+    let (label, l_cut) = field(label_at, rec.label.len(), rec.label_len);
+    let (client_random, r_cut) = field(random_at, rec.client_random.len(), rec.client_random_len);
+    let (secret, s_cut) = field(secret_at, rec.secret.len(), rec.secret_len);
+    let fault = rec.flags & tlstap_data_flags::TLSTAP_DATA_READ_FAULT.0 != 0;
+    Ok(Secret {
+        ts_ns: rec.ts_ns,
+        pid: rec.pid,
+        label,
+        client_random,
+        secret,
+        incomplete: fault || l_cut || r_cut || s_cut,
     })
 }
 
@@ -106,6 +183,18 @@ mod tests {
             uid: 0,
             _reserved: 0,
             comm: [b'g' as i8; 16],
+            seq: 3,
+            conn: tlstap_conn {
+                sock_id: 0xffff_8880_0000_1000,
+                fd: 7,
+                kind: tlstap_conn_kind::TLSTAP_CONN_TCP.0 as u16,
+                family: AF_INET,
+                local_port: 8443,
+                remote_port: 50514,
+                _reserved: 0,
+                local_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                remote_addr: [127, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            },
         };
         let mut out = vec![0u8; DATA_HDR_LEN];
         // SAFETY: `out` has exactly DATA_HDR_LEN bytes; write_unaligned has no alignment need.
@@ -117,17 +206,53 @@ mod tests {
     #[test]
     fn decodes_a_data_record() {
         let rec = record(4, b"abcdXXXX", 0); // ring records may be longer than the payload
-        let Record::Data(c) = decode(&rec).unwrap();
+        let Record::Data(c) = decode(&rec).unwrap() else { panic!("not data") };
         assert_eq!(c.payload, b"abcd");
         assert_eq!((c.offset, c.span, c.read_fault), (16_384, 4, false));
         assert_eq!((c.meta.call_id, c.meta.call_len, c.meta.pid, c.meta.tid), (7, 20_000, 100, 101));
         assert_eq!(c.meta.direction, Direction::Read);
+        assert_eq!(c.meta.seq, 3);
+        assert_eq!(c.meta.conn.fd, Some(7));
+        assert_eq!(c.meta.conn.local, Some("127.0.0.1:8443".parse().unwrap()));
+        assert_eq!(c.meta.conn.remote, Some("127.0.0.2:50514".parse().unwrap()));
+    }
+
+    #[test]
+    fn decodes_a_secret_with_zero_bytes_and_exact_lengths() {
+        let mut rec = tlstap_secret_rec {
+            kind: tlstap_record_kind::TLSTAP_RECORD_SECRET.0,
+            pid: 9,
+            ts_ns: 5,
+            label_len: 13,
+            client_random_len: 32,
+            secret_len: 48,
+            flags: 0,
+            label: [0; 64],
+            client_random: [0; 64],
+            secret: [0; 64],
+        };
+        for (i, b) in b"CLIENT_RANDOM".iter().enumerate() {
+            rec.label[i] = *b as i8;
+        }
+        rec.client_random[..32].fill(0xab);
+        rec.secret[..48].copy_from_slice(&[0u8; 48]); // zeros are data, not terminators
+        rec.secret[47] = 1;
+        let mut bytes = vec![0u8; SECRET_REC_LEN];
+        // SAFETY: `bytes` has exactly SECRET_REC_LEN bytes; write_unaligned has no alignment need.
+        unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast(), rec) };
+        let Record::Secret(s) = decode(&bytes).unwrap() else { panic!("not a secret") };
+        assert_eq!(s.label, b"CLIENT_RANDOM");
+        assert_eq!(s.client_random, &[0xab; 32]);
+        assert_eq!(s.secret.len(), 48);
+        assert_eq!(s.secret[47], 1);
+        assert!(!s.incomplete);
+        assert!(decode(&bytes[..SECRET_REC_LEN - 1]).is_err());
     }
 
     #[test]
     fn read_fault_spans_the_rest_of_the_call() {
         let rec = record(0, b"", tlstap_data_flags::TLSTAP_DATA_READ_FAULT.0);
-        let Record::Data(c) = decode(&rec).unwrap();
+        let Record::Data(c) = decode(&rec).unwrap() else { panic!("not data") };
         assert!(c.read_fault);
         assert_eq!(c.span, 20_000 - 16_384);
     }

@@ -21,16 +21,37 @@ impl Direction {
     }
 }
 
-/// The TCP (or other) connection a data event belongs to. Filled in by a later stage; `None`
-/// in [`DataEvent::conn`] means "not resolved", and sinks print `null`.
+/// What kind of transport is under a `tls.Conn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnKind {
+    /// A `*net.TCPConn`: fd and addresses known.
+    Tcp,
+    /// A `*net.UnixConn`: fd known.
+    Unix,
+    /// Anything else (a wrapping `net.Conn`, a pipe), or a layout tlstap could not read.
+    Unknown,
+}
+
+impl ConnKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnKind::Tcp => "tcp",
+            ConnKind::Unix => "unix",
+            ConnKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// The connection a data event belongs to, as sinks show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnInfo {
+    pub kind: ConnKind,
     /// Socket file descriptor in the traced process, when known.
     pub fd: Option<i32>,
-    /// `ip:port` strings (`[v6]:port` for IPv6), when the socket is TCP.
+    /// `ip:port` (`[v6]:port` for IPv6), when the socket is TCP.
     pub local: Option<String>,
     pub remote: Option<String>,
-    /// Stable identifier of the connection for this capture session.
+    /// Identifies the connection within this capture (stable across its events).
     pub id: String,
 }
 

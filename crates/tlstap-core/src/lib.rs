@@ -4,6 +4,7 @@
 pub mod event;
 pub mod hex;
 pub mod pcapng;
+pub mod ordering;
 pub mod reassembly;
 pub mod secret_file;
 pub mod sink;

@@ -1,9 +1,10 @@
 //! A pcapng writer for what tlstap needs: Section Header, Interface Description, Enhanced Packet
 //! and Decryption Secrets blocks (draft-ietf-opsawg-pcapng), little-endian.
 //!
-//! Hand-written rather than the `pcap-file` crate: its 2.x and 3.0 release candidates have no
-//! Decryption Secrets Block (only a generic "unknown" block) and 3.0 needs a newer Rust than
-//! this workspace; the four blocks here are ~150 lines, checked by tshark in the tests.
+//! Hand-written rather than a crate: `pcap-file` 2.0 and 3.0.0-rc.3 have no Decryption Secrets
+//! Block (only a generic "unknown" block; 3.0 also needs Rust 1.93 > this workspace's 1.85);
+//! `pcap-parser` has one but is a nom parser whose writing is a side feature. The four blocks
+//! here are ~150 lines, and tshark/capinfos check them in `tests/pcapng_oracle.rs`.
 //!
 //! Must stay true: every block's total length is a multiple of 4, fits in u32 and is repeated at
 //! its end; every option value fits in u16 and is padded to 32 bits; a non-empty option list

@@ -11,6 +11,23 @@ use std::time::{Duration, Instant};
 
 use crate::event::Direction;
 
+/// The socket under a `tls.Conn` as BPF resolved it at the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WireConn {
+    pub kind: crate::event::ConnKind,
+    pub fd: Option<i32>,
+    pub local: Option<std::net::SocketAddr>,
+    pub remote: Option<std::net::SocketAddr>,
+    /// Kernel identity of the socket (0 when unknown); never shown, only compared.
+    pub sock_id: u64,
+}
+
+impl WireConn {
+    /// A connection about which nothing is known.
+    pub const UNKNOWN: WireConn =
+        WireConn { kind: crate::event::ConnKind::Unknown, fd: None, local: None, remote: None, sock_id: 0 };
+}
+
 /// What every chunk of a call repeats about the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallMeta {
@@ -26,6 +43,9 @@ pub struct CallMeta {
     pub conn_ptr: u64,
     /// Bytes the call moved.
     pub call_len: u64,
+    /// Position of the call among its (process, tls.Conn, direction)'s calls, from 0.
+    pub seq: u64,
+    pub conn: WireConn,
 }
 
 impl CallMeta {
@@ -163,6 +183,8 @@ mod tests {
             comm: *b"server\0\0\0\0\0\0\0\0\0\0",
             conn_ptr: 0xc000,
             call_len,
+            seq: 0,
+            conn: WireConn::UNKNOWN,
         }
     }
 

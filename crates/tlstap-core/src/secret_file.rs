@@ -3,7 +3,8 @@
 //! Must stay true: a file we create is mode 0600 whatever the umask; an existing file keeps its
 //! mode; a symlink owned by another user is refused (ours are followed, each hop checked); a
 //! regular file owned by another user with more than one hard link is refused; every error
-//! names the path.
+//! names the path. An existing single-link file of another user is used as it is, mode
+//! included: choosing it was the caller's decision, as with any output path.
 
 use std::fs::{File, Metadata, OpenOptions, Permissions};
 use std::io;

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use common::golden;
 use serde_json::Value;
-use tlstap_core::event::{AttachEvent, ConnInfo, DataEvent, Direction, Event, SecretEvent, Stats};
+use tlstap_core::event::{AttachEvent, ConnInfo, ConnKind, DataEvent, Direction, Event, SecretEvent, Stats};
 use tlstap_core::sink::{JsonlSink, PayloadStyle, Sink, TextSink};
 
 const TS: u64 = 1_700_000_000_123_456_789;
@@ -45,6 +45,7 @@ fn parse_lines(out: &[u8]) -> Vec<Value> {
 
 fn conn() -> ConnInfo {
     ConnInfo {
+        kind: ConnKind::Tcp,
         fd: Some(7),
         local: Some("127.0.0.1:8443".into()),
         remote: Some("127.0.0.1:51000".into()),

@@ -2,6 +2,7 @@
 
 mod cli;
 mod output;
+mod pipeline;
 mod run;
 mod system;
 mod target;

@@ -5,7 +5,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use tlstap_core::sink::{JsonlSink, PayloadStyle, Sink, TextSink};
+use tlstap_core::secret_file::{open_secret_file, OpenMode};
+use tlstap_core::sink::{JsonlSink, KeylogSink, PayloadStyle, Sink, TextSink};
 
 use crate::cli::Format;
 
@@ -20,4 +21,11 @@ pub fn open_sink(format: Format, output: Option<&Path>) -> Result<Box<dyn Sink>>
         Format::Hex => Box::new(TextSink::new(out, PayloadStyle::Hex)),
         Format::Jsonl => Box::new(JsonlSink::new(out)),
     })
+}
+
+/// The NSS key log file: created 0600 (appending keeps an existing file's mode), each line
+/// written and flushed by itself.
+pub fn open_keylog_sink(path: &Path) -> Result<Box<dyn Sink>> {
+    let file = open_secret_file(path, OpenMode::Append).with_context(|| format!("cannot open key log {}", path.display()))?;
+    Ok(Box::new(KeylogSink::new(file)))
 }

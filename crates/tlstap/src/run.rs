@@ -11,16 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use tlstap_bpf::wire::{self, Record};
 use tlstap_bpf::{Capture, CaptureOptions};
-use tlstap_core::event::{AttachEvent, DataEvent, Event, Stats};
-use tlstap_core::reassembly::{Call, Reassembler};
+use tlstap_core::event::{AttachEvent, Event, Stats};
 use tlstap_core::sink::Sink;
 
 use crate::cli::{Format, GotlsArgs, Mode};
-use crate::output::open_sink;
+use crate::output::{open_keylog_sink, open_sink};
+use crate::pipeline::Pipeline;
 use crate::system::{self, Kernel};
-use crate::target::{binary_of_pid, Target};
+use crate::target::{binary_of_pid, ProbeSet, Target};
 
 /// How long one ring-buffer poll waits before the loop checks for signals and stale calls.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -29,6 +28,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 struct Request {
     binary: PathBuf,
+    /// Capture plaintext (Read/Write probes).
+    data: bool,
+    /// Capture TLS secrets (writeKeyLog probe); with a file when `keylog_file` is set.
+    secrets: bool,
+    keylog_file: Option<PathBuf>,
     pid: Option<u32>,
     uid: Option<u32>,
     format: Format,
@@ -39,12 +43,14 @@ struct Request {
 
 impl Request {
     fn resolve(args: GotlsArgs) -> Result<Request> {
-        match args.mode {
-            Mode::Text => {}
-            Mode::Keylog | Mode::Pcap => bail!("mode {:?} is not implemented yet; use -m text", args.mode),
-        }
-        if args.keylog_file.is_some() || args.pcap_file.is_some() || args.ifname.is_some() {
-            bail!("--keylogfile, --pcapfile and --ifname are not implemented yet");
+        let data = match args.mode {
+            Mode::Text => true,
+            Mode::Keylog if args.keylog_file.is_none() => bail!("-m keylog needs -k/--keylogfile FILE"),
+            Mode::Keylog => false,
+            Mode::Pcap => bail!("-m pcap is not implemented yet; use -m text or -m keylog"),
+        };
+        if args.pcap_file.is_some() || args.ifname.is_some() {
+            bail!("--pcapfile and --ifname belong to -m pcap, which is not implemented yet");
         }
         let binary = match (args.elfpath, args.pid) {
             (Some(path), _) => path,
@@ -58,6 +64,9 @@ impl Request {
             .with_context(|| format!("--ringbuf-mb {} must be a power of two below 4096", args.ringbuf_mib))?;
         Ok(Request {
             binary,
+            data,
+            secrets: args.mode == Mode::Keylog || args.keylog_file.is_some(),
+            keylog_file: args.keylog_file,
             pid: args.pid,
             uid: args.uid,
             format: if args.hex { Format::Hex } else { args.format },
@@ -78,8 +87,11 @@ pub fn gotls(args: GotlsArgs) -> Result<()> {
     target.check_runnable()?;
     system::check_privileges()?;
     let kernel = Kernel::detect()?;
-    let sink = open_sink(request.format, request.output.as_deref())?;
-    capture(&request, &target, kernel, sink)
+    let mut sinks = vec![open_sink(request.format, request.output.as_deref())?];
+    if let Some(path) = &request.keylog_file {
+        sinks.push(open_keylog_sink(path)?);
+    }
+    capture(&request, &target, kernel, sinks)
 }
 
 fn print_plan(target: &Target) {
@@ -92,12 +104,13 @@ fn print_plan(target: &Target) {
     let plan = &target.plan;
     let mut points = vec![("write entry", &plan.write_entry), ("read entry", &plan.read_entry)];
     points.extend(plan.read_returns.iter().map(|p| ("read return", p)));
+    points.extend(plan.keylog_entry.iter().map(|p| ("keylog", p)));
     for (what, p) in points {
         println!("probe:    {what:<12} {} vaddr {:#x} file offset {:#x}", p.symbol, p.vaddr, p.file_offset);
     }
 }
 
-fn capture(request: &Request, target: &Target, kernel: Kernel, mut sink: Box<dyn Sink>) -> Result<()> {
+fn capture(request: &Request, target: &Target, kernel: Kernel, sinks: Vec<Box<dyn Sink>>) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second Ctrl-C ends tlstap at once, should the orderly stop hang.
@@ -114,21 +127,18 @@ fn capture(request: &Request, target: &Target, kernel: Kernel, mut sink: Box<dyn
     tlstap_bpf::configure_libbpf_logging();
     let mut storage = MaybeUninit::uninit();
     let mut capture = Capture::load(&mut storage, &options)?;
-    let probes = capture.attach(&target.path, &target.probes())?;
-    sink.write_event(&Event::Attach(AttachEvent {
-        binary: &target.path,
-        go_version: &target.go_version,
-        abi: target.abi_name(),
-        probes,
-    }))?;
-    sink.flush()?;
+    let probes = target.probes(ProbeSet { data: request.data, secrets: request.secrets })?;
+    let attached = capture.attach(&target.path, &probes, target.bpf_config())?;
 
-    let mut pipeline = Pipeline::new(sink);
+    let mut pipeline = Pipeline::new(sinks);
+    let attach = AttachEvent { binary: &target.path, go_version: &target.go_version, abi: target.abi_name(), probes: attached };
+    pipeline.write(&Event::Attach(attach)).and_then(|()| pipeline.tick(None)).or_else(quiet_if_broken_pipe)?;
+
     let outcome = drain_until_stopped(&capture, &mut pipeline, &stop);
     let losses = capture.losses()?;
     drop(capture); // detach every probe before the summary
     if let Err(err) = outcome {
-        return quiet_if_broken_pipe(err);
+        return err.downcast::<io::Error>().map_or_else(Err, |e| quiet_if_broken_pipe(e).map_err(Into::into));
     }
 
     let mut stats = Stats { events: pipeline.events, bytes: pipeline.bytes, ..Stats::default() };
@@ -137,11 +147,8 @@ fn capture(request: &Request, target: &Target, kernel: Kernel, mut sink: Box<dyn
     }
     stats.lost_by_cause.insert("decode_error", pipeline.decode_errors);
     stats.lost = stats.lost_by_cause.values().sum();
-    let finish = pipeline.sink.write_event(&Event::Stats(&stats)).and_then(|()| pipeline.sink.flush());
-    if let Err(err) = finish {
-        return quiet_if_broken_pipe(err.into());
-    }
-    eprintln!("{}", summary(&stats));
+    pipeline.write(&Event::Stats(&stats)).and_then(|()| pipeline.tick(None)).or_else(quiet_if_broken_pipe)?;
+    eprintln!("{}", summary(&stats, pipeline.secrets, pipeline.order_gaps()));
     Ok(())
 }
 
@@ -155,8 +162,8 @@ fn drain_until_stopped(capture: &Capture<'_>, pipeline: &mut Pipeline, stop: &At
     let ring = builder.build().context("opening the ring buffer")?;
     while !stop.load(Ordering::Relaxed) {
         if let Err(err) = ring.poll(POLL_INTERVAL) {
+            pipeline.borrow_mut().take_error()?;
             if err.kind() != libbpf_rs::ErrorKind::Interrupted {
-                pipeline.borrow_mut().take_error()?;
                 return Err(err).context("reading the ring buffer");
             }
         }
@@ -167,122 +174,30 @@ fn drain_until_stopped(capture: &Capture<'_>, pipeline: &mut Pipeline, stop: &At
     let mut p = pipeline.borrow_mut();
     p.take_error()?;
     drained.context("reading the ring buffer")?;
-    p.tick(None)
+    Ok(p.tick(None)?)
 }
 
-/// Everything between a ring record and the sink.
-struct Pipeline {
-    sink: Box<dyn Sink>,
-    reassembler: Reassembler,
-    wall_offset: u64,
-    events: u64,
-    bytes: u64,
-    decode_errors: u64,
-    /// Set when the sink failed; stops the ring-buffer callback.
-    error: Option<io::Error>,
-    /// Something was written since the last flush.
-    dirty: bool,
-}
-
-impl Pipeline {
-    fn new(sink: Box<dyn Sink>) -> Self {
-        Pipeline {
-            sink,
-            reassembler: Reassembler::new(),
-            wall_offset: system::monotonic_to_wall_offset(),
-            events: 0,
-            bytes: 0,
-            decode_errors: 0,
-            error: None,
-            dirty: false,
-        }
-    }
-
-    /// The ring-buffer callback: a negative return stops the current poll.
-    fn on_record(&mut self, record: &[u8]) -> i32 {
-        if self.error.is_some() {
-            return -1;
-        }
-        let chunk = match wire::decode(record) {
-            Ok(Record::Data(chunk)) => chunk,
-            Err(_) => {
-                self.decode_errors += 1;
-                return 0;
-            }
-        };
-        let Pipeline { sink, reassembler, wall_offset, events, bytes, dirty, .. } = self;
-        let result = reassembler.push(chunk, Instant::now(), |call| {
-            *events += 1;
-            *bytes += call.data.len() as u64;
-            *dirty = true;
-            write_call(sink.as_mut(), *wall_offset, &call)
-        });
-        match result {
-            Ok(()) => 0,
-            Err(err) => {
-                self.error = Some(err);
-                -1
-            }
-        }
-    }
-
-    /// Between polls: emit calls whose remaining chunks are lost (all pending ones when
-    /// `now` is None) and flush what was written.
-    fn tick(&mut self, now: Option<Instant>) -> Result<()> {
-        self.take_error()?;
-        let Pipeline { sink, reassembler, wall_offset, events, bytes, dirty, .. } = self;
-        reassembler.flush_stale(now, |call| {
-            *events += 1;
-            *bytes += call.data.len() as u64;
-            *dirty = true;
-            write_call(sink.as_mut(), *wall_offset, &call)
-        })?;
-        if self.dirty {
-            self.sink.flush()?;
-            self.dirty = false;
-        }
-        Ok(())
-    }
-
-    fn take_error(&mut self) -> Result<()> {
-        match self.error.take() {
-            Some(err) => Err(err.into()),
-            None => Ok(()),
-        }
-    }
-}
-
-fn write_call(sink: &mut dyn Sink, wall_offset: u64, call: &Call<'_>) -> io::Result<()> {
-    let comm = call.meta.comm();
-    sink.write_event(&Event::Data(DataEvent {
-        ts_ns: call.meta.ts_ns.saturating_add(wall_offset),
-        pid: call.meta.pid,
-        tid: call.meta.tid,
-        comm: &comm,
-        direction: call.meta.direction,
-        len: call.meta.call_len,
-        data: call.data,
-        truncated: call.truncated,
-        conn: None,
-    }))
-}
-
-fn summary(stats: &Stats) -> String {
+fn summary(stats: &Stats, secrets: u64, order_gaps: u64) -> String {
     let mut line = format!("tlstap: {} events, {} bytes, {} lost", stats.events, stats.bytes, stats.lost);
     let causes: BTreeMap<_, _> = stats.lost_by_cause.iter().filter(|(_, &n)| n > 0).collect();
     if !causes.is_empty() {
         let parts: Vec<String> = causes.iter().map(|(cause, n)| format!("{cause}={n}")).collect();
         line.push_str(&format!(" ({})", parts.join(", ")));
     }
+    if secrets > 0 {
+        line.push_str(&format!(", {secrets} secrets"));
+    }
+    if order_gaps > 0 {
+        line.push_str(&format!(", {order_gaps} calls released past a gap"));
+    }
     line
 }
 
-/// A closed stdout (`tlstap … | head`) ends the capture without an error.
-fn quiet_if_broken_pipe(err: anyhow::Error) -> Result<()> {
-    let broken = err.chain().any(|e| e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe));
-    if broken {
+/// A closed output (`tlstap … | head`) ends the capture without an error.
+fn quiet_if_broken_pipe(err: io::Error) -> Result<()> {
+    if err.kind() == io::ErrorKind::BrokenPipe {
         Ok(())
     } else {
-        Err(err)
+        Err(err).context("writing the output")
     }
 }

@@ -6,7 +6,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use goelf::tls::TlsPlan;
 use goelf::{Abi, Arch, GoBinary};
-use tlstap_bpf::{ProbeKind, ProbeSpec};
+use tlstap_bpf::{BinaryConfig, ConnLayout, ProbeKind, ProbeSpec};
+
+/// Which probes to attach.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeSet {
+    /// `(*Conn).Write` entry, `(*Conn).Read` entry and RETs.
+    pub data: bool,
+    /// `(*Config).writeKeyLog` entry.
+    pub secrets: bool,
+}
 
 /// A Go binary ready to be hooked.
 #[derive(Debug)]
@@ -18,6 +27,8 @@ pub struct Target {
     pub pie: bool,
     pub has_symtab: bool,
     pub plan: TlsPlan,
+    /// Where the socket of a tls.Conn is; None when the binary's type data was unreadable.
+    pub conn_layout: Option<ConnLayout>,
 }
 
 impl Target {
@@ -35,6 +46,7 @@ impl Target {
             pie: info.pie,
             has_symtab: info.has_symtab,
             plan,
+            conn_layout: None,
         })
     }
 
@@ -53,13 +65,28 @@ impl Target {
         Ok(())
     }
 
-    /// Every uprobe, with the cookie information BPF needs.
-    pub fn probes(&self) -> Vec<ProbeSpec> {
+    /// The uprobes of the wanted probe set, with the cookie information BPF needs.
+    pub fn probes(&self, set: ProbeSet) -> Result<Vec<ProbeSpec>> {
         let stack_abi = self.abi == Abi::Stack;
-        let spec = |p: &goelf::tls::ProbePoint, kind| ProbeSpec { file_offset: p.file_offset, kind, stack_abi };
-        let mut probes = vec![spec(&self.plan.write_entry, ProbeKind::WriteEntry), spec(&self.plan.read_entry, ProbeKind::ReadEntry)];
-        probes.extend(self.plan.read_returns.iter().map(|p| spec(p, ProbeKind::ReadReturn)));
-        probes
+        let spec = |p: &goelf::tls::ProbePoint, kind| ProbeSpec { file_offset: p.file_offset, vaddr: p.vaddr, kind, stack_abi };
+        let mut probes = Vec::new();
+        if set.data {
+            probes.push(spec(&self.plan.write_entry, ProbeKind::WriteEntry));
+            probes.push(spec(&self.plan.read_entry, ProbeKind::ReadEntry));
+            probes.extend(self.plan.read_returns.iter().map(|p| spec(p, ProbeKind::ReadReturn)));
+        }
+        if set.secrets {
+            let keylog = self.plan.keylog_entry.as_ref().with_context(|| {
+                format!("{} has no crypto/tls.(*Config).writeKeyLog: its TLS secrets cannot be captured", self.path.display())
+            })?;
+            probes.push(spec(keylog, ProbeKind::Keylog));
+        }
+        Ok(probes)
+    }
+
+    /// What BPF needs to know about the binary beyond its probe offsets.
+    pub fn bpf_config(&self) -> BinaryConfig {
+        BinaryConfig { conn_layout: self.conn_layout, g_below_fs: 0 }
     }
 
     pub fn abi_name(&self) -> &'static str {

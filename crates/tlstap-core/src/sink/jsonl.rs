@@ -47,6 +47,7 @@ enum Record<'a> {
 
 #[derive(Serialize)]
 struct Conn<'a> {
+    kind: &'static str,
     fd: Option<i32>,
     local: Option<&'a str>,
     remote: Option<&'a str>,
@@ -55,7 +56,7 @@ struct Conn<'a> {
 
 impl<'a> From<&'a ConnInfo> for Conn<'a> {
     fn from(c: &'a ConnInfo) -> Self {
-        Conn { fd: c.fd, local: c.local.as_deref(), remote: c.remote.as_deref(), id: &c.id }
+        Conn { kind: c.kind.as_str(), fd: c.fd, local: c.local.as_deref(), remote: c.remote.as_deref(), id: &c.id }
     }
 }
 

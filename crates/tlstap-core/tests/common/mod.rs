@@ -2,7 +2,7 @@
 //! that need tools or root, and bounded child processes that die with the test.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -60,7 +60,8 @@ pub fn prerequisites(test: &str, tools: &[&str], root: bool) -> bool {
     }
     let reason = format!("{test}: needs {} (apt-get install tshark curl openssl; run as root)", missing.join(", "));
     assert!(!must_run(), "{reason}, and TLSTAP_REQUIRE_PRIVILEGED=1 forbids skipping");
-    eprintln!("SKIPPED {reason}");
+    // Straight to stderr, not eprintln!: libtest hides captured output of passing tests.
+    let _ = writeln!(std::io::stderr(), "SKIPPED {reason}");
     false
 }
 

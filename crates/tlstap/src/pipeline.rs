@@ -1,0 +1,211 @@
+//! Everything between a ring-buffer record and the sinks: decode (length-checked), reassemble
+//! chunked calls, restore per-connection order, name connections, convert clocks, fan out to
+//! every sink. Owns the userspace counters that the exit summary reports.
+
+use std::collections::HashMap;
+use std::io;
+use std::time::Instant;
+
+use tlstap_bpf::wire::{self, Record, Secret};
+use tlstap_core::event::{ConnInfo, DataEvent, Event, SecretEvent};
+use tlstap_core::ordering::Sequencer;
+use tlstap_core::reassembly::{Call, Reassembler, WireConn};
+use tlstap_core::sink::Sink;
+
+use crate::system;
+
+/// Connection names are cached; past this many the cache starts over (names are derived, not
+/// allocated, so they stay the same).
+const CONN_CACHE_MAX: usize = 65_536;
+
+pub struct Pipeline {
+    sinks: Vec<Box<dyn Sink>>,
+    reassembler: Reassembler,
+    sequencer: Sequencer,
+    conns: ConnNames,
+    wall_offset: u64,
+    pub events: u64,
+    pub bytes: u64,
+    pub secrets: u64,
+    pub decode_errors: u64,
+    /// Set when a sink failed; stops the ring-buffer callback.
+    error: Option<io::Error>,
+    /// Something was written since the last flush.
+    dirty: bool,
+}
+
+impl Pipeline {
+    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
+        Pipeline {
+            sinks,
+            reassembler: Reassembler::new(),
+            sequencer: Sequencer::new(),
+            conns: ConnNames::default(),
+            wall_offset: system::monotonic_to_wall_offset(),
+            events: 0,
+            bytes: 0,
+            secrets: 0,
+            decode_errors: 0,
+            error: None,
+            dirty: false,
+        }
+    }
+
+    /// Calls released out of order because an earlier one never came.
+    pub fn order_gaps(&self) -> u64 {
+        self.sequencer.gaps()
+    }
+
+    /// Writes an event that does not come from the ring (attach, stats) to every sink.
+    pub fn write(&mut self, event: &Event<'_>) -> io::Result<()> {
+        write_all(&mut self.sinks, event)?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// The ring-buffer callback: a negative return stops the current poll.
+    pub fn on_record(&mut self, record: &[u8]) -> i32 {
+        if self.error.is_some() {
+            return -1;
+        }
+        let now = Instant::now();
+        let result = match wire::decode(record) {
+            Ok(Record::Data(chunk)) => {
+                let Pipeline { sinks, reassembler, sequencer, conns, wall_offset, events, bytes, .. } = self;
+                let mut out = Output { sinks, conns, wall_offset: *wall_offset, events, bytes };
+                reassembler.push(chunk, now, |call| sequencer.offer(call, now, |call| out.call(&call)))
+            }
+            Ok(Record::Secret(secret)) => self.secret(&secret),
+            Err(_) => {
+                self.decode_errors += 1;
+                Ok(())
+            }
+        };
+        self.dirty = true;
+        match result {
+            Ok(()) => 0,
+            Err(err) => {
+                self.error = Some(err);
+                -1
+            }
+        }
+    }
+
+    fn secret(&mut self, s: &Secret<'_>) -> io::Result<()> {
+        self.secrets += 1;
+        let label = String::from_utf8_lossy(s.label);
+        write_all(
+            &mut self.sinks,
+            &Event::Secret(SecretEvent {
+                ts_ns: s.ts_ns.saturating_add(self.wall_offset),
+                pid: s.pid,
+                label: &label,
+                client_random: s.client_random,
+                secret: s.secret,
+            }),
+        )
+    }
+
+    /// Between polls: emit calls whose remaining chunks or predecessors are lost (everything
+    /// pending when `now` is None) and flush what was written.
+    pub fn tick(&mut self, now: Option<Instant>) -> io::Result<()> {
+        self.take_error()?;
+        let Pipeline { sinks, reassembler, sequencer, conns, wall_offset, events, bytes, .. } = self;
+        let mut out = Output { sinks, conns, wall_offset: *wall_offset, events, bytes };
+        let at = now.unwrap_or_else(Instant::now);
+        reassembler.flush_stale(now, |call| sequencer.offer(call, at, |call| out.call(&call)))?;
+        sequencer.tick(now, |call| out.call(&call))?;
+        if std::mem::take(&mut self.dirty) {
+            for sink in &mut self.sinks {
+                sink.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn take_error(&mut self) -> io::Result<()> {
+        self.error.take().map_or(Ok(()), Err)
+    }
+}
+
+fn write_all(sinks: &mut [Box<dyn Sink>], event: &Event<'_>) -> io::Result<()> {
+    sinks.iter_mut().try_for_each(|sink| sink.write_event(event))
+}
+
+/// The parts of the pipeline a finished call needs, borrowed apart from the reassembler and
+/// sequencer that produce it.
+struct Output<'p> {
+    sinks: &'p mut Vec<Box<dyn Sink>>,
+    conns: &'p mut ConnNames,
+    wall_offset: u64,
+    events: &'p mut u64,
+    bytes: &'p mut u64,
+}
+
+impl Output<'_> {
+    fn call(&mut self, call: &Call<'_>) -> io::Result<()> {
+        *self.events += 1;
+        *self.bytes += call.data.len() as u64;
+        let comm = call.meta.comm();
+        let conn = self.conns.get(call.meta.pid, call.meta.conn_ptr, &call.meta.conn);
+        write_all(
+            self.sinks,
+            &Event::Data(DataEvent {
+                ts_ns: call.meta.ts_ns.saturating_add(self.wall_offset),
+                pid: call.meta.pid,
+                tid: call.meta.tid,
+                comm: &comm,
+                direction: call.meta.direction,
+                len: call.meta.call_len,
+                data: call.data,
+                truncated: call.truncated,
+                conn: Some(conn),
+            }),
+        )
+    }
+}
+
+/// Names connections. The id is a hash of (pid, tls.Conn address, kernel socket), so it is
+/// the same for every event of a connection and needs no bookkeeping to stay so.
+#[derive(Default)]
+struct ConnNames {
+    cache: HashMap<(u32, u64, u64), ConnInfo>,
+}
+
+impl ConnNames {
+    fn get(&mut self, pid: u32, conn_ptr: u64, wire: &WireConn) -> &ConnInfo {
+        if self.cache.len() >= CONN_CACHE_MAX {
+            self.cache.clear();
+        }
+        self.cache.entry((pid, conn_ptr, wire.sock_id)).or_insert_with(|| ConnInfo {
+            kind: wire.kind,
+            fd: wire.fd,
+            local: wire.local.map(|a| a.to_string()),
+            remote: wire.remote.map(|a| a.to_string()),
+            id: conn_id(pid, conn_ptr, wire.sock_id),
+        })
+    }
+}
+
+fn conn_id(pid: u32, conn_ptr: u64, sock_id: u64) -> String {
+    // FNV-1a: tiny, stable across runs and Rust versions.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in pid.to_le_bytes().iter().chain(&conn_ptr.to_le_bytes()).chain(&sock_id.to_le_bytes()) {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_ids_are_stable_and_distinct() {
+        let a = conn_id(1, 0xc000_1000, 0xffff_1);
+        assert_eq!(a, conn_id(1, 0xc000_1000, 0xffff_1));
+        assert_ne!(a, conn_id(2, 0xc000_1000, 0xffff_1));
+        assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_2));
+        assert_eq!(a.len(), 16);
+    }
+}
