@@ -43,16 +43,7 @@ pub(crate) fn find(image: &Image<'_>) -> Result<Option<BuildInfo>, Error> {
 
 /// The file offset of the first 16-byte-aligned occurrence of the magic.
 fn scan_for_magic(data: &[u8]) -> Option<usize> {
-    let mut off = 0usize;
-    while let Some(rest) = data.get(off..) {
-        let pos = rest.windows(MAGIC.len()).position(|w| w == MAGIC)?;
-        let at = off.checked_add(pos)?;
-        if at % 16 == 0 {
-            return Some(at);
-        }
-        off = at.checked_add(1)?;
-    }
-    None
+    data.chunks_exact(16).position(|c| c.starts_with(MAGIC)).and_then(|i| i.checked_mul(16))
 }
 
 fn decode(image: &Image<'_>, vaddr: u64, blob: &[u8]) -> Result<BuildInfo, Error> {

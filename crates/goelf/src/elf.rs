@@ -145,6 +145,14 @@ impl<'a> Image<'a> {
                 _ => {}
             }
         }
+        if let Some(seg) = segments.iter().find(|s| s.offset.checked_add(s.filesz).is_none_or(|end| end > data.len() as u64)) {
+            return Err(Error::malformed(format!(
+                "truncated file: PT_LOAD at offset {:#x} (+{:#x}) extends past its end ({:#x})",
+                seg.offset,
+                seg.filesz,
+                data.len()
+            )));
+        }
         // A damaged section table must not hide a usable program-header view.
         let table = header.sections(endian, data).ok();
         let mut sections = Vec::new();

@@ -83,3 +83,9 @@ fn not_root() {
         .arg(&fixture);
     fails_with(&mut cmd, "permission denied");
 }
+
+#[test]
+fn keylog_mode_needs_a_file() {
+    let fixture = fixture("1.19", "exe", "tlsfixture");
+    fails_with(gotls(&fixture).args(["-m", "keylog"]), "-m keylog needs -k/--keylogfile FILE");
+}

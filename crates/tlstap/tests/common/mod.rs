@@ -257,3 +257,83 @@ pub fn manifest_calls(path: &Path) -> Vec<(u64, String, Vec<u8>)> {
         .map(|r| (r["conn"].as_u64().unwrap(), r["dir"].as_str().unwrap().to_string(), b64(r["data_b64"].as_str().unwrap())))
         .collect()
 }
+
+/// A tshark capturing loopback traffic of one TCP port into a file, as an independent witness.
+pub struct Tshark {
+    proc: Proc,
+    pub file: PathBuf,
+}
+
+impl Tshark {
+    /// Starts capturing and waits until tshark says it is.
+    pub fn start(file: &Path, port: u16) -> Tshark {
+        let mut proc = Proc::spawn(
+            Command::new("tshark")
+                .args(["-q", "-i", "lo", "-f", &format!("tcp port {port}"), "-w"])
+                .arg(file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+            "tshark",
+        );
+        let stderr = proc.child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let line = lines.next().unwrap_or_else(|| panic!("tshark exited before capturing")).unwrap();
+            if line.contains("Capturing on") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "tshark did not start capturing");
+        }
+        // Keep draining stderr so tshark never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Tshark { proc, file: file.to_path_buf() }
+    }
+
+    /// Stops the capture and waits until the file is complete.
+    pub fn stop(mut self) -> PathBuf {
+        std::thread::sleep(Duration::from_millis(300)); // let the last packets reach tshark
+        self.proc.signal(libc::SIGINT);
+        self.proc.wait_timeout(Duration::from_secs(30));
+        self.file.clone()
+    }
+}
+
+/// `tshark -r FILE [-o tls.keylog_file:KEYS] -Y http -T fields -e …`: one line per HTTP message.
+pub fn tshark_http_fields(file: &Path, keylog: Option<&Path>, fields: &[&str]) -> String {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(file);
+    if let Some(keys) = keylog {
+        cmd.arg("-o").arg(format!("tls.keylog_file:{}", keys.display()));
+    } else {
+        cmd.args(["-o", "tls.keylog_file:"]);
+    }
+    cmd.args(["-Y", "http", "-T", "fields"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "tshark -r failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A random 16-hex-digit nonce (the fixture's X-Nonce format).
+pub fn nonce() -> String {
+    let mut bytes = [0u8; 8];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut bytes).unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `curl` as an independent TLS client writing its own key log; asserts the fixture answered.
+pub fn curl_echo(addr: &str, tls: &[&str], nonce: &str, keylog: &Path) {
+    let out = Command::new("curl")
+        .args(["-sS", "-k", "--noproxy", "*", "--fail", "-o", "/dev/null"])
+        .args(tls)
+        .args(["-X", "POST", "--data-binary", &format!("{nonce}-request")])
+        .args(["-H", &format!("X-Nonce: {nonce}")])
+        .arg(format!("https://{addr}/echo?size=64&n={nonce}"))
+        .env("SSLKEYLOGFILE", keylog)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl {tls:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
