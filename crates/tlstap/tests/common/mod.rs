@@ -177,6 +177,8 @@ impl Tlstap {
     pub fn start(dir: &TempDir, args: &[&str]) -> Tlstap {
         let out = dir.path("tlstap.jsonl");
         let stderr = dir.path("tlstap.stderr");
+        // A previous run's output must not pass for this run's attach record.
+        let _ = std::fs::remove_file(&out);
         let proc = Proc::spawn(
             Command::new(TLSTAP)
                 .arg("gotls")
@@ -222,6 +224,16 @@ pub struct Capture {
 }
 
 impl Capture {
+    /// The payload of each connection in one direction, concatenated in output order.
+    pub fn streams_by_conn(&self, direction: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let mut streams = std::collections::BTreeMap::<String, Vec<u8>>::new();
+        for (_, data, record) in self.data(direction) {
+            let id = record["conn"]["id"].as_str().expect("every data event names its connection");
+            streams.entry(id.to_string()).or_default().extend_from_slice(&data);
+        }
+        streams
+    }
+
     /// Data events of one direction, in output order: (pid, payload, record).
     pub fn data(&self, direction: &str) -> Vec<(u64, Vec<u8>, &Value)> {
         self.records

@@ -1,0 +1,160 @@
+//! Completeness: any payload size byte-exact, nothing lost under load, and the BPF-side
+//! process filters. Privileged: real BPF on real Go programs.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::Command;
+
+use common::*;
+
+/// Captured calls of `pid` in one direction, concatenated, and whether any was truncated.
+fn stream(capture: &Capture, direction: &str, pid: u32) -> (Vec<u8>, usize, bool) {
+    let events = capture.data(direction);
+    let mine: Vec<_> = events.iter().filter(|(p, _, _)| *p == u64::from(pid)).collect();
+    let truncated = mine.iter().any(|(_, _, r)| r["truncated"] != false);
+    (mine.iter().flat_map(|(_, d, _)| d.iter().copied()).collect(), mine.len(), truncated)
+}
+
+/// The manifest's calls in one direction, concatenated, and how many there were.
+fn manifest_stream(manifest: &std::path::Path, direction: &str) -> (Vec<u8>, usize) {
+    let calls: Vec<_> = manifest_calls(manifest).into_iter().filter(|c| c.1 == direction).collect();
+    (calls.iter().flat_map(|c| c.2.iter().copied()).collect(), calls.len())
+}
+
+fn big_bodies(write_chunk: &str, hook_server: bool) {
+    let side = if hook_server { "server" } else { "client" };
+    let dir = TempDir::new(&format!("big-{write_chunk}-{side}"));
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let (server_bin, client_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "client"));
+    let (server_manifest, client_manifest) = (dir.path("server.jsonl"), dir.path("client.jsonl"));
+    let server = Server::start(&server_bin, &server_manifest, &[]);
+    let hooked = if hook_server { &server_bin } else { &client_bin };
+    let tlstap = Tlstap::start(&dir, &["-e", hooked.to_str().unwrap()]);
+    let args = ["--requests", "3", "--sizes", "65536,1048576,8388608", "--write-chunk", write_chunk];
+    let client_pid = run_client(&client_bin, &server.addr, &client_manifest, &args);
+    let server_pid = server.proc.pid();
+    let capture = tlstap.stop();
+    server.stop();
+
+    let (pid, manifest) = if hook_server { (server_pid, &server_manifest) } else { (client_pid, &client_manifest) };
+    for direction in ["write", "read"] {
+        let (want, want_calls) = manifest_stream(manifest, direction);
+        let (got, got_calls, truncated) = stream(&capture, direction, pid);
+        assert!(!truncated, "{side} {direction}: a call was truncated");
+        assert_eq!(got_calls, want_calls, "{side} {direction}: calls");
+        assert_eq!(got.len(), want.len(), "{side} {direction}: bytes");
+        assert!(got == want, "{side} {direction}: bytes differ");
+    }
+    if write_chunk == "-1" {
+        // The 8 MiB body and its headers really went through one Write call: 513 records.
+        let biggest = capture.data("write").iter().map(|(_, d, _)| d.len()).max().unwrap();
+        assert!(biggest > 8 << 20, "largest write {biggest}");
+    }
+    assert_eq!(capture.stats()["lost"], 0);
+}
+
+#[test]
+fn big_bodies_in_one_write_are_byte_exact() {
+    if privileged() {
+        big_bodies("-1", true);
+        big_bodies("-1", false);
+    }
+}
+
+#[test]
+fn big_bodies_in_32k_writes_are_byte_exact() {
+    if privileged() {
+        big_bodies("32768", true);
+        big_bodies("32768", false);
+    }
+}
+
+/// `hey -n 20000 -c 32`: every response the hooked server wrote is captured, nothing lost.
+#[test]
+fn nothing_lost_under_load() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("load");
+    let server_bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "server");
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap()]);
+    let nonce = "0123456789abcdef";
+    let out = Command::new("hey")
+        .args(["-n", "20000", "-c", "32", "-m", "POST", "-H", &format!("X-Nonce: {nonce}"), "-d", &format!("{nonce}-load")])
+        .arg(format!("https://{}/echo?size=64", server.addr))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && report.contains("[200]\t20000 responses"), "hey: {report}");
+    let capture = tlstap.stop();
+    server.stop();
+
+    // A Read may hold the end of one request and the start of the next: count per connection.
+    let count = |direction, needle: &[u8]| -> usize {
+        let streams = capture.streams_by_conn(direction);
+        streams.values().map(|s| s.windows(needle.len()).filter(|w| *w == needle).count()).sum()
+    };
+    let responses = count("write", b"HTTP/1.1 200 OK\r\n");
+    let requests = count("read", b"POST /echo?size=64 HTTP/1.1\r\n");
+    eprintln!("captured {responses} responses, {requests} requests; {}", capture.stderr.trim());
+    assert_eq!(responses, 20000, "every response captured");
+    assert_eq!(requests, 20000, "every request captured");
+    assert_eq!(capture.stats()["lost"], 0, "{}", capture.stats());
+}
+
+/// `--pid` keeps one process of a binary that two processes run; `--pid` alone finds the binary.
+#[test]
+fn pid_filter_in_bpf() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("pid-filter");
+    let server_bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "server");
+    let client_bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "client");
+    let one = Server::start(&server_bin, &dir.path("one.jsonl"), &[]);
+    let two = Server::start(&server_bin, &dir.path("two.jsonl"), &[]);
+    let pid = one.proc.pid().to_string();
+    for args in [vec!["-e", server_bin.to_str().unwrap(), "-p", &pid], vec!["-p", &pid]] {
+        let tlstap = Tlstap::start(&dir, &args);
+        for server in [&one, &two] {
+            run_client(&client_bin, &server.addr, &dir.path("client.jsonl"), &["--requests", "2", "--sizes", "10"]);
+        }
+        let capture = tlstap.stop();
+        let pids: std::collections::BTreeSet<u64> = capture.data("write").iter().map(|(p, _, _)| *p).collect();
+        assert_eq!(pids, [u64::from(one.proc.pid())].into(), "{args:?}");
+        assert_eq!(capture.data("write").len(), 2, "{args:?}: two responses of server one");
+    }
+    one.stop();
+    two.stop();
+}
+
+/// `--uid` keeps the processes of one user: a client run as `nobody` among clients run as root.
+#[test]
+fn uid_filter_in_bpf() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("uid-filter");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let server_bin = copy_binary(&fixture, &dir, "server");
+    let client_bin = copy_binary(&fixture, &dir, "client");
+    std::fs::set_permissions(&client_bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    let tlstap = Tlstap::start(&dir, &["-e", client_bin.to_str().unwrap(), "-u", "65534"]);
+    run_client(&client_bin, &server.addr, &dir.path("root.jsonl"), &["--requests", "3", "--sizes", "10"]);
+    let status = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&client_bin)
+        .args(["client", "--addr", &server.addr, "--manifest"])
+        .arg(dir.path("nobody.jsonl"))
+        .args(["--requests", "2", "--sizes", "10"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let capture = tlstap.stop();
+    server.stop();
+    assert_eq!(capture.data("write").len(), 2, "only the two requests of uid 65534");
+}
