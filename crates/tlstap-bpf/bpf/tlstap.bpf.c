@@ -550,3 +550,19 @@ int go_tls_single(struct pt_regs *ctx)
 {
 	return go_tls_probe(ctx);
 }
+
+/*
+ * Empty programs at the same attach points, for the benchmark's "null probe" floor: the cost
+ * of the uprobe traps alone (tlstap gotls --null-probes).
+ */
+SEC("uprobe.multi")
+int go_tls_null_multi(struct pt_regs *ctx)
+{
+	return 0;
+}
+
+SEC("uprobe")
+int go_tls_null_single(struct pt_regs *ctx)
+{
+	return 0;
+}

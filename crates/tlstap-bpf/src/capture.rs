@@ -24,6 +24,8 @@ pub struct CaptureOptions {
     pub uid: Option<u32>,
     /// Attach one uprobe_multi link per binary (kernel ≥ 6.6) instead of one link per offset.
     pub uprobe_multi: bool,
+    /// Attach empty programs instead (benchmarks: the cost of the traps alone).
+    pub null_probes: bool,
 }
 
 /// Which probe program path an attach point takes; the low byte of its cookie.
@@ -163,6 +165,7 @@ pub struct Capture<'obj> {
     links: Vec<Link>,
     skel: TlstapSkel<'obj>,
     uprobe_multi: bool,
+    null_probes: bool,
     /// Index of the next binary in the `binaries` map.
     next_binary: u32,
 }
@@ -181,15 +184,18 @@ impl<'obj> Capture<'obj> {
     pub fn load(storage: &'obj mut MaybeUninit<OpenObject>, opts: &CaptureOptions) -> Result<Self, Error> {
         let mut open = TlstapSkelBuilder::default().open(storage).map_err(Error::Open)?;
         // Only the program of the attach flavour in use is loaded.
-        open.progs.go_tls_multi.set_autoload(opts.uprobe_multi);
-        open.progs.go_tls_single.set_autoload(!opts.uprobe_multi);
+        let (multi, null) = (opts.uprobe_multi, opts.null_probes);
+        open.progs.go_tls_multi.set_autoload(multi && !null);
+        open.progs.go_tls_single.set_autoload(!multi && !null);
+        open.progs.go_tls_null_multi.set_autoload(multi && null);
+        open.progs.go_tls_null_single.set_autoload(!multi && null);
         open.maps.events.set_max_entries(opts.ringbuf_bytes).map_err(Error::Open)?;
         if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
             rodata.target_tgid = opts.pid.unwrap_or(0);
             rodata.target_uid = opts.uid.unwrap_or(u32::MAX);
         }
         let skel = open.load().map_err(|source| Error::Load { hint: load_hint(&source), source })?;
-        Ok(Capture { links: Vec::new(), skel, uprobe_multi: opts.uprobe_multi, next_binary: 0 })
+        Ok(Capture { links: Vec::new(), skel, uprobe_multi: opts.uprobe_multi, null_probes: opts.null_probes, next_binary: 0 })
     }
 
     /// Attaches the probe program at every `probes` offset of `binary` (all processes running
@@ -213,23 +219,21 @@ impl<'obj> Capture<'obj> {
         self.next_binary += 1;
 
         let error = |source| Error::Attach { binary: binary.to_path_buf(), probes: probes.len(), source };
+        let progs = &self.skel.progs;
         if self.uprobe_multi {
             let offsets = probes.iter().map(|p| p.file_offset as usize).collect();
             let cookies = probes.iter().map(|p| p.cookie(index)).collect();
             let opts = UprobeMultiOpts { offsets, cookies, ..Default::default() };
-            let link = self.skel.progs.go_tls_multi.attach_uprobe_multi_with_opts(-1, binary, "", opts).map_err(error)?;
+            let prog = if self.null_probes { &progs.go_tls_null_multi } else { &progs.go_tls_multi };
+            let link = prog.attach_uprobe_multi_with_opts(-1, binary, "", opts).map_err(error)?;
             self.links.push(link);
         } else {
+            let prog = if self.null_probes { &progs.go_tls_null_single } else { &progs.go_tls_single };
             // All or nothing: links made before a failure drop with this vector.
             let mut links = Vec::with_capacity(probes.len());
             for probe in probes {
                 let opts = UprobeOpts { cookie: probe.cookie(index), ..Default::default() };
-                let link = self
-                    .skel
-                    .progs
-                    .go_tls_single
-                    .attach_uprobe_with_opts(-1, binary, probe.file_offset as usize, opts)
-                    .map_err(error)?;
+                let link = prog.attach_uprobe_with_opts(-1, binary, probe.file_offset as usize, opts).map_err(error)?;
                 links.push(link);
             }
             self.links.append(&mut links);

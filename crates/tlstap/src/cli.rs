@@ -67,6 +67,10 @@ pub struct GotlsArgs {
     /// Print what would be attached (version, ABI, functions, offsets) and exit; needs no root.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Benchmarking only: attach empty BPF programs at the same points (captures nothing).
+    #[arg(long, hide = true)]
+    pub null_probes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -39,6 +39,7 @@ struct Request {
     output: Option<PathBuf>,
     ringbuf_bytes: u32,
     dry_run: bool,
+    null_probes: bool,
 }
 
 impl Request {
@@ -73,6 +74,7 @@ impl Request {
             output: args.output,
             ringbuf_bytes,
             dry_run: args.dry_run,
+            null_probes: args.null_probes,
         })
     }
 }
@@ -123,6 +125,7 @@ fn capture(request: &Request, target: &Target, kernel: Kernel, sinks: Vec<Box<dy
         pid: request.pid,
         uid: request.uid,
         uprobe_multi: kernel.has_uprobe_multi(),
+        null_probes: request.null_probes,
     };
     tlstap_bpf::configure_libbpf_logging();
     let mut storage = MaybeUninit::uninit();
