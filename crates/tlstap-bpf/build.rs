@@ -1,7 +1,8 @@
-//! Compiles bpf/tlstap.bpf.c with clang for the target architecture and generates its
-//! libbpf-rs skeleton (programs, maps and the Rust twins of events.h's types) into OUT_DIR.
-//! Also compiles it for the other supported architecture, so that a change that breaks the
-//! arm64 (or x86) build fails every build, not only a cross build nobody runs.
+//! Compiles each BPF program (bpf/*.bpf.c listed in SOURCES) with clang for the target
+//! architecture and generates its libbpf-rs skeleton (programs, maps and the Rust twins of
+//! events.h's types) into OUT_DIR. Also compiles each for the other supported architecture, so
+//! that a change that breaks the arm64 (or x86) build fails every build, not only a cross build
+//! nobody runs.
 
 use std::env;
 use std::path::PathBuf;
@@ -9,7 +10,8 @@ use std::process::Command;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const SOURCE: &str = "bpf/tlstap.bpf.c";
+/// (source, skeleton name): the uprobe programs, and the TC packet capture of pcap mode.
+const SOURCES: [(&str, &str); 2] = [("bpf/tlstap.bpf.c", "tlstap"), ("bpf/packets.bpf.c", "packets")];
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -32,20 +34,22 @@ fn main() {
         ]
     };
 
-    SkeletonBuilder::new()
-        .source(SOURCE)
-        .clang_args(clang_args(arch))
-        .build_and_generate(out_dir.join("tlstap.skel.rs"))
-        .unwrap_or_else(|err| panic!("building {SOURCE}: {err:#}"));
-
     let other = if arch == "x86" { "arm64" } else { "x86" };
-    let status = Command::new("clang")
-        .args(["-target", "bpf", "-c", SOURCE, "-o"])
-        .arg(out_dir.join(format!("tlstap.{other}.bpf.o")))
-        .args(clang_args(other))
-        .status()
-        .expect("running clang");
-    assert!(status.success(), "{SOURCE} does not compile for {other}");
+    for (source, name) in SOURCES {
+        SkeletonBuilder::new()
+            .source(source)
+            .clang_args(clang_args(arch))
+            .build_and_generate(out_dir.join(format!("{name}.skel.rs")))
+            .unwrap_or_else(|err| panic!("building {source}: {err:#}"));
+
+        let status = Command::new("clang")
+            .args(["-target", "bpf", "-c", source, "-o"])
+            .arg(out_dir.join(format!("{name}.{other}.bpf.o")))
+            .args(clang_args(other))
+            .status()
+            .expect("running clang");
+        assert!(status.success(), "{source} does not compile for {other}");
+    }
 
     println!("cargo:rerun-if-changed=bpf");
 }

@@ -1,18 +1,13 @@
-//! Times parse and plan (a debugging aid).
+//! Times parse + plan, repeated (a debugging aid for unoptimised builds).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test/tool code: panics are failures
 fn main() {
     let path = std::env::args().nth(1).unwrap();
+    let n: u32 = std::env::args().nth(2).map_or(20, |s| s.parse().unwrap());
     let data = std::fs::read(&path).unwrap();
-    let bin = goelf::GoBinary::parse(&data).unwrap();
-    for _ in 0..3 {
-        let t = std::time::Instant::now();
-        let p = goelf::tls::plan(&bin).is_ok();
-        let t1 = t.elapsed();
-        let t = std::time::Instant::now();
-        let f = bin.function(goelf::tls::CONN_READ).unwrap();
-        let t2 = t.elapsed();
-        let t = std::time::Instant::now();
-        let r = bin.ret_addresses(&f).unwrap().len();
-        let t3 = t.elapsed();
-        println!("plan {t1:?} {p} lookup {t2:?} rets {t3:?} {r}");
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let bin = goelf::GoBinary::parse(&data).unwrap();
+        let _ = goelf::tls::plan(&bin);
     }
+    println!("{:?} per parse+plan", t.elapsed() / n);
 }

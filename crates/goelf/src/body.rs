@@ -20,7 +20,12 @@ use crate::elf::Image;
 pub(crate) type Span = (u64, u64);
 
 /// Keeps the body among `current` and `candidate` (see the module rule).
-pub(crate) fn prefer_body<T: Copy>(image: &Image<'_>, current: Option<T>, candidate: T, span: impl Fn(&T) -> Span) -> T {
+pub(crate) fn prefer_body<T: Copy>(
+    image: &Image<'_>,
+    current: Option<T>,
+    candidate: T,
+    span: impl Fn(&T) -> Span,
+) -> T {
     let Some(cur) = current else { return candidate };
     match pick(image, span(&cur), span(&candidate)) {
         Pick::First => cur,

@@ -82,7 +82,11 @@ fn check_ident(data: &[u8]) -> Result<Arch, Error> {
         .get(18..20)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| Error::malformed("truncated ELF header"))?;
-    let machine = if little { u16::from_le_bytes(raw) } else { u16::from_be_bytes(raw) };
+    let machine = if little {
+        u16::from_le_bytes(raw)
+    } else {
+        u16::from_be_bytes(raw)
+    };
     let name = machine_name(machine);
     match class {
         elf::ELFCLASS32 => return Err(Error::Bits32 { machine: name }),
@@ -145,7 +149,11 @@ impl<'a> Image<'a> {
                 _ => {}
             }
         }
-        if let Some(seg) = segments.iter().find(|s| s.offset.checked_add(s.filesz).is_none_or(|end| end > data.len() as u64)) {
+        if let Some(seg) = segments.iter().find(|s| {
+            s.offset
+                .checked_add(s.filesz)
+                .is_none_or(|end| end > data.len() as u64)
+        }) {
             return Err(Error::malformed(format!(
                 "truncated file: PT_LOAD at offset {:#x} (+{:#x}) extends past its end ({:#x})",
                 seg.offset,
@@ -168,8 +176,14 @@ impl<'a> Image<'a> {
                     size: sh.sh_size(endian),
                 });
             }
-            symtab = table.symbols(endian, data, elf::SHT_SYMTAB).ok().filter(|s| !s.is_empty());
-            dynsym = table.symbols(endian, data, elf::SHT_DYNSYM).ok().filter(|s| !s.is_empty());
+            symtab = table
+                .symbols(endian, data, elf::SHT_SYMTAB)
+                .ok()
+                .filter(|s| !s.is_empty());
+            dynsym = table
+                .symbols(endian, data, elf::SHT_DYNSYM)
+                .ok()
+                .filter(|s| !s.is_empty());
         }
         let mut image = Image {
             data,
@@ -190,14 +204,25 @@ impl<'a> Image<'a> {
 
     /// The value of the first dynamic tag `tag`.
     pub fn dyn_value(&self, tag: u32) -> Option<u64> {
-        self.dyn_tags.iter().find(|&&(t, _)| t == u64::from(tag)).map(|&(_, v)| v)
+        self.dyn_tags
+            .iter()
+            .find(|&&(t, _)| t == u64::from(tag))
+            .map(|&(_, v)| v)
     }
 
     fn needed_libs(&self) -> Vec<&'a [u8]> {
-        let Some(strtab) = self.dyn_value(elf::DT_STRTAB) else { return Vec::new() };
-        let Some(strs) = self.slice_from(strtab) else { return Vec::new() };
-        let strsz = self.dyn_value(elf::DT_STRSZ).and_then(|s| usize::try_from(s).ok());
-        let strs = strs.get(..strsz.unwrap_or(strs.len()).min(strs.len())).unwrap_or(strs);
+        let Some(strtab) = self.dyn_value(elf::DT_STRTAB) else {
+            return Vec::new();
+        };
+        let Some(strs) = self.slice_from(strtab) else {
+            return Vec::new();
+        };
+        let strsz = self
+            .dyn_value(elf::DT_STRSZ)
+            .and_then(|s| usize::try_from(s).ok());
+        let strs = strs
+            .get(..strsz.unwrap_or(strs.len()).min(strs.len()))
+            .unwrap_or(strs);
         self.dyn_tags
             .iter()
             .filter(|&&(t, _)| t == u64::from(elf::DT_NEEDED))
@@ -247,7 +272,10 @@ impl<'a> Image<'a> {
         (vaddr - seg.vaddr)
             .checked_add(seg.offset)
             .filter(|&off| off < self.data.len() as u64)
-            .ok_or(Error::AddressNotMapped { vaddr, what: "file-backed" })
+            .ok_or(Error::AddressNotMapped {
+                vaddr,
+                what: "file-backed",
+            })
     }
 
     /// The file bytes from `vaddr` to the end of its segment's file-backed part.
@@ -284,6 +312,24 @@ impl<'a> Image<'a> {
             Some(addend) => Some(addend),
             None => self.raw_u64(vaddr),
         }
+    }
+
+    /// `count` consecutive pointers from `vaddr` (see [`Image::read_ptr`]), reading the
+    /// relocations of just that range.
+    pub fn read_ptrs(&self, vaddr: u64, count: u64) -> Vec<Option<u64>> {
+        let Some(end) = count.checked_mul(8).and_then(|n| vaddr.checked_add(n)) else {
+            return Vec::new();
+        };
+        let window = self.relocations().window(vaddr, end);
+        (0..count)
+            .map(|i| {
+                let at = vaddr.checked_add(i * 8)?;
+                match window.binary_search_by_key(&at, |r| r.0) {
+                    Ok(j) => window.get(j).map(|r| r.1),
+                    Err(_) => self.raw_u64(at),
+                }
+            })
+            .collect()
     }
 
     /// The RELATIVE relocations of this image (built on first use).

@@ -10,7 +10,9 @@ pub enum Error {
     #[error("not an ELF file")]
     NotElf,
     /// A 32-bit ELF file (Go's 386/arm ports): tlstap supports 64-bit only.
-    #[error("32-bit ELF ({machine}) is not supported: only 64-bit amd64 and arm64 Go binaries are")]
+    #[error(
+        "32-bit ELF ({machine}) is not supported: only 64-bit amd64 and arm64 Go binaries are"
+    )]
     Bits32 {
         /// The ELF machine, e.g. "x86 (386)".
         machine: String,
@@ -59,6 +61,9 @@ pub enum Error {
         /// The architecture name.
         arch: &'static str,
     },
+    /// A runtime type (or one of its fields) is missing from the binary's type data.
+    #[error("type {0} not found in the binary's type descriptors")]
+    TypeNotFound(String),
     /// The file is damaged or laid out in a way this crate does not understand.
     #[error("malformed binary: {0}")]
     Malformed(String),

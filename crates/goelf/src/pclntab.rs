@@ -87,14 +87,21 @@ impl<'a> Pclntab<'a> {
         }
         let min_lc = u64::from(min_lc.copied().unwrap_or(1));
         let ptr_size = 8usize;
-        let word = |i: usize| read_word(data, 8 + i * ptr_size, ptr_size).ok_or_else(|| bad("truncated header"));
+        let word = |i: usize| {
+            read_word(data, 8 + i * ptr_size, ptr_size).ok_or_else(|| bad("truncated header"))
+        };
         let sub = |off: u64| -> Result<&'a [u8], Error> {
-            data.get(usize::try_from(off).map_err(|_| bad("offset"))?..).ok_or_else(|| bad("offset out of range"))
+            data.get(usize::try_from(off).map_err(|_| bad("offset"))?..)
+                .ok_or_else(|| bad("offset out of range"))
         };
         // A table that ends where the next one (by header offset) begins.
         let range = |start: u64, end: u64| -> Result<&'a [u8], Error> {
-            let len = end.checked_sub(start).ok_or_else(|| bad("table offsets out of order"))?;
-            sub(start)?.get(..usize::try_from(len).map_err(|_| bad("offset"))?).ok_or_else(|| bad("table out of range"))
+            let len = end
+                .checked_sub(start)
+                .ok_or_else(|| bad("table offsets out of order"))?;
+            sub(start)?
+                .get(..usize::try_from(len).map_err(|_| bad("offset"))?)
+                .ok_or_else(|| bad("table out of range"))
         };
         let nfunc = usize::try_from(word(0)?).map_err(|_| bad("nfunc"))?;
         // 1.2 tables index names, pc tables and func records from the header itself.
@@ -102,12 +109,24 @@ impl<'a> Pclntab<'a> {
             PclntabVersion::V12 => (data, data, data, 0, 0),
             PclntabVersion::V116 => {
                 let pcln_off = word(6)?;
-                (range(word(2)?, word(3)?)?, range(word(5)?, pcln_off)?, sub(pcln_off)?, pcln_off, 0)
+                (
+                    range(word(2)?, word(3)?)?,
+                    range(word(5)?, pcln_off)?,
+                    sub(pcln_off)?,
+                    pcln_off,
+                    0,
+                )
             }
             PclntabVersion::V118 | PclntabVersion::V120 => {
                 let text = image.read_ptr(vaddr.wrapping_add(8 + 2 * 8)).unwrap_or(0);
                 let pcln_off = word(7)?;
-                (range(word(3)?, word(4)?)?, range(word(6)?, pcln_off)?, sub(pcln_off)?, pcln_off, text)
+                (
+                    range(word(3)?, word(4)?)?,
+                    range(word(6)?, pcln_off)?,
+                    sub(pcln_off)?,
+                    pcln_off,
+                    text,
+                )
             }
         };
         let table = Pclntab {
@@ -135,17 +154,27 @@ impl<'a> Pclntab<'a> {
     }
 
     fn functab_entry_size(&self) -> usize {
-        if self.version.entries_are_offsets() { 8 } else { 2 * self.ptr_size }
+        if self.version.entries_are_offsets() {
+            8
+        } else {
+            2 * self.ptr_size
+        }
     }
 
     /// Offset of the functab inside `pclntable`.
     fn functab_start(&self) -> usize {
-        if self.version == PclntabVersion::V12 { 8 + self.ptr_size } else { 0 }
+        if self.version == PclntabVersion::V12 {
+            8 + self.ptr_size
+        } else {
+            0
+        }
     }
 
     /// The raw entry field of functab slot `i` (an offset for 1.18+, an address before).
     pub fn raw_entry(&self, image: &Image<'_>, i: usize) -> Option<u64> {
-        let off = self.functab_start().checked_add(i.checked_mul(self.functab_entry_size())?)?;
+        let off = self
+            .functab_start()
+            .checked_add(i.checked_mul(self.functab_entry_size())?)?;
         if self.version.entries_are_offsets() {
             read_u32(self.pclntable, off).map(u64::from)
         } else if image.relocations().counts().0 > 0 {
@@ -158,13 +187,20 @@ impl<'a> Pclntab<'a> {
     /// The entry address of functab slot `i`.
     pub fn entry(&self, image: &Image<'_>, i: usize) -> Option<u64> {
         let raw = self.raw_entry(image, i)?;
-        if self.version.entries_are_offsets() { self.text_start.checked_add(raw) } else { Some(raw) }
+        if self.version.entries_are_offsets() {
+            self.text_start.checked_add(raw)
+        } else {
+            Some(raw)
+        }
     }
 
     /// The func record offset of slot `i` in `pclntable`; None for a text-section hole marker.
     fn funcoff(&self, i: usize) -> Option<usize> {
         let esz = self.functab_entry_size();
-        let off = self.functab_start().checked_add(i.checked_mul(esz)?)?.checked_add(esz / 2)?;
+        let off = self
+            .functab_start()
+            .checked_add(i.checked_mul(esz)?)?
+            .checked_add(esz / 2)?;
         let (value, hole) = if self.version.entries_are_offsets() {
             let v = u64::from(read_u32(self.pclntable, off)?);
             (v, v == u64::from(u32::MAX))
@@ -172,7 +208,11 @@ impl<'a> Pclntab<'a> {
             let v = read_word(self.pclntable, off, self.ptr_size)?;
             (v, v == u64::MAX)
         };
-        if hole { None } else { usize::try_from(value).ok() }
+        if hole {
+            None
+        } else {
+            usize::try_from(value).ok()
+        }
     }
 
     /// The func record of slot `i`.
@@ -182,7 +222,11 @@ impl<'a> Pclntab<'a> {
 
     /// Size of the entry field that opens a func record.
     fn entry_field_size(&self) -> usize {
-        if self.version.entries_are_offsets() { 4 } else { self.ptr_size }
+        if self.version.entries_are_offsets() {
+            4
+        } else {
+            self.ptr_size
+        }
     }
 
     /// The name of slot `i` (None for holes or damaged records).
@@ -208,7 +252,9 @@ impl<'a> Pclntab<'a> {
         let tab = self.funcnametab;
         let mut pos = 0usize;
         while let Some(rest) = tab.get(pos..).filter(|r| !r.is_empty()) {
-            let Ok(s) = CStr::from_bytes_until_nul(rest) else { break };
+            let Ok(s) = CStr::from_bytes_until_nul(rest) else {
+                break;
+            };
             let s = s.to_bytes();
             for (offsets, name) in out.iter_mut().zip(names) {
                 if s == name.as_bytes() {
@@ -272,24 +318,59 @@ impl<'a> Pclntab<'a> {
     /// wrapper beside the body) are resolved by [`prefer_body`].
     pub fn find_many(&self, image: &Image<'_>, names: &[&str]) -> Vec<Option<RawFunc<'a>>> {
         let mut found: Vec<Option<RawFunc<'a>>> = vec![None; names.len()];
-        // Find each name's string in the name table first, then the records pointing at it:
-        // one integer compare per function instead of string compares.
-        // (1.2 tables interleave names with other data: compare each record's name there.)
-        let targets = (self.version != PclntabVersion::V12).then(|| self.name_offsets(names));
-        if targets.as_ref().is_some_and(|t| t.iter().all(Vec::is_empty)) {
+        let mut take = |k: usize, i: usize| {
+            if let (Some(slot), Some(f)) = (found.get_mut(k), self.func(image, i)) {
+                *slot = Some(prefer_body(image, *slot, f, |f| (f.entry, f.size)));
+            }
+        };
+        if !self.version.entries_are_offsets() {
+            // 1.2 tables interleave names with other data, and 1.16 functab entries are
+            // pointer pairs: take the general path, comparing each record's name.
+            for i in 0..self.nfunc {
+                let Some(name) = self.name_off(i).and_then(|off| self.name_at(off)) else {
+                    continue;
+                };
+                for (k, wanted) in names.iter().enumerate() {
+                    if name == wanted.as_bytes() {
+                        take(k, i);
+                    }
+                }
+            }
             return found;
         }
-        for i in 0..self.nfunc {
-            let Some(off) = self.name_off(i) else { continue };
-            for (k, slot) in found.iter_mut().enumerate() {
-                let hit = match &targets {
-                    Some(t) => t.get(k).is_some_and(|offsets| offsets.contains(&off)),
-                    None => names.get(k).is_some_and(|n| self.name_at(off) == Some(n.as_bytes())),
-                };
-                if hit {
-                    if let Some(f) = self.func(image, i) {
-                        *slot = Some(prefer_body(image, *slot, f, |f| (f.entry, f.size)));
-                    }
+        // Find each name's string in the name table first, then the records pointing at
+        // it: per function one integer read and a range check.
+        let targets: Vec<(u32, usize)> = self
+            .name_offsets(names)
+            .into_iter()
+            .enumerate()
+            .flat_map(|(k, offsets)| offsets.into_iter().map(move |off| (off, k)))
+            .collect();
+        let (Some(lo), Some(hi)) = (
+            targets.iter().map(|t| t.0).min(),
+            targets.iter().map(|t| t.0).max(),
+        ) else {
+            return found;
+        };
+        // 1.18+: the functab is (entryoff u32, funcoff u32) pairs; nameOff is the second
+        // u32 of each record. Read them directly: this loop touches every function.
+        let functab = self
+            .pclntable
+            .get(..self.nfunc.saturating_mul(8))
+            .unwrap_or(&[]);
+        for (i, pair) in functab.chunks_exact(8).enumerate() {
+            let Some(funcoff) = read_u32(pair, 4).and_then(|f| usize::try_from(f).ok()) else {
+                continue;
+            };
+            let Some(off) = read_u32(self.pclntable, funcoff.wrapping_add(4)) else {
+                continue;
+            };
+            if off < lo || off > hi {
+                continue;
+            }
+            for &(target, k) in &targets {
+                if target == off {
+                    take(k, i);
                 }
             }
         }
@@ -304,64 +385,6 @@ fn varint32(p: &[u8]) -> Option<(u32, usize)> {
         v |= u32::from(b & 0x7f).checked_shl(7 * i as u32)?;
         if b & 0x80 == 0 {
             return Some((v, i + 1));
-        }
-    }
-    None
-}
-
-/// Where a pclntab can start: at `vaddr`, its bytes running to the end of `data`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Candidate<'a> {
-    pub vaddr: u64,
-    pub data: &'a [u8],
-}
-
-/// Finds the pclntab: by section name (`.gopclntab`, `.data.rel.ro.gopclntab`), by the
-/// `runtime.pclntab`/`runtime.pcheader` symbol, else by scanning non-executable segments for
-/// a header that parses and whose first functions have names.
-pub(crate) fn locate<'a>(image: &Image<'a>, symbol: Option<u64>) -> Option<Pclntab<'a>> {
-    let mut candidates: Vec<Candidate<'a>> = Vec::new();
-    for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
-        if let Some(s) = image.section(name) {
-            if let Some(data) = image.section_data(s) {
-                candidates.push(Candidate { vaddr: s.addr, data });
-            }
-        }
-    }
-    if let Some(vaddr) = symbol {
-        if let Some(data) = image.slice_from(vaddr) {
-            candidates.push(Candidate { vaddr, data });
-        }
-    }
-    for c in &candidates {
-        if let Some(t) = plausible(image, *c) {
-            return Some(t);
-        }
-    }
-    scan(image)
-}
-
-fn plausible<'a>(image: &Image<'a>, c: Candidate<'a>) -> Option<Pclntab<'a>> {
-    let t = Pclntab::parse(image, c.vaddr, c.data).ok()?;
-    // The first few records must carry names: rules out stray magic numbers.
-    (0..t.nfunc.min(4)).all(|i| t.name(i).is_some_and(|n| !n.is_empty())).then_some(t)
-}
-
-fn scan<'a>(image: &Image<'a>) -> Option<Pclntab<'a>> {
-    const MAGICS: [u32; 4] = [0xffff_fff1, 0xffff_fff0, 0xffff_fffa, 0xffff_fffb];
-    for seg in image.segments.iter().filter(|s| !s.executable()) {
-        let Some(bytes) = image.file_range(seg.offset, seg.filesz) else { continue };
-        let mut off = 0usize;
-        while let Some(chunk) = bytes.get(off..off + 8) {
-            let magic = read_u32(chunk, 0).unwrap_or(0);
-            if MAGICS.contains(&magic) && chunk.get(4..6) == Some(&[0, 0][..]) && chunk.get(7) == Some(&8) {
-                let vaddr = seg.vaddr.wrapping_add(off as u64);
-                let data = bytes.get(off..).unwrap_or(&[]);
-                if let Some(t) = plausible(image, Candidate { vaddr, data }) {
-                    return Some(t);
-                }
-            }
-            off += 8;
         }
     }
     None

@@ -1,17 +1,25 @@
 //! RELATIVE dynamic relocations of a PIE (RELA with explicit addends, RELR with implicit ones),
 //! so pointers stored in a position-independent Go binary can be read as base-0 addresses.
 
+use std::cell::{Cell, OnceCell};
+
 use object::elf;
 
 use crate::elf::{read_u64, Image};
 
-/// The RELATIVE relocations of an image, sorted by the address they patch.
+/// The RELATIVE relocations of an image.
+///
+/// Lookups start as linear scans (most analyses need a handful); after
+/// [`LINEAR_LOOKUPS`] of them a sorted index is built once and binary-searched.
 #[derive(Debug, Default)]
 pub struct Relocations {
-    /// (patched address, addend) from RELA tables.
+    /// (patched address, addend) from RELA tables, in file order.
     rela: Vec<(u64, u64)>,
-    /// Patched addresses from the RELR table (addend is the word already in place).
-    relr: Vec<u64>,
+    /// `rela` sorted by address, built on demand.
+    sorted: OnceCell<Vec<(u64, u64)>>,
+    lookups: Cell<u32>,
+    /// Number of addresses patched by the RELR table (their addends are the words in place).
+    relr_count: usize,
 }
 
 /// DT_RELR / DT_RELRSZ (not in every `object` release).
@@ -21,6 +29,9 @@ const DT_RELRSZ: u32 = 35;
 /// Upper bound on relocations decoded, so a hostile RELR bitmap cannot exhaust memory.
 const MAX_RELOCS: usize = 1 << 24;
 
+/// Single lookups answered by a linear scan before the sorted index is built.
+const LINEAR_LOOKUPS: u32 = 16;
+
 impl Relocations {
     pub(crate) fn load(image: &Image<'_>) -> Relocations {
         let relative = match image.arch {
@@ -28,7 +39,9 @@ impl Relocations {
             crate::Arch::Arm64 => elf::R_AARCH64_RELATIVE,
         };
         let mut out = Relocations::default();
-        let rela = image.dyn_value(elf::DT_RELA).zip(image.dyn_value(elf::DT_RELASZ));
+        let rela = image
+            .dyn_value(elf::DT_RELA)
+            .zip(image.dyn_value(elf::DT_RELASZ));
         if let Some(bytes) = rela.and_then(|(addr, size)| image.bytes_at(addr, size)) {
             let ent = image.dyn_value(elf::DT_RELAENT).unwrap_or(24);
             let ent = usize::try_from(ent).ok().filter(|&e| e >= 24).unwrap_or(24);
@@ -45,21 +58,55 @@ impl Relocations {
         }
         let relr = image.dyn_value(DT_RELR).zip(image.dyn_value(DT_RELRSZ));
         if let Some(bytes) = relr.and_then(|(addr, size)| image.bytes_at(addr, size)) {
-            out.relr = decode_relr(bytes);
-        }
-        if !out.rela.is_sorted_by_key(|r| r.0) {
-            out.rela.sort_unstable_by_key(|r| r.0);
-        }
-        if !out.relr.is_sorted() {
-            out.relr.sort_unstable();
+            out.relr_count = decode_relr(bytes).len();
         }
         out
     }
 
+    fn sorted(&self) -> &[(u64, u64)] {
+        self.sorted.get_or_init(|| {
+            let mut v = self.rela.clone();
+            v.sort_unstable_by_key(|r| r.0);
+            v
+        })
+    }
+
     /// The addend of the RELA RELATIVE relocation patching `vaddr`.
     pub fn addend_at(&self, vaddr: u64) -> Option<u64> {
-        let i = self.rela.binary_search_by_key(&vaddr, |r| r.0).ok()?;
-        self.rela.get(i).map(|r| r.1)
+        if self.sorted.get().is_none() {
+            let n = self.lookups.get().saturating_add(1);
+            self.lookups.set(n);
+            if n <= LINEAR_LOOKUPS {
+                return self.rela.iter().find(|r| r.0 == vaddr).map(|r| r.1);
+            }
+        }
+        let sorted = self.sorted();
+        let i = sorted.binary_search_by_key(&vaddr, |r| r.0).ok()?;
+        sorted.get(i).map(|r| r.1)
+    }
+
+    /// The relocations patching addresses in `lo..hi`, sorted (one linear pass; for reading
+    /// a whole structure without building the full index).
+    pub fn window(&self, lo: u64, hi: u64) -> Vec<(u64, u64)> {
+        let mut w: Vec<(u64, u64)> = match self.sorted.get() {
+            Some(s) => {
+                let start = s.partition_point(|r| r.0 < lo);
+                s.get(start..)
+                    .unwrap_or(&[])
+                    .iter()
+                    .take_while(|r| r.0 < hi)
+                    .copied()
+                    .collect()
+            }
+            None => self
+                .rela
+                .iter()
+                .filter(|r| r.0 >= lo && r.0 < hi)
+                .copied()
+                .collect(),
+        };
+        w.sort_unstable_by_key(|r| r.0);
+        w
     }
 
     /// Addresses that RELA relocations set to `value` (base 0).
@@ -69,7 +116,7 @@ impl Relocations {
 
     /// Number of (RELA RELATIVE, RELR) relocations.
     pub fn counts(&self) -> (usize, usize) {
-        (self.rela.len(), self.relr.len())
+        (self.rela.len(), self.relr_count)
     }
 }
 
@@ -81,7 +128,9 @@ pub(crate) fn decode_relr(bytes: &[u8]) -> Vec<u64> {
     let mut out = Vec::new();
     let mut cursor: u64 = 0;
     for chunk in bytes.chunks_exact(8) {
-        let Some(entry) = read_u64(chunk, 0) else { break };
+        let Some(entry) = read_u64(chunk, 0) else {
+            break;
+        };
         if entry & 1 == 0 {
             out.push(entry);
             cursor = entry.wrapping_add(8);
@@ -112,7 +161,10 @@ mod tests {
         table.extend_from_slice(&0b1011u64.to_le_bytes());
         // next bitmap starts 63 words later: bit 1 → 0x1008 + 63*8
         table.extend_from_slice(&0b11u64.to_le_bytes());
-        assert_eq!(decode_relr(&table), vec![0x1000, 0x1008, 0x1018, 0x1008 + 63 * 8]);
+        assert_eq!(
+            decode_relr(&table),
+            vec![0x1000, 0x1008, 0x1018, 0x1008 + 63 * 8]
+        );
     }
 
     #[test]

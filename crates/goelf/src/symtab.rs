@@ -27,7 +27,11 @@ pub(crate) fn funcs<'a, 'b>(table: &'b SymbolTable<'a>) -> impl Iterator<Item = 
             return None;
         }
         let name = table.symbol_name(endian, sym).ok()?;
-        Some(SymFunc { name, vaddr, size: sym.st_size(endian) })
+        Some(SymFunc {
+            name,
+            vaddr,
+            size: sym.st_size(endian),
+        })
     })
 }
 
@@ -46,14 +50,19 @@ const ABI_SUFFIXES: [&[u8]; 2] = [b".abi0", b".abiinternal"];
 
 /// The Go name of a `.symtab` function name: without an ABI suffix.
 pub(crate) fn go_name(name: &[u8]) -> &[u8] {
-    ABI_SUFFIXES.iter().find_map(|suffix| name.strip_suffix(*suffix)).unwrap_or(name)
+    ABI_SUFFIXES
+        .iter()
+        .find_map(|suffix| name.strip_suffix(*suffix))
+        .unwrap_or(name)
 }
 
 /// The functions named in `names` (one pass over the table). `X.abi0` counts as `X`; two
 /// candidates are resolved by [`prefer_body`].
 pub(crate) fn find_many<'a>(image: &Image<'a>, names: &[&str]) -> Vec<Option<SymFunc<'a>>> {
     let mut found: Vec<Option<SymFunc<'a>>> = vec![None; names.len()];
-    let Some(table) = &image.symtab else { return found };
+    let Some(table) = &image.symtab else {
+        return found;
+    };
     for f in funcs(table) {
         let name = go_name(f.name);
         for (slot, wanted) in found.iter_mut().zip(names) {

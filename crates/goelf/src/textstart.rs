@@ -45,14 +45,19 @@ pub(crate) fn resolve(
     if let Some(base) = runtime_text_symbol.filter(|&b| fits(b)) {
         return Some((base, TextStartSource::Symbol));
     }
-    let text = image.section(".text").map(|s| s.addr).filter(|&b| fits(b))?;
+    let text = image
+        .section(".text")
+        .map(|s| s.addr)
+        .filter(|&b| fits(b))?;
     Some((text, TextStartSource::TextSection))
 }
 
 /// True if `base+first` and `base+last` lie in the same executable segment (the last entry
 /// is the end of the final function, so it may equal the segment end).
 fn entries_fit(image: &Image<'_>, base: u64, first: u64, last: u64) -> bool {
-    let (Some(lo), Some(hi)) = (base.checked_add(first), base.checked_add(last)) else { return false };
+    let (Some(lo), Some(hi)) = (base.checked_add(first), base.checked_add(last)) else {
+        return false;
+    };
     image.segments.iter().any(|s| {
         s.executable() && lo >= s.vaddr && hi >= lo && hi - s.vaddr <= s.filesz.max(s.memsz)
     })
@@ -62,16 +67,31 @@ fn entries_fit(image: &Image<'_>, base: u64, first: u64, last: u64) -> bool {
 /// start from its minpc/maxpc pair: minpc = text + first entry, maxpc = text + last entry.
 fn from_moduledata(image: &Image<'_>, pclntab_vaddr: u64, first: u64, last: u64) -> Option<u64> {
     let span = last.checked_sub(first).filter(|&s| s > 0)?;
-    let check = |md: u64| minpc_in(image, md, first, span);
+    find_moduledata(image, pclntab_vaddr, |md| minpc_in(image, md, first, span))
+}
+
+/// Calls `check` with each address holding a pointer to the pclntab header (moduledata's
+/// first word: `pcHeader`, or `pclntable`'s data before Go 1.16), most likely first, and
+/// returns the first answer.
+pub(crate) fn find_moduledata<T>(
+    image: &Image<'_>,
+    pclntab_vaddr: u64,
+    mut check: impl FnMut(u64) -> Option<T>,
+) -> Option<T> {
     // PIE: the pointer may only exist as a RELA addend (the stored word can be zero).
-    let rela_sites: Vec<u64> = image.relocations().sites_with_addend(pclntab_vaddr).collect();
-    if let Some(base) = rela_sites.into_iter().find_map(check) {
-        return Some(base);
+    let rela_sites: Vec<u64> = image
+        .relocations()
+        .sites_with_addend(pclntab_vaddr)
+        .collect();
+    if let Some(found) = rela_sites.into_iter().find_map(&mut check) {
+        return Some(found);
     }
     let mut regions = image.data_regions();
     // runtime.firstmoduledata lives in .go.module (Go 1.26+) or .noptrdata: look there first.
     let within = |name: &str, addr: u64| {
-        image.section(name).is_some_and(|s| addr >= s.addr && addr - s.addr < s.size.max(1))
+        image
+            .section(name)
+            .is_some_and(|s| addr >= s.addr && addr - s.addr < s.size.max(1))
     };
     regions.sort_by_key(|&(addr, _)| {
         if within(".go.module", addr) {
@@ -87,8 +107,8 @@ fn from_moduledata(image: &Image<'_>, pclntab_vaddr: u64, first: u64, last: u64)
         let mut off = usize::try_from(misalign).ok()?;
         while let Some(word) = read_u64(bytes, off) {
             if word == pclntab_vaddr {
-                if let Some(base) = addr.checked_add(off as u64).and_then(check) {
-                    return Some(base);
+                if let Some(found) = addr.checked_add(off as u64).and_then(&mut check) {
+                    return Some(found);
                 }
             }
             off = off.checked_add(8)?;
@@ -100,11 +120,16 @@ fn from_moduledata(image: &Image<'_>, pclntab_vaddr: u64, first: u64, last: u64)
 /// Looks for consecutive words (minpc, maxpc) with maxpc − minpc = `span` in the moduledata
 /// at `md`; returns minpc − `first` (the text start).
 fn minpc_in(image: &Image<'_>, md: u64, first: u64, span: u64) -> Option<u64> {
-    let words: Vec<u64> = (1..MODULEDATA_WORDS)
-        .map(|i| md.checked_add(i * 8).and_then(|a| image.read_ptr(a)).unwrap_or(0))
+    let start = md.checked_add(8)?;
+    let words: Vec<u64> = image
+        .read_ptrs(start, MODULEDATA_WORDS - 1)
+        .into_iter()
+        .map(|w| w.unwrap_or(0))
         .collect();
     words.windows(2).find_map(|w| match *w {
-        [minpc, maxpc] if minpc != 0 && maxpc.checked_sub(minpc) == Some(span) => minpc.checked_sub(first),
+        [minpc, maxpc] if minpc != 0 && maxpc.checked_sub(minpc) == Some(span) => {
+            minpc.checked_sub(first)
+        }
         _ => None,
     })
 }

@@ -26,13 +26,13 @@ pub struct ProbePoint {
 /// Every probe point tlstap needs in one binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsPlan {
-    /// Entry of `crypto/tls.(*Conn).Write`.
+    /// Entry of `crypto/tls.(*Conn).Write`, past its stack check (fires once per call).
     pub write_entry: ProbePoint,
-    /// Entry of `crypto/tls.(*Conn).Read`.
+    /// Entry of `crypto/tls.(*Conn).Read`, past its stack check.
     pub read_entry: ProbePoint,
     /// Every RET of `crypto/tls.(*Conn).Read` (uretprobes break Go's moving stacks).
     pub read_returns: Vec<ProbePoint>,
-    /// Entry of `crypto/tls.(*Config).writeKeyLog`, if linked.
+    /// Entry of `crypto/tls.(*Config).writeKeyLog` past its stack check, if linked.
     pub keylog_entry: Option<ProbePoint>,
     /// Entry of `crypto/tls.(*Conn).writeRecordLocked`, if linked (for reference).
     pub write_record_entry: Option<ProbePoint>,
@@ -41,11 +41,19 @@ pub struct TlsPlan {
 /// Finds the crypto/tls functions and their probe points. [`Error::NoCryptoTls`] names the
 /// first of Write/Read that is missing.
 pub fn plan(bin: &GoBinary<'_>) -> Result<TlsPlan, Error> {
-    let names = [CONN_WRITE, CONN_READ, CONFIG_WRITE_KEY_LOG, CONN_WRITE_RECORD_LOCKED];
+    let names = [
+        CONN_WRITE,
+        CONN_READ,
+        CONFIG_WRITE_KEY_LOG,
+        CONN_WRITE_RECORD_LOCKED,
+    ];
     let found = bin.functions_named(&names);
     let get = |i: usize| found.get(i).cloned().flatten();
     let require = |i: usize, symbol: &'static str| {
-        get(i).ok_or_else(|| Error::NoCryptoTls { version: bin.info().go_version.raw.clone(), missing: symbol })
+        get(i).ok_or_else(|| Error::NoCryptoTls {
+            version: bin.info().go_version.raw.clone(),
+            missing: symbol,
+        })
     };
     let write = require(0, CONN_WRITE)?;
     let read = require(1, CONN_READ)?;
@@ -55,21 +63,35 @@ pub fn plan(bin: &GoBinary<'_>) -> Result<TlsPlan, Error> {
         .map(|vaddr| point(bin, CONN_READ, vaddr))
         .collect::<Result<Vec<_>, _>>()?;
     if read_returns.is_empty() {
-        return Err(Error::malformed(format!("{CONN_READ} at {:#x} has no RET instruction", read.vaddr)));
+        return Err(Error::malformed(format!(
+            "{CONN_READ} at {:#x} has no RET instruction",
+            read.vaddr
+        )));
     }
     Ok(TlsPlan {
         write_entry: entry(bin, CONN_WRITE, &write)?,
         read_entry: entry(bin, CONN_READ, &read)?,
         read_returns,
-        keylog_entry: get(2).map(|f| entry(bin, CONFIG_WRITE_KEY_LOG, &f)).transpose()?,
-        write_record_entry: get(3).map(|f| entry(bin, CONN_WRITE_RECORD_LOCKED, &f)).transpose()?,
+        keylog_entry: get(2)
+            .map(|f| entry(bin, CONFIG_WRITE_KEY_LOG, &f))
+            .transpose()?,
+        write_record_entry: get(3)
+            .map(|f| entry(bin, CONN_WRITE_RECORD_LOCKED, &f))
+            .transpose()?,
     })
 }
 
+/// The first instruction past the function's stack check: it runs once per call, whereas
+/// the very first instruction runs again after the stack grows (see prologue.rs).
 fn entry(bin: &GoBinary<'_>, symbol: &'static str, f: &Function) -> Result<ProbePoint, Error> {
-    point(bin, symbol, f.vaddr)
+    let code = bin.code(f)?;
+    point(bin, symbol, crate::prologue::body_start(bin.info().arch, f.vaddr, code))
 }
 
 fn point(bin: &GoBinary<'_>, symbol: &'static str, vaddr: u64) -> Result<ProbePoint, Error> {
-    Ok(ProbePoint { symbol, vaddr, file_offset: bin.code_file_offset(vaddr)? })
+    Ok(ProbePoint {
+        symbol,
+        vaddr,
+        file_offset: bin.code_file_offset(vaddr)?,
+    })
 }

@@ -28,6 +28,9 @@ enum tlstap_limits {
 enum tlstap_record_kind {
 	TLSTAP_RECORD_DATA = 1,
 	TLSTAP_RECORD_SECRET = 2,
+	TLSTAP_RECORD_EXEC = 3, /* a process exec'd: userspace may hook its binary */
+	TLSTAP_RECORD_EXIT = 4, /* a process (thread group) exited */
+	TLSTAP_RECORD_PACKET = 16, /* struct tlstap_packet_hdr, in packets.bpf.c's own ring */
 };
 
 enum tlstap_direction {
@@ -142,6 +145,52 @@ struct tlstap_secret_rec {
 	__u8 secret[TLSTAP_SECRET_MAX];
 };
 
+/* A process event from the sched tracepoints. 40 bytes, no padding. */
+struct tlstap_proc_rec {
+	__u32 kind;      /* TLSTAP_RECORD_EXEC or TLSTAP_RECORD_EXIT */
+	__u32 pid;       /* tgid */
+	__u64 ts_ns;     /* bpf_ktime_get_ns() */
+	__u32 uid;
+	__u32 held;      /* 1: stopped with SIGSTOP for --catch-exec; userspace sends SIGCONT */
+	char comm[TLSTAP_COMM_LEN];
+};
+
+/* --- Packets: packets.bpf.c (pcap mode), a TC program with a ring buffer of its own --------- */
+
+enum tlstap_packet_limits {
+	/* Largest payload of one packet record; a longer packet (GSO/GRO) spans several. */
+	TLSTAP_PACKET_CHUNK_MAX = 16384,
+	/* Bytes captured of one packet at most (64 chunks); the rest is cut and counted. */
+	TLSTAP_PACKET_CAPTURE_MAX = 1048576,
+};
+
+enum tlstap_packet_dir {
+	TLSTAP_PACKET_INGRESS = 0,
+	TLSTAP_PACKET_EGRESS = 1,
+};
+
+/* Why packets went missing; index of packets.bpf.c's `packet_loss_packets`/`_bytes`. */
+enum tlstap_packet_loss_cause {
+	TLSTAP_PACKET_LOSS_RINGBUF_FULL = 0, /* no room for a chunk: the packet is lost whole */
+	TLSTAP_PACKET_LOSS_LOAD_FAULT = 1,   /* bpf_skb_load_bytes failed: the packet is lost */
+	TLSTAP_PACKET_LOSS_TRUNCATED = 2,    /* longer than TLSTAP_PACKET_CAPTURE_MAX: its end is cut */
+	TLSTAP_PACKET_LOSS__COUNT = 3,
+};
+
+/* One chunk of one packet. 40 bytes, no padding; `chunk_len` payload bytes follow (the ring
+ * record may be longer: size classes). A packet's chunks are submitted in order by one
+ * program run, so they arrive in order; a lost chunk ends the packet (no later chunk). */
+struct tlstap_packet_hdr {
+	__u32 kind;        /* TLSTAP_RECORD_PACKET */
+	__u32 direction;   /* enum tlstap_packet_dir */
+	__u64 ts_ns;       /* bpf_ktime_get_ns() at the TC hook: CLOCK_MONOTONIC */
+	__u64 packet_id;   /* unique per packet in this capture; its chunks share it */
+	__u32 packet_len;  /* skb->len: the whole packet, link-layer header included */
+	__u32 cap_len;     /* bytes captured: packet_len, unless longer than the capture max */
+	__u32 chunk_off;   /* offset of this chunk's payload within the packet */
+	__u32 chunk_len;
+};
+
 /* Every type above, gathered so one global puts them all in BTF (see tlstap.bpf.c). */
 struct tlstap_wire_types {
 	enum tlstap_limits limits;
@@ -157,6 +206,11 @@ struct tlstap_wire_types {
 	struct tlstap_conn conn;
 	struct tlstap_data_hdr data_hdr;
 	struct tlstap_secret_rec secret_rec;
+	struct tlstap_proc_rec proc_rec;
+	enum tlstap_packet_limits packet_limits;
+	enum tlstap_packet_dir packet_dir;
+	enum tlstap_packet_loss_cause packet_loss_cause;
+	struct tlstap_packet_hdr packet_hdr;
 };
 
 #endif /* TLSTAP_EVENTS_H */

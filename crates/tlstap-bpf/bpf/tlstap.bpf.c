@@ -18,9 +18,14 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Filters, set by userspace before load. 0 / (u32)-1 mean "any". */
+/* Filters, set by userspace before load. 0 / (u32)-1 / "" mean "any". */
 const volatile __u32 target_tgid = 0;
 const volatile __u32 target_uid = 0xffffffff;
+const volatile char target_comm[TLSTAP_COMM_LEN] = {};
+/* Report exec/exit of processes (discovery), and stop exec'd processes until userspace has
+ * hooked their binary (--catch-exec). */
+const volatile bool report_processes = false;
+const volatile bool catch_exec = false;
 
 /* Enough chunks for a 1 GiB write; bpf_loop allows far more iterations than this. */
 #define CHUNK_LOOP_MAX (1u << 16)
@@ -385,13 +390,29 @@ static long emit_chunk_cb(__u32 i, void *data)
 	return 0;
 }
 
+static __always_inline bool comm_matches(void)
+{
+	char comm[TLSTAP_COMM_LEN];
+
+	if (!target_comm[0])
+		return true;
+	bpf_get_current_comm(comm, sizeof(comm));
+	for (int i = 0; i < TLSTAP_COMM_LEN; i++) {
+		if (comm[i] != target_comm[i])
+			return false;
+		if (!comm[i])
+			break;
+	}
+	return true;
+}
+
 static __always_inline bool wanted(__u64 pid_tgid)
 {
 	if (target_tgid && (pid_tgid >> 32) != target_tgid)
 		return false;
 	if (target_uid != 0xffffffff && (__u32)bpf_get_current_uid_gid() != target_uid)
 		return false;
-	return true;
+	return comm_matches();
 }
 
 static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 direction,
@@ -549,6 +570,54 @@ SEC("uprobe")
 int go_tls_single(struct pt_regs *ctx)
 {
 	return go_tls_probe(ctx);
+}
+
+/* --- Processes (discovery) -------------------------------------------------------------- */
+
+#define SIGSTOP 19
+
+static __always_inline void emit_proc(__u32 kind, __u64 pid_tgid, bool hold)
+{
+	struct tlstap_proc_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+
+	if (!r) {
+		count_loss(TLSTAP_LOSS_RINGBUF_FULL, 0);
+		/* Never leave a process stopped that userspace will not hear of. */
+		return;
+	}
+	r->kind = kind;
+	r->pid = pid_tgid >> 32;
+	r->ts_ns = bpf_ktime_get_ns();
+	r->uid = (__u32)bpf_get_current_uid_gid();
+	r->held = hold;
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	if (hold)
+		bpf_send_signal(SIGSTOP);
+	bpf_ringbuf_submit(r, 0);
+}
+
+/* Raw tracepoints: attached by name, no tracefs mount needed. */
+SEC("raw_tp/sched_process_exec")
+int on_exec(void *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	if (!report_processes || !wanted(pid_tgid))
+		return 0;
+	emit_proc(TLSTAP_RECORD_EXEC, pid_tgid, catch_exec);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_exit")
+int on_exit(void *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	/* Only the thread-group leader's exit ends the process. */
+	if (!report_processes || (__u32)pid_tgid != (pid_tgid >> 32))
+		return 0;
+	emit_proc(TLSTAP_RECORD_EXIT, pid_tgid, false);
+	return 0;
 }
 
 /*

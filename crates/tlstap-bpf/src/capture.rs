@@ -2,6 +2,7 @@
 //! Kernel state is owned: the object and every link are released when [`Capture`] drops
 //! (links first, as fields drop in declaration order).
 
+use std::collections::HashMap;
 use std::mem::{size_of, MaybeUninit};
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,12 @@ pub struct CaptureOptions {
     pub uprobe_multi: bool,
     /// Attach empty programs instead (benchmarks: the cost of the traps alone).
     pub null_probes: bool,
+    /// Capture only processes with this command name (at most 15 bytes), filtered in BPF.
+    pub comm: Option<String>,
+    /// Report process exec and exit (discovery of new processes).
+    pub report_processes: bool,
+    /// Stop each exec'd process until userspace continues it (needs `report_processes`).
+    pub catch_exec: bool,
 }
 
 /// Which probe program path an attach point takes; the low byte of its cookie.
@@ -140,6 +147,10 @@ pub enum Error {
     },
     #[error("more than {0} binaries hooked at once")]
     TooManyBinaries(u32),
+    #[error("attaching to the sched_process_exec/exit tracepoints")]
+    Tracepoint(#[source] libbpf_rs::Error),
+    #[error("opening the ring buffer")]
+    RingBuffer(#[source] libbpf_rs::Error),
 }
 
 /// Bytes and calls lost, by cause, as counted in BPF.
@@ -162,7 +173,13 @@ pub fn loss_cause_name(cause: tlstap_loss_cause) -> &'static str {
 
 /// The loaded BPF object and every link attached from it.
 pub struct Capture<'obj> {
-    links: Vec<Link>,
+    /// Uprobe links by binary index; dropping a binary's links detaches it.
+    links: HashMap<u32, Vec<Link>>,
+    /// The exec/exit tracepoint links, when processes are reported.
+    /// Held only to keep the tracepoints attached; cleared by `stop_process_reports`.
+    _process_links: Vec<Link>,
+    /// Indexes in the `binaries` map released by detach, reused first.
+    free_binaries: Vec<u32>,
     skel: TlstapSkel<'obj>,
     uprobe_multi: bool,
     null_probes: bool,
@@ -170,12 +187,20 @@ pub struct Capture<'obj> {
     next_binary: u32,
 }
 
+/// An attached binary; give it back to [`Capture::detach`].
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct BinaryHandle {
+    index: u32,
+    /// Probe points attached.
+    pub probes: usize,
+}
+
 /// Capacity of the `binaries` map (tlstap.bpf.c).
 const MAX_BINARIES: u32 = 4096;
 
 impl std::fmt::Debug for Capture<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Capture").field("links", &self.links.len()).finish_non_exhaustive()
+        f.debug_struct("Capture").field("binaries", &self.links.len()).finish_non_exhaustive()
     }
 }
 
@@ -193,18 +218,52 @@ impl<'obj> Capture<'obj> {
         if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
             rodata.target_tgid = opts.pid.unwrap_or(0);
             rodata.target_uid = opts.uid.unwrap_or(u32::MAX);
+            if let Some(comm) = &opts.comm {
+                // The kernel keeps 15 bytes of a command name and a NUL.
+                for (dst, src) in rodata.target_comm.iter_mut().zip(comm.bytes().take(15)) {
+                    *dst = src as i8;
+                }
+            }
+            rodata.report_processes = opts.report_processes;
+            rodata.catch_exec = opts.report_processes && opts.catch_exec;
         }
         let skel = open.load().map_err(|source| Error::Load { hint: load_hint(&source), source })?;
-        Ok(Capture { links: Vec::new(), skel, uprobe_multi: opts.uprobe_multi, null_probes: opts.null_probes, next_binary: 0 })
+        let mut process_links = Vec::new();
+        if opts.report_processes {
+            for prog in [&skel.progs.on_exec, &skel.progs.on_exit] {
+                process_links.push(prog.attach().map_err(Error::Tracepoint)?);
+            }
+        }
+        Ok(Capture {
+            links: HashMap::new(),
+            _process_links: process_links,
+            free_binaries: Vec::new(),
+            skel,
+            uprobe_multi: opts.uprobe_multi,
+            null_probes: opts.null_probes,
+            next_binary: 0,
+        })
     }
 
     /// Attaches the probe program at every `probes` offset of `binary` (all processes running
-    /// it, now and later). Returns the number of probe points attached.
-    pub fn attach(&mut self, binary: &Path, probes: &[ProbeSpec], config: BinaryConfig) -> Result<usize, Error> {
-        let index = self.next_binary;
-        if index >= MAX_BINARIES {
-            return Err(Error::TooManyBinaries(MAX_BINARIES));
+    /// it, now and later). The handle detaches it again.
+    pub fn attach(&mut self, binary: &Path, probes: &[ProbeSpec], config: BinaryConfig) -> Result<BinaryHandle, Error> {
+        let index = match self.free_binaries.pop() {
+            Some(index) => index,
+            None if self.next_binary < MAX_BINARIES => {
+                self.next_binary += 1;
+                self.next_binary - 1
+            }
+            None => return Err(Error::TooManyBinaries(MAX_BINARIES)),
+        };
+        let result = self.attach_at(index, binary, probes, config);
+        if result.is_err() {
+            self.free_binaries.push(index);
         }
+        result
+    }
+
+    fn attach_at(&mut self, index: u32, binary: &Path, probes: &[ProbeSpec], config: BinaryConfig) -> Result<BinaryHandle, Error> {
         let wire = config.to_wire();
         // SAFETY: tlstap_binary_cfg is repr(C), fully initialised above and, per events.h,
         // free of padding, so all of its bytes are initialised; the slice lives only here.
@@ -216,7 +275,6 @@ impl<'obj> Capture<'obj> {
             .binaries
             .update(&index.to_ne_bytes(), value, MapFlags::ANY)
             .map_err(|source| Error::Configure { binary: binary.to_path_buf(), source })?;
-        self.next_binary += 1;
 
         let error = |source| Error::Attach { binary: binary.to_path_buf(), probes: probes.len(), source };
         let progs = &self.skel.progs;
@@ -226,7 +284,7 @@ impl<'obj> Capture<'obj> {
             let opts = UprobeMultiOpts { offsets, cookies, ..Default::default() };
             let prog = if self.null_probes { &progs.go_tls_null_multi } else { &progs.go_tls_multi };
             let link = prog.attach_uprobe_multi_with_opts(-1, binary, "", opts).map_err(error)?;
-            self.links.push(link);
+            self.links.insert(index, vec![link]);
         } else {
             let prog = if self.null_probes { &progs.go_tls_null_single } else { &progs.go_tls_single };
             // All or nothing: links made before a failure drop with this vector.
@@ -236,14 +294,28 @@ impl<'obj> Capture<'obj> {
                 let link = prog.attach_uprobe_with_opts(-1, binary, probe.file_offset as usize, opts).map_err(error)?;
                 links.push(link);
             }
-            self.links.append(&mut links);
+            self.links.insert(index, links);
         }
-        Ok(probes.len())
+        Ok(BinaryHandle { index, probes: probes.len() })
     }
 
-    /// The ring buffer map the records arrive in.
-    pub fn events_map(&self) -> &libbpf_rs::MapMut<'obj> {
-        &self.skel.maps.events
+    /// Stops reporting (and holding) exec'd processes: the first step of shutting down, so that
+    /// no process is stopped after the last ring-buffer read that would continue it.
+    pub fn stop_process_reports(&mut self) {
+        self._process_links.clear();
+    }
+
+    /// Detaches a binary's probes (its processes are no longer captured).
+    pub fn detach(&mut self, handle: BinaryHandle) {
+        if self.links.remove(&handle.index).is_some() {
+            self.free_binaries.push(handle.index);
+        }
+    }
+
+    /// A handle of its own on the ring buffer the records arrive in, so that reading it does
+    /// not borrow the capture (which attaches and detaches meanwhile).
+    pub fn events_map(&self) -> Result<libbpf_rs::MapHandle, Error> {
+        libbpf_rs::MapHandle::try_from(&self.skel.maps.events).map_err(Error::RingBuffer)
     }
 
     /// Sums the per-CPU loss counters.

@@ -3,6 +3,7 @@
 //! The only crate that needs clang, libbpf and root.
 
 pub mod capture;
+pub mod packets;
 pub mod wire;
 
 /// The libbpf-rs skeleton generated from bpf/tlstap.bpf.c, with the Rust twins of every type
@@ -18,6 +19,19 @@ pub mod skel {
     include!(concat!(env!("OUT_DIR"), "/tlstap.skel.rs"));
 }
 
+/// The skeleton of bpf/packets.bpf.c (pcap mode's TC program), with its own twins of the types.
+pub mod packets_skel {
+    #![allow(
+        clippy::all,
+        clippy::undocumented_unsafe_blocks,
+        missing_debug_implementations,
+        non_camel_case_types,
+        unsafe_op_in_unsafe_fn
+    )]
+    include!(concat!(env!("OUT_DIR"), "/packets.skel.rs"));
+}
+
 pub use capture::{
-    configure_libbpf_logging, BinaryConfig, Capture, CaptureOptions, ConnLayout, Error, LossCounts, ProbeKind, ProbeSpec,
+    configure_libbpf_logging, BinaryConfig, BinaryHandle, Capture, CaptureOptions, ConnLayout, Error, LossCounts, ProbeKind,
+    ProbeSpec,
 };

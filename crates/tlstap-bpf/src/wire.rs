@@ -10,7 +10,7 @@ use tlstap_core::reassembly::{CallMeta, Chunk, WireConn};
 
 use crate::skel::types::{
     tlstap_conn, tlstap_conn_kind, tlstap_data_flags, tlstap_data_hdr, tlstap_direction, tlstap_limits,
-    tlstap_record_kind, tlstap_secret_rec,
+    tlstap_proc_rec, tlstap_record_kind, tlstap_secret_rec,
 };
 
 /// Size of the data record header, asserted against events.h's stated layout.
@@ -18,6 +18,9 @@ pub const DATA_HDR_LEN: usize = size_of::<tlstap_data_hdr>();
 const _: () = assert!(DATA_HDR_LEN == 152, "events.h: struct tlstap_data_hdr must be 152 bytes");
 const SECRET_REC_LEN: usize = size_of::<tlstap_secret_rec>();
 const _: () = assert!(SECRET_REC_LEN == 224, "events.h: struct tlstap_secret_rec must be 224 bytes");
+
+const PROC_REC_LEN: usize = size_of::<tlstap_proc_rec>();
+const _: () = assert!(PROC_REC_LEN == 40, "events.h: struct tlstap_proc_rec must be 40 bytes");
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -43,6 +46,20 @@ pub enum DecodeError {
 pub enum Record<'a> {
     Data(Chunk<'a>),
     Secret(Secret<'a>),
+    Process(ProcessEvent),
+}
+
+/// A process exec'd or exited (discovery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessEvent {
+    pub exited: bool,
+    pub pid: u32,
+    /// CLOCK_MONOTONIC, as BPF took it.
+    pub ts_ns: u64,
+    pub uid: u32,
+    /// BPF stopped the process (SIGSTOP) until userspace continues it.
+    pub held: bool,
+    pub comm: [u8; 16],
 }
 
 /// One `writeKeyLog` call.
@@ -65,6 +82,9 @@ pub fn decode(record: &[u8]) -> Result<Record<'_>, DecodeError> {
     match tlstap_record_kind(kind) {
         tlstap_record_kind::TLSTAP_RECORD_DATA => decode_data(record).map(Record::Data),
         tlstap_record_kind::TLSTAP_RECORD_SECRET => decode_secret(record).map(Record::Secret),
+        tlstap_record_kind::TLSTAP_RECORD_EXEC | tlstap_record_kind::TLSTAP_RECORD_EXIT => {
+            decode_process(record).map(Record::Process)
+        }
         _ => Err(DecodeError::UnknownKind(kind)),
     }
 }
@@ -132,6 +152,24 @@ fn decode_conn(c: &tlstap_conn) -> WireConn {
     };
     let fd = (kind != ConnKind::Unknown && c.fd >= 0).then_some(c.fd);
     WireConn { kind, fd, local, remote, sock_id: c.sock_id }
+}
+
+fn decode_process(record: &[u8]) -> Result<ProcessEvent, DecodeError> {
+    if record.len() < PROC_REC_LEN {
+        return Err(DecodeError::Short(record.len()));
+    }
+    // SAFETY: the record holds at least PROC_REC_LEN bytes (checked above); the struct is
+    // repr(C) of integers and byte arrays, valid for every bit pattern; read_unaligned makes no
+    // alignment assumption.
+    let rec: tlstap_proc_rec = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    Ok(ProcessEvent {
+        exited: rec.kind == tlstap_record_kind::TLSTAP_RECORD_EXIT.0,
+        pid: rec.pid,
+        ts_ns: rec.ts_ns,
+        uid: rec.uid,
+        held: rec.held != 0,
+        comm: rec.comm.map(|c| c as u8),
+    })
 }
 
 fn decode_secret(record: &[u8]) -> Result<Secret<'_>, DecodeError> {

@@ -71,6 +71,8 @@ pub struct DataEvent<'a> {
     /// True only when bytes of this call were really lost; `len` still tells the real size.
     pub truncated: bool,
     pub conn: Option<&'a ConnInfo>,
+    /// The process's cgroup (v2 path), which tells containers and pods apart.
+    pub cgroup: Option<&'a str>,
 }
 
 /// Emitted once per hooked binary, after its probes are live.
@@ -110,6 +112,8 @@ pub struct Stats {
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
     Attach(AttachEvent<'a>),
+    /// A binary's probes were removed (no process runs it any more).
+    Detach { binary: &'a std::path::Path },
     Data(DataEvent<'a>),
     Secret(SecretEvent<'a>),
     Stats(&'a Stats),

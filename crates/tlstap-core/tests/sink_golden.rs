@@ -65,6 +65,7 @@ fn data_events(c: &ConnInfo) -> Vec<Event<'_>> {
             data: b"GET / HTTP/1.1\r\n\r\n",
             truncated: false,
             conn: Some(c),
+            cgroup: None,
         }),
         Event::Data(DataEvent {
             ts_ns: TS + 1,
@@ -76,6 +77,7 @@ fn data_events(c: &ConnInfo) -> Vec<Event<'_>> {
             data: &[0, 1, 2, 0xff, b'A'],
             truncated: true,
             conn: None,
+            cgroup: None,
         }),
     ]
 }

@@ -32,6 +32,23 @@ pub struct GotlsArgs {
     #[arg(short = 'u', long, value_name = "UID")]
     pub uid: Option<u32>,
 
+    /// Capture only processes with this command name (as in /proc/PID/comm, 15 bytes).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+
+    /// With no --elfpath/--pid: stop each newly exec'd process (SIGSTOP, sent from BPF at
+    /// exec) until tlstap has checked its binary and, for a Go TLS program, attached its
+    /// probes; then continue it (SIGCONT). Captures even a short-lived client from its first
+    /// byte. Opt-in because every exec on the host pauses (about a millisecond for a binary
+    /// already seen, tens for a new one) and a tlstap killed with SIGKILL can leave a process
+    /// stopped (`kill -CONT PID` resumes it).
+    #[arg(long)]
+    pub catch_exec: bool,
+
+    /// Explain on stderr why processes are not hooked, and how fast new ones are.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
     /// What to capture.
     #[arg(short = 'm', long, visible_alias = "model", value_enum, default_value_t = Mode::Text)]
     pub mode: Mode,
@@ -47,6 +64,15 @@ pub struct GotlsArgs {
     /// Network interface to capture packets on (pcap mode).
     #[arg(short = 'i', long = "ifname", value_name = "IFACE")]
     pub ifname: Option<String>,
+
+    /// Pcap mode: write every packet the FILTER passes, not only the hooked processes' TCP
+    /// connections.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Pcap mode: a tcpdump filter expression (e.g. `tcp port 443`) narrowing what is written.
+    #[arg(value_name = "FILTER")]
+    pub filter: Vec<String>,
 
     /// Show payloads as hex dumps (same as --format hex).
     #[arg(long)]
@@ -112,6 +138,8 @@ mod tests {
         assert_eq!(a.keylog_file, Some(PathBuf::from("k.log")));
         assert_eq!(gotls(&["--model", "pcap", "-w", "o.pcapng", "-i", "lo"]).mode, Mode::Pcap);
         assert_eq!(gotls(&["--format", "jsonl", "-o", "x"]).format, Format::Jsonl);
+        let pcap = gotls(&["-m", "pcap", "-i", "lo", "-w", "o.pcapng", "--all", "tcp", "port", "443"]);
+        assert_eq!((pcap.all, pcap.filter.join(" ")), (true, "tcp port 443".to_string()));
     }
 
     #[test]

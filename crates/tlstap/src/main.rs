@@ -1,7 +1,9 @@
 //! tlstap: parse the command line, run it, map the outcome to an exit code.
 
 mod cli;
+mod discovery;
 mod output;
+mod pcap;
 mod pipeline;
 mod run;
 mod system;

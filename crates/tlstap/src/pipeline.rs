@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io;
 use std::time::Instant;
 
-use tlstap_bpf::wire::{self, Record, Secret};
+use tlstap_bpf::wire::{self, ProcessEvent, Record, Secret};
 use tlstap_core::event::{ConnInfo, DataEvent, Event, SecretEvent};
 use tlstap_core::ordering::Sequencer;
 use tlstap_core::reassembly::{Call, Reassembler, WireConn};
@@ -23,6 +23,9 @@ pub struct Pipeline {
     reassembler: Reassembler,
     sequencer: Sequencer,
     conns: ConnNames,
+    cgroups: Cgroups,
+    /// Exec/exit events for discovery, taken by the capture loop between polls.
+    processes: Vec<ProcessEvent>,
     wall_offset: u64,
     pub events: u64,
     pub bytes: u64,
@@ -41,6 +44,8 @@ impl Pipeline {
             reassembler: Reassembler::new(),
             sequencer: Sequencer::new(),
             conns: ConnNames::default(),
+            cgroups: Cgroups::default(),
+            processes: Vec::new(),
             wall_offset: system::monotonic_to_wall_offset(),
             events: 0,
             bytes: 0,
@@ -71,11 +76,18 @@ impl Pipeline {
         let now = Instant::now();
         let result = match wire::decode(record) {
             Ok(Record::Data(chunk)) => {
-                let Pipeline { sinks, reassembler, sequencer, conns, wall_offset, events, bytes, .. } = self;
-                let mut out = Output { sinks, conns, wall_offset: *wall_offset, events, bytes };
+                let Pipeline { sinks, reassembler, sequencer, conns, cgroups, wall_offset, events, bytes, .. } = self;
+                let mut out = Output { sinks, conns, cgroups, wall_offset: *wall_offset, events, bytes };
                 reassembler.push(chunk, now, |call| sequencer.offer(call, now, |call| out.call(&call)))
             }
             Ok(Record::Secret(secret)) => self.secret(&secret),
+            Ok(Record::Process(process)) => {
+                if process.exited {
+                    self.cgroups.forget(process.pid);
+                }
+                self.processes.push(process);
+                Ok(())
+            }
             Err(_) => {
                 self.decode_errors += 1;
                 Ok(())
@@ -110,8 +122,8 @@ impl Pipeline {
     /// pending when `now` is None) and flush what was written.
     pub fn tick(&mut self, now: Option<Instant>) -> io::Result<()> {
         self.take_error()?;
-        let Pipeline { sinks, reassembler, sequencer, conns, wall_offset, events, bytes, .. } = self;
-        let mut out = Output { sinks, conns, wall_offset: *wall_offset, events, bytes };
+        let Pipeline { sinks, reassembler, sequencer, conns, cgroups, wall_offset, events, bytes, .. } = self;
+        let mut out = Output { sinks, conns, cgroups, wall_offset: *wall_offset, events, bytes };
         let at = now.unwrap_or_else(Instant::now);
         reassembler.flush_stale(now, |call| sequencer.offer(call, at, |call| out.call(&call)))?;
         sequencer.tick(now, |call| out.call(&call))?;
@@ -121,6 +133,11 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// Process events received since the last call, in order.
+    pub fn take_processes(&mut self) -> Vec<ProcessEvent> {
+        std::mem::take(&mut self.processes)
     }
 
     pub fn take_error(&mut self) -> io::Result<()> {
@@ -137,6 +154,7 @@ fn write_all(sinks: &mut [Box<dyn Sink>], event: &Event<'_>) -> io::Result<()> {
 struct Output<'p> {
     sinks: &'p mut Vec<Box<dyn Sink>>,
     conns: &'p mut ConnNames,
+    cgroups: &'p mut Cgroups,
     wall_offset: u64,
     events: &'p mut u64,
     bytes: &'p mut u64,
@@ -148,6 +166,7 @@ impl Output<'_> {
         *self.bytes += call.data.len() as u64;
         let comm = call.meta.comm();
         let conn = self.conns.get(call.meta.pid, call.meta.conn_ptr, &call.meta.conn);
+        let cgroup = self.cgroups.get(call.meta.pid);
         write_all(
             self.sinks,
             &Event::Data(DataEvent {
@@ -160,8 +179,28 @@ impl Output<'_> {
                 data: call.data,
                 truncated: call.truncated,
                 conn: Some(conn),
+                cgroup,
             }),
         )
+    }
+}
+
+/// The cgroup of each process seen, read from /proc once per process.
+#[derive(Default)]
+struct Cgroups {
+    by_pid: HashMap<u32, Option<String>>,
+}
+
+impl Cgroups {
+    fn get(&mut self, pid: u32) -> Option<&str> {
+        if self.by_pid.len() >= CONN_CACHE_MAX {
+            self.by_pid.clear();
+        }
+        self.by_pid.entry(pid).or_insert_with(|| system::cgroup_of(pid)).as_deref()
+    }
+
+    fn forget(&mut self, pid: u32) {
+        self.by_pid.remove(&pid);
     }
 }
 

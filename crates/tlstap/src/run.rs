@@ -16,7 +16,9 @@ use tlstap_core::event::{AttachEvent, Event, Stats};
 use tlstap_core::sink::Sink;
 
 use crate::cli::{Format, GotlsArgs, Mode};
+use crate::discovery::Discovery;
 use crate::output::{open_keylog_sink, open_sink};
+use crate::pcap::{PcapMode, PcapRequest};
 use crate::pipeline::Pipeline;
 use crate::system::{self, Kernel};
 use crate::target::{binary_of_pid, ProbeSet, Target};
@@ -25,9 +27,21 @@ use crate::target::{binary_of_pid, ProbeSet, Target};
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What `gotls` was asked to do, resolved and validated.
+/// What to hook.
+#[derive(Debug)]
+enum Scope {
+    /// One binary: every process running it, now and later.
+    Binary(PathBuf),
+    /// Every Go TLS process on the host, and new ones as they exec.
+    Host,
+}
+
 #[derive(Debug)]
 struct Request {
-    binary: PathBuf,
+    scope: Scope,
+    comm: Option<String>,
+    catch_exec: bool,
+    verbose: bool,
     /// Capture plaintext (Read/Write probes).
     data: bool,
     /// Capture TLS secrets (writeKeyLog probe); with a file when `keylog_file` is set.
@@ -40,33 +54,39 @@ struct Request {
     ringbuf_bytes: u32,
     dry_run: bool,
     null_probes: bool,
+    /// `-m pcap`: packets to a pcapng file (plaintext events only tell whose they are).
+    pcap: Option<PcapRequest>,
 }
 
 impl Request {
     fn resolve(args: GotlsArgs) -> Result<Request> {
+        let pcap = PcapRequest::resolve(&args)?;
         let data = match args.mode {
-            Mode::Text => true,
+            Mode::Text | Mode::Pcap => true,
             Mode::Keylog if args.keylog_file.is_none() => bail!("-m keylog needs -k/--keylogfile FILE"),
             Mode::Keylog => false,
-            Mode::Pcap => bail!("-m pcap is not implemented yet; use -m text or -m keylog"),
         };
-        if args.pcap_file.is_some() || args.ifname.is_some() {
-            bail!("--pcapfile and --ifname belong to -m pcap, which is not implemented yet");
+        let scope = match (args.elfpath, args.pid) {
+            (Some(path), _) => Scope::Binary(path),
+            (None, Some(pid)) => Scope::Binary(binary_of_pid(pid)?),
+            (None, None) if args.dry_run => bail!("--dry-run needs --elfpath BINARY or --pid PID"),
+            (None, None) => Scope::Host,
+        };
+        if args.catch_exec && !matches!(scope, Scope::Host) {
+            bail!("--catch-exec applies to host-wide capture (no --elfpath or --pid)");
         }
-        let binary = match (args.elfpath, args.pid) {
-            (Some(path), _) => path,
-            (None, Some(pid)) => binary_of_pid(pid)?,
-            (None, None) => bail!("no target: give --elfpath BINARY or --pid PID"),
-        };
         let ringbuf_bytes = args
             .ringbuf_mib
             .checked_mul(1024 * 1024)
             .filter(|b| b.is_power_of_two())
             .with_context(|| format!("--ringbuf-mb {} must be a power of two below 4096", args.ringbuf_mib))?;
         Ok(Request {
-            binary,
+            scope,
+            comm: args.comm,
+            catch_exec: args.catch_exec,
+            verbose: args.verbose,
             data,
-            secrets: args.mode == Mode::Keylog || args.keylog_file.is_some(),
+            secrets: args.mode != Mode::Text || args.keylog_file.is_some(),
             keylog_file: args.keylog_file,
             pid: args.pid,
             uid: args.uid,
@@ -75,44 +95,70 @@ impl Request {
             ringbuf_bytes,
             dry_run: args.dry_run,
             null_probes: args.null_probes,
+            pcap,
         })
     }
 }
 
 pub fn gotls(args: GotlsArgs) -> Result<()> {
     let request = Request::resolve(args)?;
-    let target = Target::analyze(&request.binary)?;
-    if request.dry_run {
-        print_plan(&target);
-        return Ok(());
+    let target = match &request.scope {
+        Scope::Binary(path) => Some(Target::analyze(path)?),
+        Scope::Host => None,
+    };
+    if let Some(target) = &target {
+        if request.dry_run {
+            return print_plan(target).or_else(quiet_if_broken_pipe);
+        }
+        target.check_runnable()?;
     }
-    target.check_runnable()?;
     system::check_privileges()?;
     let kernel = Kernel::detect()?;
-    let mut sinks = vec![open_sink(request.format, request.output.as_deref())?];
+    let pcap = request.pcap.as_ref().map(|p| PcapMode::start(p, request.ringbuf_bytes)).transpose()?;
+    let mut sinks = match &pcap {
+        Some(pcap) => vec![pcap.sink()],
+        None => vec![open_sink(request.format, request.output.as_deref())?],
+    };
     if let Some(path) = &request.keylog_file {
         sinks.push(open_keylog_sink(path)?);
     }
-    capture(&request, &target, kernel, sinks)
+    capture(&request, target.as_ref(), kernel, sinks, pcap)
 }
 
-fn print_plan(target: &Target) {
-    println!("binary:   {}", target.path.display());
-    println!("go:       {}", target.go_version);
-    println!("arch:     {}", target.arch.goarch());
-    println!("abi:      {}", target.abi_name());
-    println!("pie:      {}", if target.pie { "yes" } else { "no" });
-    println!("symbols:  {}", if target.has_symtab { ".symtab" } else { ".gopclntab (stripped)" });
+fn print_plan(target: &Target) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut out = io::stdout().lock();
+    writeln!(out, "binary:   {}", target.path.display())?;
+    writeln!(out, "go:       {}", target.go_version)?;
+    writeln!(out, "arch:     {}", target.arch.goarch())?;
+    writeln!(out, "abi:      {}", target.abi_name())?;
+    writeln!(out, "pie:      {}", if target.pie { "yes" } else { "no" })?;
+    writeln!(out, "symbols:  {}", if target.has_symtab { ".symtab" } else { ".gopclntab (stripped)" })?;
+    let conn = match &target.conn_layout {
+        Some(l) => format!(
+            "tls.Conn.conn +{}, conn.fd +{}, netFD.pfd.Sysfd +{}, *net.TCPConn type {:#x}",
+            l.tls_conn_conn, l.net_conn_fd, l.net_fd_sysfd, l.tcp_conn_type
+        ),
+        None => "unknown (connections will show as unknown)".to_string(),
+    };
+    writeln!(out, "conn:     {conn}")?;
     let plan = &target.plan;
     let mut points = vec![("write entry", &plan.write_entry), ("read entry", &plan.read_entry)];
     points.extend(plan.read_returns.iter().map(|p| ("read return", p)));
     points.extend(plan.keylog_entry.iter().map(|p| ("keylog", p)));
     for (what, p) in points {
-        println!("probe:    {what:<12} {} vaddr {:#x} file offset {:#x}", p.symbol, p.vaddr, p.file_offset);
+        writeln!(out, "probe:    {what:<12} {} vaddr {:#x} file offset {:#x}", p.symbol, p.vaddr, p.file_offset)?;
     }
+    out.flush()
 }
 
-fn capture(request: &Request, target: &Target, kernel: Kernel, sinks: Vec<Box<dyn Sink>>) -> Result<()> {
+fn capture(
+    request: &Request,
+    target: Option<&Target>,
+    kernel: Kernel,
+    sinks: Vec<Box<dyn Sink>>,
+    mut pcap: Option<PcapMode>,
+) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second Ctrl-C ends tlstap at once, should the orderly stop hang.
@@ -126,18 +172,35 @@ fn capture(request: &Request, target: &Target, kernel: Kernel, sinks: Vec<Box<dy
         uid: request.uid,
         uprobe_multi: kernel.has_uprobe_multi(),
         null_probes: request.null_probes,
+        comm: request.comm.clone(),
+        report_processes: target.is_none(),
+        catch_exec: request.catch_exec,
     };
     tlstap_bpf::configure_libbpf_logging();
     let mut storage = MaybeUninit::uninit();
     let mut capture = Capture::load(&mut storage, &options)?;
-    let probes = target.probes(ProbeSet { data: request.data, secrets: request.secrets })?;
-    let attached = capture.attach(&target.path, &probes, target.bpf_config())?;
-
     let mut pipeline = Pipeline::new(sinks);
-    let attach = AttachEvent { binary: &target.path, go_version: &target.go_version, abi: target.abi_name(), probes: attached };
-    pipeline.write(&Event::Attach(attach)).and_then(|()| pipeline.tick(None)).or_else(quiet_if_broken_pipe)?;
+    let probe_set = ProbeSet { data: request.data, secrets: request.secrets };
+    let mut discovery = match target {
+        Some(target) => {
+            let probes = target.probes(probe_set)?;
+            let handle = capture.attach(&target.path, &probes, target.bpf_config())?;
+            let attach = AttachEvent { binary: &target.path, go_version: &target.go_version, abi: target.abi_name(), probes: handle.probes };
+            pipeline.write(&Event::Attach(attach)).or_else(quiet_if_broken_pipe)?;
+            None
+        }
+        None => {
+            let mut discovery = Discovery::new(probe_set, request.comm.clone(), request.uid, request.verbose);
+            discovery.scan(&mut capture, &mut pipeline)?;
+            if request.verbose {
+                eprintln!("tlstap: {} Go TLS binaries hooked; watching for new processes", discovery.hooked_binaries());
+            }
+            Some(discovery)
+        }
+    };
+    pipeline.tick(None).or_else(quiet_if_broken_pipe)?;
 
-    let outcome = drain_until_stopped(&capture, &mut pipeline, &stop);
+    let outcome = drain_until_stopped(&mut capture, &mut pipeline, discovery.as_mut(), &stop);
     let losses = capture.losses()?;
     drop(capture); // detach every probe before the summary
     if let Err(err) = outcome {
@@ -149,35 +212,56 @@ fn capture(request: &Request, target: &Target, kernel: Kernel, sinks: Vec<Box<dy
         stats.lost_by_cause.insert(cause, calls);
     }
     stats.lost_by_cause.insert("decode_error", pipeline.decode_errors);
+    let pcap_summary = pcap.as_mut().map(|p| p.finish(&mut stats)).transpose()?.unwrap_or_default();
     stats.lost = stats.lost_by_cause.values().sum();
     pipeline.write(&Event::Stats(&stats)).and_then(|()| pipeline.tick(None)).or_else(quiet_if_broken_pipe)?;
-    eprintln!("{}", summary(&stats, pipeline.secrets, pipeline.order_gaps()));
+    eprintln!("{}{pcap_summary}", summary(&stats, pipeline.secrets, pipeline.order_gaps()));
     Ok(())
 }
 
 /// Polls the ring buffer until a signal (or an output error), then drains what is left.
-fn drain_until_stopped(capture: &Capture<'_>, pipeline: &mut Pipeline, stop: &AtomicBool) -> Result<()> {
+/// Between polls, process events go to discovery, which attaches and detaches binaries.
+fn drain_until_stopped(
+    capture: &mut Capture<'_>,
+    pipeline: &mut Pipeline,
+    mut discovery: Option<&mut Discovery>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let events = capture.events_map()?;
     let pipeline = std::cell::RefCell::new(pipeline);
     let mut builder = libbpf_rs::RingBufferBuilder::new();
-    builder
-        .add(capture.events_map(), |record: &[u8]| pipeline.borrow_mut().on_record(record))
-        .context("opening the ring buffer")?;
+    builder.add(&events, |record: &[u8]| pipeline.borrow_mut().on_record(record)).context("opening the ring buffer")?;
     let ring = builder.build().context("opening the ring buffer")?;
-    while !stop.load(Ordering::Relaxed) {
-        if let Err(err) = ring.poll(POLL_INTERVAL) {
-            pipeline.borrow_mut().take_error()?;
+    let mut stopping = false;
+    loop {
+        if !stopping && stop.load(Ordering::Relaxed) {
+            // No new process may be held after the final read below, which continues the
+            // held ones: stop the exec reports first.
+            capture.stop_process_reports();
+            stopping = true;
+        }
+        let polled = if stopping { ring.consume() } else { ring.poll(POLL_INTERVAL) };
+        let mut p = pipeline.borrow_mut();
+        p.take_error()?;
+        if let Err(err) = polled {
             if err.kind() != libbpf_rs::ErrorKind::Interrupted {
                 return Err(err).context("reading the ring buffer");
             }
         }
-        pipeline.borrow_mut().tick(Some(Instant::now()))?;
+        // Held processes are continued here too, so this runs even when stopping.
+        for process in p.take_processes() {
+            if let Some(discovery) = discovery.as_deref_mut() {
+                discovery.on_process(&process, capture, &mut p)?;
+            } else if process.held {
+                system::continue_process(process.pid);
+            }
+        }
+        if stopping {
+            // Events already in the ring when the signal came are part of the capture.
+            return Ok(p.tick(None)?);
+        }
+        p.tick(Some(Instant::now()))?;
     }
-    // Events already in the ring when the signal came are part of the capture.
-    let drained = ring.consume();
-    let mut p = pipeline.borrow_mut();
-    p.take_error()?;
-    drained.context("reading the ring buffer")?;
-    Ok(p.tick(None)?)
 }
 
 fn summary(stats: &Stats, secrets: u64, order_gaps: u64) -> String {

@@ -67,6 +67,25 @@ pub fn monotonic_to_wall_offset() -> u64 {
     wall.saturating_sub(mono)
 }
 
+/// CLOCK_MONOTONIC now, the clock of BPF's timestamps.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Sends SIGCONT to a process BPF stopped at exec (--catch-exec). A process that is gone
+/// meanwhile is no error.
+pub fn continue_process(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    // SAFETY: kill has no memory-safety preconditions; a stale pid fails with ESRCH, harmlessly.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+}
+
+/// The cgroup (v2) path of a process, from /proc/PID/cgroup.
+pub fn cgroup_of(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
+}
+
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it. Both clocks used

@@ -34,9 +34,20 @@ pub struct Target {
 impl Target {
     /// Reads and analyses `path`.
     pub fn analyze(path: &Path) -> Result<Target> {
-        let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let bin = GoBinary::parse(&data).with_context(|| format!("{} cannot be hooked", path.display()))?;
-        let plan = goelf::tls::plan(&bin).with_context(|| format!("{} cannot be hooked", path.display()))?;
+        Target::analyze_named(path, path)
+    }
+
+    /// Reads `path` (e.g. /proc/PID/exe) and analyses it, naming it `name` in messages.
+    pub fn analyze_named(path: &Path, name: &Path) -> Result<Target> {
+        let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", name.display()))?;
+        // SAFETY: the map is read-only and private to this function. A binary being rewritten
+        // while it is analysed could change under the map; goelf checks every length and
+        // offset it reads, so changed bytes give a wrong or failed analysis, not a crash beyond
+        // what any reader of a truncated file risks (SIGBUS on a file shrunk meanwhile).
+        let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot read {}", name.display()))?;
+        let data: &[u8] = &map;
+        let bin = GoBinary::parse(data).with_context(|| format!("{} cannot be hooked", name.display()))?;
+        let plan = goelf::tls::plan(&bin).with_context(|| format!("{} cannot be hooked", name.display()))?;
         let info = bin.info();
         Ok(Target {
             path: path.to_path_buf(),

@@ -8,34 +8,6 @@ use common::*;
 /// Request bodies from a few bytes to one full TLS record; responses use the sizes reversed.
 const SIZES: &str = "3,100,1000,5000,16000,16384";
 
-/// Describes the first difference between two byte strings without dumping them whole.
-fn first_difference(got: &[u8], want: &[u8]) -> String {
-    let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
-    format!("lengths {} vs {}, first difference at byte {at}", got.len(), want.len())
-}
-
-/// tlstap's data events of `pid` equal the fixture manifest's calls, in both directions.
-fn assert_capture_matches(capture: &Capture, manifest: &std::path::Path, pid: u32) {
-    let calls = manifest_calls(manifest);
-    for direction in ["write", "read"] {
-        let want: Vec<&[u8]> = calls.iter().filter(|c| c.1 == direction).map(|c| c.2.as_slice()).collect();
-        let got = capture.data(direction);
-        let got: Vec<_> = got.iter().filter(|(p, _, _)| *p == u64::from(pid)).collect();
-        assert!(!want.is_empty(), "the fixture made no {direction} calls");
-        assert_eq!(got.len(), want.len(), "{direction}: {} events captured, {} calls made", got.len(), want.len());
-        for (i, ((_, data, record), want)) in got.iter().zip(&want).enumerate() {
-            assert!(data.as_slice() == *want, "{direction} call {i}: {}", first_difference(data, want));
-            assert_eq!(record["len"].as_u64(), Some(want.len() as u64), "{direction} call {i} len");
-            assert_eq!(record["truncated"], false, "{direction} call {i}");
-            assert_eq!(record["tid"].as_u64().is_some_and(|t| t > 0), true);
-            assert!(record["ts_ns"].as_u64().unwrap() > 1_700_000_000_000_000_000, "wall-clock stamp");
-        }
-    }
-    let stats = capture.stats();
-    assert_eq!(stats["lost"], 0, "stats: {stats}");
-    assert!(capture.stderr.contains(" 0 lost"), "summary: {}", capture.stderr);
-}
-
 /// Hooks the server (or the client) of a fresh fixture pair built with `go_version`/`variant`
 /// and checks the capture against the hooked side's manifest.
 fn hooked_side_is_byte_exact(go_version: &str, variant: &str, hook_server: bool) {

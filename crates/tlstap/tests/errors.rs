@@ -57,8 +57,14 @@ fn foreign_architecture() {
 }
 
 #[test]
-fn no_target() {
-    fails_with(Command::new(TLSTAP).arg("gotls"), "no target");
+fn dry_run_needs_a_target() {
+    fails_with(Command::new(TLSTAP).args(["gotls", "--dry-run"]), "--dry-run needs --elfpath BINARY or --pid PID");
+}
+
+#[test]
+fn catch_exec_needs_host_scope() {
+    let fixture = fixture("1.19", "exe", "tlsfixture");
+    fails_with(gotls(&fixture).arg("--catch-exec"), "--catch-exec applies to host-wide capture");
 }
 
 #[test]

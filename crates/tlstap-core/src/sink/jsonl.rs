@@ -40,7 +40,10 @@ enum Record<'a> {
         data_b64: &'a str,
         truncated: bool,
         conn: Option<Conn<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cgroup: Option<&'a str>,
     },
+    Detach { binary: &'a std::path::Path },
     Secret { ts_ns: u64, pid: u32, label: &'a str, client_random: &'a str, secret: &'a str },
     Stats { events: u64, bytes: u64, lost: u64, lost_by_cause: &'a BTreeMap<&'static str, u64> },
 }
@@ -82,6 +85,7 @@ impl<W: Write> Sink for JsonlSink<W> {
                     data_b64: &self.b64,
                     truncated: d.truncated,
                     conn: d.conn.map(Conn::from),
+                    cgroup: d.cgroup,
                 }
             }
             Event::Secret(k) => {
@@ -92,6 +96,7 @@ impl<W: Write> Sink for JsonlSink<W> {
                 let (client_random, secret) = self.hex.split_at(split);
                 Record::Secret { ts_ns: k.ts_ns, pid: k.pid, label: k.label, client_random, secret }
             }
+            Event::Detach { binary } => Record::Detach { binary },
             Event::Stats(s) => Record::Stats {
                 events: s.events,
                 bytes: s.bytes,

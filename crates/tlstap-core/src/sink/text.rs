@@ -103,6 +103,7 @@ impl<W: Write> Sink for TextSink<W> {
                 a.abi,
                 a.probes
             ),
+            Event::Detach { binary } => writeln!(self.out, "# detached {}\n", binary.display()),
             // The summary goes to stderr from the caller; the text stream stays payload.
             Event::Stats(_) => Ok(()),
         }

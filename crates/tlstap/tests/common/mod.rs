@@ -119,6 +119,12 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            // SIGINT first: a tlstap killed outright could leave --catch-exec holds behind.
+            self.signal(libc::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -133,14 +139,12 @@ pub struct Server {
 
 impl Server {
     pub fn start(binary: &Path, manifest: &Path, extra: &[&str]) -> Server {
-        let mut proc = Proc::spawn(
-            Command::new(binary)
-                .args(["server", "--manifest"])
-                .arg(manifest)
-                .args(extra)
-                .stdout(Stdio::piped()),
-            "fixture server",
-        );
+        Server::start_with(Command::new(binary).args(["server", "--manifest"]).arg(manifest).args(extra))
+    }
+
+    /// Starts a fixture server through any command that ends up exec'ing it.
+    pub fn start_with(cmd: &mut Command) -> Server {
+        let mut proc = Proc::spawn(cmd.stdout(Stdio::piped()), "fixture server");
         let stdout = proc.child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
@@ -190,6 +194,33 @@ impl Tlstap {
         );
         let mut t = Tlstap { proc, out, stderr };
         t.wait_for_attach();
+        t
+    }
+
+    /// Starts host-wide tlstap (no target; `-v` added) and waits until it watches for new
+    /// processes.
+    pub fn start_host(dir: &TempDir, args: &[&str]) -> Tlstap {
+        let out = dir.path("tlstap.jsonl");
+        let stderr = dir.path("tlstap.stderr");
+        let _ = std::fs::remove_file(&out);
+        let proc = Proc::spawn(
+            Command::new(TLSTAP)
+                .args(["gotls", "-v"])
+                .args(args)
+                .args(["--format", "jsonl", "-o"])
+                .arg(&out)
+                .stderr(std::fs::File::create(&stderr).unwrap()),
+            "tlstap",
+        );
+        let mut t = Tlstap { proc, out, stderr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&t.stderr).unwrap_or_default().contains("watching for new processes") {
+            if let Some(status) = t.proc.child.try_wait().unwrap() {
+                panic!("tlstap exited with {status}: {}", std::fs::read_to_string(&t.stderr).unwrap());
+            }
+            assert!(Instant::now() < deadline, "host-wide tlstap not ready within 60 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         t
     }
 
@@ -349,3 +380,32 @@ pub fn curl_echo(addr: &str, tls: &[&str], nonce: &str, keylog: &Path) {
         .unwrap();
     assert!(out.status.success(), "curl {tls:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Describes the first difference between two byte strings without dumping them whole.
+pub fn first_difference(got: &[u8], want: &[u8]) -> String {
+    let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+    format!("lengths {} vs {}, first difference at byte {at}", got.len(), want.len())
+}
+
+/// tlstap's data events of `pid` equal the fixture manifest's calls, in both directions.
+pub fn assert_capture_matches(capture: &Capture, manifest: &Path, pid: u32) {
+    let calls = manifest_calls(manifest);
+    for direction in ["write", "read"] {
+        let want: Vec<&[u8]> = calls.iter().filter(|c| c.1 == direction).map(|c| c.2.as_slice()).collect();
+        let got = capture.data(direction);
+        let got: Vec<_> = got.iter().filter(|(p, _, _)| *p == u64::from(pid)).collect();
+        assert!(!want.is_empty(), "the fixture made no {direction} calls");
+        assert_eq!(got.len(), want.len(), "{direction}: {} events captured, {} calls made", got.len(), want.len());
+        for (i, ((_, data, record), want)) in got.iter().zip(&want).enumerate() {
+            assert!(data.as_slice() == *want, "{direction} call {i}: {}", first_difference(data, want));
+            assert_eq!(record["len"].as_u64(), Some(want.len() as u64), "{direction} call {i} len");
+            assert_eq!(record["truncated"], false, "{direction} call {i}");
+            assert_eq!(record["tid"].as_u64().is_some_and(|t| t > 0), true);
+            assert!(record["ts_ns"].as_u64().unwrap() > 1_700_000_000_000_000_000, "wall-clock stamp");
+        }
+    }
+    let stats = capture.stats();
+    assert_eq!(stats["lost"], 0, "stats: {stats}");
+    assert!(capture.stderr.contains(" 0 lost"), "summary: {}", capture.stderr);
+}
+

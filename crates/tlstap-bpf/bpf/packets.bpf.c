@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * tlstap's packet capture (pcap mode): a TC program on one interface, at ingress and egress
+ * (tcx links, or clsact filters on kernels before 6.6), that copies whole packets into a ring
+ * buffer of its own, in chunks of at most TLSTAP_PACKET_CHUNK_MAX bytes (see events.h).
+ * Userspace reassembles the chunks, orders packets by time, and decides which to write.
+ *
+ * Must stay true: the program never changes a packet nor its fate (it always returns
+ * TC_ACT_UNSPEC, which is also TCX_NEXT); no unbounded loop (bpf_loop, at most
+ * PACKET_CHUNKS_MAX iterations); every skb load is bounded by the record reserved for it;
+ * every lost or cut packet is counted by cause.
+ */
+#include "kernel_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "events.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/*
+ * The fields of the UAPI `struct __sk_buff` used here, at their UAPI offsets. Context accesses
+ * are rewritten by the verifier (not CO-RE): the offsets are ABI and never change.
+ */
+struct __sk_buff {
+	__u32 len;
+	__u32 pkt_type;
+	__u32 mark;
+	__u32 queue_mapping;
+	__u32 protocol; /* the ethertype, network order, for every link type */
+};
+
+#define TC_ACT_UNSPEC (-1) /* tcx: TCX_NEXT; clsact: go on with the next filter */
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_TCP 6
+
+#define PACKET_CHUNKS_MAX (TLSTAP_PACKET_CAPTURE_MAX / TLSTAP_PACKET_CHUNK_MAX)
+
+/* Set by userspace before load. */
+const volatile bool tcp_only = false;  /* copy only TCP over IPv4/IPv6 (the default mode) */
+const volatile __u32 l2_len = 14;      /* bytes before the IP header: 14 Ethernet, 0 raw IP */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24); /* resized by userspace before load */
+} packets SEC(".maps");
+
+/* Loss counters by cause (enum tlstap_packet_loss_cause): packets affected, bytes missing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TLSTAP_PACKET_LOSS__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} packet_loss_packets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TLSTAP_PACKET_LOSS__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} packet_loss_bytes SEC(".maps");
+
+/* Unique packet ids across CPUs. */
+__u64 next_packet_id = 0;
+
+/* Keeps every wire type in BTF so that libbpf-cargo generates its Rust twin. Never used. */
+struct tlstap_wire_types _wire_types = {};
+
+static __always_inline void count_loss(__u32 cause, __u64 bytes)
+{
+	__u64 *packets_lost = bpf_map_lookup_elem(&packet_loss_packets, &cause);
+	__u64 *bytes_lost = bpf_map_lookup_elem(&packet_loss_bytes, &cause);
+
+	if (packets_lost)
+		*packets_lost += 1;
+	if (bytes_lost)
+		*bytes_lost += bytes;
+}
+
+/* One packet being copied; lives on the program's stack, read by the bpf_loop callback. */
+struct packet_ctx {
+	struct __sk_buff *skb;
+	__u64 ts_ns;
+	__u64 id;
+	__u32 len;       /* skb->len */
+	__u32 cap;       /* bytes to copy: min(len, TLSTAP_PACKET_CAPTURE_MAX) */
+	__u32 direction;
+	__u32 failed;    /* 0, or 1 + the enum tlstap_packet_loss_cause that ended the copy */
+};
+
+/*
+ * Records are reserved in size classes so an ACK does not hold a 16 KiB record; the payload is
+ * loaded from the skb straight into the ring. Returns 0, or 1 + the loss cause.
+ */
+#define DEFINE_PACKET_CLASS(CAP)                                                              \
+	static __noinline int emit_packet_##CAP(struct packet_ctx *p, __u64 off, __u64 n)     \
+	{                                                                                     \
+		struct {                                                                      \
+			struct tlstap_packet_hdr h;                                           \
+			__u8 data[CAP];                                                       \
+		} *r = bpf_ringbuf_reserve(&packets, sizeof(*r), 0);                        \
+		if (!r)                                                                       \
+			return 1 + TLSTAP_PACKET_LOSS_RINGBUF_FULL;                           \
+		/* The caller's bound does not reach the verifier through the call. */        \
+		barrier_var(n);                                                               \
+		if (n > CAP)                                                                  \
+			n = CAP;                                                              \
+		if (n == 0 || bpf_skb_load_bytes(p->skb, off, r->data, n)) {                  \
+			bpf_ringbuf_discard(r, 0);                                            \
+			return 1 + TLSTAP_PACKET_LOSS_LOAD_FAULT;                             \
+		}                                                                             \
+		r->h.kind = TLSTAP_RECORD_PACKET;                                             \
+		r->h.direction = p->direction;                                                \
+		r->h.ts_ns = p->ts_ns;                                                        \
+		r->h.packet_id = p->id;                                                       \
+		r->h.packet_len = p->len;                                                     \
+		r->h.cap_len = p->cap;                                                        \
+		r->h.chunk_off = off;                                                         \
+		r->h.chunk_len = n;                                                           \
+		bpf_ringbuf_submit(r, 0);                                                     \
+		return 0;                                                                     \
+	}
+
+DEFINE_PACKET_CLASS(128)
+DEFINE_PACKET_CLASS(512)
+DEFINE_PACKET_CLASS(2048)
+DEFINE_PACKET_CLASS(16384)
+
+/* bpf_loop callback: copy chunk i of the packet; 1 stops the loop (done, or a chunk lost). */
+static long emit_chunk_cb(__u32 i, void *data)
+{
+	struct packet_ctx *p = data;
+	__u64 off = (__u64)i * TLSTAP_PACKET_CHUNK_MAX;
+	__u64 left, n;
+	int err;
+
+	if (off >= p->cap)
+		return 1;
+	left = p->cap - off;
+	n = left > TLSTAP_PACKET_CHUNK_MAX ? TLSTAP_PACKET_CHUNK_MAX : left;
+	if (n <= 128)
+		err = emit_packet_128(p, off, n);
+	else if (n <= 512)
+		err = emit_packet_512(p, off, n);
+	else if (n <= 2048)
+		err = emit_packet_2048(p, off, n);
+	else
+		err = emit_packet_16384(p, off, n);
+	if (err) {
+		p->failed = err;
+		return 1;
+	}
+	return 0;
+}
+
+/* True when the packet is TCP over IPv4 or IPv6 (no extension headers before TCP). */
+static __always_inline bool is_tcp(struct __sk_buff *skb)
+{
+	__u16 proto = bpf_ntohs(skb->protocol);
+	__u8 next = 0;
+
+	if (proto == ETH_P_IP)
+		bpf_skb_load_bytes(skb, l2_len + 9, &next, 1);
+	else if (proto == ETH_P_IPV6)
+		bpf_skb_load_bytes(skb, l2_len + 6, &next, 1);
+	return next == IPPROTO_TCP;
+}
+
+static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
+{
+	struct packet_ctx p = {};
+	__u32 chunks;
+
+	if (tcp_only && !is_tcp(skb))
+		return TC_ACT_UNSPEC;
+	p.skb = skb;
+	p.ts_ns = bpf_ktime_get_ns();
+	p.id = __sync_fetch_and_add(&next_packet_id, 1);
+	p.len = skb->len;
+	p.cap = p.len > TLSTAP_PACKET_CAPTURE_MAX ? TLSTAP_PACKET_CAPTURE_MAX : p.len;
+	p.direction = direction;
+	if (p.cap == 0)
+		return TC_ACT_UNSPEC;
+	chunks = (p.cap + TLSTAP_PACKET_CHUNK_MAX - 1) / TLSTAP_PACKET_CHUNK_MAX;
+	bpf_loop(chunks > PACKET_CHUNKS_MAX ? PACKET_CHUNKS_MAX : chunks, emit_chunk_cb, &p, 0);
+	if (p.failed)
+		count_loss(p.failed - 1, p.len);
+	else if (p.cap < p.len)
+		count_loss(TLSTAP_PACKET_LOSS_TRUNCATED, p.len - p.cap);
+	return TC_ACT_UNSPEC;
+}
+
+/* tcx attach types (kernel >= 6.6); the same programs also serve as clsact filters. */
+SEC("tc/ingress")
+int tlstap_ingress(struct __sk_buff *skb)
+{
+	return capture(skb, TLSTAP_PACKET_INGRESS);
+}
+
+SEC("tc/egress")
+int tlstap_egress(struct __sk_buff *skb)
+{
+	return capture(skb, TLSTAP_PACKET_EGRESS);
+}

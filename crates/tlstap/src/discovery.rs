@@ -1,0 +1,177 @@
+//! Host-wide discovery: which running (and newly exec'd) processes run a Go binary that uses
+//! crypto/tls, hooked once per binary file and released when its last process exits.
+//!
+//! Must stay true: a binary file is analysed once per identity (device, inode, size, mtime),
+//! whatever its outcome, however many processes or containers run it; a process held by
+//! --catch-exec is always continued, hooked or not; failures about one process never stop the
+//! capture (they are reported once, in verbose mode).
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use anyhow::Result;
+use tlstap_bpf::wire::ProcessEvent;
+use tlstap_bpf::{BinaryHandle, Capture};
+use tlstap_core::event::{AttachEvent, Event};
+
+use crate::pipeline::Pipeline;
+use crate::system;
+use crate::target::{ProbeSet, Target};
+
+/// A binary file's identity: the same file seen through any path, mount namespace or container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+}
+
+impl FileId {
+    fn of(path: &Path) -> Option<FileId> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileId { dev: m.dev(), ino: m.ino(), size: m.size(), mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec() })
+    }
+}
+
+struct Hooked {
+    handle: BinaryHandle,
+    /// The path the first process showed for it (inside its mount namespace).
+    shown_path: PathBuf,
+    pids: HashSet<u32>,
+}
+
+/// What is known about the binaries of the host's processes.
+pub struct Discovery {
+    probes: ProbeSet,
+    verbose: bool,
+    /// Outcome of analysing each binary file: a hookable target, or why not.
+    analyses: HashMap<FileId, Rc<Result<Target, String>>>,
+    hooked: HashMap<FileId, Hooked>,
+    pids: HashMap<u32, FileId>,
+    /// Process name filter (as BPF applies it), for the processes found at start.
+    comm: Option<String>,
+    uid: Option<u32>,
+}
+
+impl Discovery {
+    pub fn new(probes: ProbeSet, comm: Option<String>, uid: Option<u32>, verbose: bool) -> Self {
+        Discovery { probes, verbose, analyses: HashMap::new(), hooked: HashMap::new(), pids: HashMap::new(), comm, uid }
+    }
+
+    /// Binaries hooked now.
+    pub fn hooked_binaries(&self) -> usize {
+        self.hooked.len()
+    }
+
+    /// Hooks the binaries of every process running now.
+    pub fn scan(&mut self, capture: &mut Capture<'_>, pipeline: &mut Pipeline) -> Result<()> {
+        let entries = std::fs::read_dir("/proc")?;
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if self.matches_filters(pid) {
+                self.consider(pid, None, capture, pipeline)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn matches_filters(&self, pid: u32) -> bool {
+        let comm_ok = self.comm.as_deref().is_none_or(|want| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == truncate_comm(want))
+        });
+        let uid_ok = self.uid.is_none_or(|want| {
+            std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == want)
+        });
+        comm_ok && uid_ok
+    }
+
+    /// A process exec'd or exited (already filtered in BPF).
+    pub fn on_process(&mut self, ev: &ProcessEvent, capture: &mut Capture<'_>, pipeline: &mut Pipeline) -> Result<()> {
+        if ev.exited {
+            return self.forget(ev.pid, capture, pipeline);
+        }
+        // A new image replaces the old one: the pid may now run another binary.
+        self.forget(ev.pid, capture, pipeline)?;
+        let outcome = self.consider(ev.pid, Some(ev.ts_ns), capture, pipeline);
+        if ev.held {
+            system::continue_process(ev.pid);
+        }
+        outcome
+    }
+
+    /// Looks at the binary of `pid` and hooks it if it is a Go TLS program not hooked yet.
+    fn consider(&mut self, pid: u32, exec_ts: Option<u64>, capture: &mut Capture<'_>, pipeline: &mut Pipeline) -> Result<()> {
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let Some(id) = FileId::of(&exe) else { return Ok(()) }; // gone, or a kernel thread
+        if let Some(hooked) = self.hooked.get_mut(&id) {
+            hooked.pids.insert(pid);
+            self.pids.insert(pid, id);
+            return Ok(());
+        }
+        let verbose = self.verbose;
+        // The path as the process sees it (in its own mount namespace): for people to read.
+        let shown_path = std::fs::read_link(&exe).unwrap_or_else(|_| exe.clone());
+        let analysis = Rc::clone(self.analyses.entry(id).or_insert_with(|| {
+            let outcome = Target::analyze_named(&exe, &shown_path).map_err(|e| format!("{e:#}"));
+            if let (Err(why), true) = (&outcome, verbose) {
+                eprintln!("tlstap: not hooking pid {pid}: {why}");
+            }
+            Rc::new(outcome)
+        }));
+        let Ok(target) = analysis.as_ref() else { return Ok(()) };
+        if target.check_runnable().is_err() {
+            return Ok(());
+        }
+        let probes = target.probes(self.probes)?;
+        let handle = match capture.attach(&exe, &probes, target.bpf_config()) {
+            Ok(handle) => handle,
+            Err(err) => {
+                // The process may have exited meanwhile; other processes go on being found.
+                if verbose {
+                    eprintln!("tlstap: cannot hook pid {pid}: {:#}", anyhow::Error::from(err));
+                }
+                return Ok(());
+            }
+        };
+        if let (Some(ts), true) = (exec_ts, verbose) {
+            let ms = system::monotonic_ns().saturating_sub(ts) as f64 / 1e6;
+            eprintln!("tlstap: hooked {} (pid {pid}) {ms:.1} ms after exec", shown_path.display());
+        }
+        pipeline.write(&Event::Attach(AttachEvent {
+            binary: &shown_path,
+            go_version: &target.go_version,
+            abi: target.abi_name(),
+            probes: handle.probes,
+        }))?;
+        self.hooked.insert(id, Hooked { handle, shown_path, pids: HashSet::from([pid]) });
+        self.pids.insert(pid, id);
+        Ok(())
+    }
+
+    /// A process is gone (or exec'd): release its binary when no other process runs it.
+    fn forget(&mut self, pid: u32, capture: &mut Capture<'_>, pipeline: &mut Pipeline) -> Result<()> {
+        let Some(id) = self.pids.remove(&pid) else { return Ok(()) };
+        let Some(hooked) = self.hooked.get_mut(&id) else { return Ok(()) };
+        hooked.pids.remove(&pid);
+        if !hooked.pids.is_empty() {
+            return Ok(());
+        }
+        if let Some(hooked) = self.hooked.remove(&id) {
+            capture.detach(hooked.handle);
+            pipeline.write(&Event::Detach { binary: &hooked.shown_path })?;
+        }
+        Ok(())
+    }
+}
+
+/// The kernel keeps 15 bytes of a command name.
+fn truncate_comm(name: &str) -> &str {
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}

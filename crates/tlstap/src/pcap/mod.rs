@@ -1,0 +1,239 @@
+//! Pcap mode (`-m pcap -i IFACE -w FILE [--all] [FILTER…]`): the hooked processes' TCP
+//! connections as captured on an interface, with their TLS secrets embedded, in a pcapng file
+//! Wireshark decrypts as it is. This module is the mode's face to `run`: it checks the request,
+//! starts the packet thread ([`worker`]) and gives the capture loop a [`Sink`] that forwards
+//! secrets, processes and hooked binaries to it; [`PcapMode::finish`] ends it with its totals.
+//! It must not print plaintext: in this mode data events only tell which process is whose.
+
+mod filter;
+mod flows;
+mod iface;
+mod packet;
+mod procfs;
+mod window;
+mod worker;
+mod writer;
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Sender};
+use std::thread::JoinHandle;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use tlstap_bpf::packets::TcAttach;
+use tlstap_core::event::{Event, Stats};
+use tlstap_core::secret_file::{open_secret_file, OpenMode};
+use tlstap_core::sink::{JsonlSink, Sink};
+
+use crate::cli::{Format, GotlsArgs, Mode};
+use filter::PacketFilter;
+use iface::Interface;
+use worker::{Msg, Setup, Totals};
+use writer::{OwnedSecret, PacketWriter};
+
+/// `-m pcap`'s own options, checked.
+#[derive(Debug)]
+pub struct PcapRequest {
+    ifname: String,
+    file: PathBuf,
+    all: bool,
+    filter: Option<String>,
+    /// The JSON Lines side stream: `Some(None)` is stdout.
+    side: Option<Option<PathBuf>>,
+    pid: Option<u32>,
+    uid: Option<u32>,
+}
+
+impl PcapRequest {
+    /// None outside pcap mode (where pcap-only options are refused).
+    pub fn resolve(args: &GotlsArgs) -> Result<Option<PcapRequest>> {
+        if args.mode != Mode::Pcap {
+            if args.pcap_file.is_some() || args.ifname.is_some() || args.all || !args.filter.is_empty() {
+                bail!("-w/--pcapfile, -i/--ifname, --all and a FILTER belong to -m pcap");
+            }
+            return Ok(None);
+        }
+        let file = args.pcap_file.clone().context("-m pcap needs -w/--pcapfile FILE")?;
+        let ifname = args.ifname.clone().context("-m pcap needs -i/--ifname IFACE")?;
+        let side = match (args.format, args.hex) {
+            (Format::Jsonl, false) => Some(args.output.clone()),
+            _ if args.output.is_some() => bail!("in -m pcap, -o/--output is for the --format jsonl side stream"),
+            _ => None,
+        };
+        let filter = (!args.filter.is_empty()).then(|| args.filter.join(" "));
+        Ok(Some(PcapRequest { ifname, file, all: args.all, filter, side, pid: args.pid, uid: args.uid }))
+    }
+}
+
+/// The running packet thread.
+#[derive(Debug)]
+pub struct PcapMode {
+    tx: Option<Sender<Msg>>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+    side: bool,
+    file: PathBuf,
+}
+
+impl PcapMode {
+    /// Checks the interface and filter, creates the file (0600), and starts capturing packets
+    /// (returns once the TC program is attached).
+    pub fn start(request: &PcapRequest, ringbuf_bytes: u32) -> Result<PcapMode> {
+        tlstap_bpf::configure_libbpf_logging();
+        let iface = Interface::resolve(&request.ifname)?;
+        let filter = request.filter.as_deref().map(|f| PacketFilter::compile(f, iface.link.dlt)).transpose()?;
+        let side: Option<Box<dyn Write + Send>> = match &request.side {
+            None => None,
+            Some(None) => Some(Box::new(io::stdout())),
+            Some(Some(path)) => {
+                Some(Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?))
+            }
+        };
+        let path = &request.file;
+        let file = open_secret_file(path, OpenMode::Truncate).with_context(|| format!("cannot open pcap file {}", path.display()))?;
+        let writer = PacketWriter::new(file, iface.link.linktype, &iface.name, side)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let setup = Setup {
+            iface,
+            writer,
+            filter,
+            all: request.all,
+            pid: request.pid,
+            uid: request.uid,
+            ringbuf_bytes,
+            wall_offset: crate::system::monotonic_to_wall_offset(),
+        };
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("tlstap-pcap".to_string())
+            .spawn(move || worker::run(setup, rx, ready_tx))
+            .context("starting the packet capture thread")?;
+        let started = ready_rx.recv().map_err(|_| String::new()).and_then(|r| r);
+        if let Err(reason) = started {
+            let reason = thread.join().ok().and_then(Result::err).filter(|_| reason.is_empty()).unwrap_or(reason);
+            bail!("capturing packets on {}: {reason}", request.ifname);
+        }
+        Ok(PcapMode { tx: Some(tx), thread: Some(thread), side: request.side.is_some(), file: path.clone() })
+    }
+
+    /// The sink the capture loop feeds (in place of the text/jsonl sink).
+    pub fn sink(&self) -> Box<dyn Sink> {
+        Box::new(Forwarder { tx: self.tx.clone(), side: self.side, seen: HashSet::new() })
+    }
+
+    /// Stops capturing and writes everything pending; adds the packet losses to `stats` and
+    /// returns the summary's pcap part. The side stream stays open for the stats record.
+    pub fn finish(&mut self, stats: &mut Stats) -> Result<String> {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(Msg::Finish(reply_tx)).is_ok());
+        let totals: Option<Result<Totals, String>> = if sent { reply_rx.recv().ok() } else { None };
+        let totals = match totals {
+            Some(Ok(totals)) => totals,
+            Some(Err(reason)) => bail!("finishing {}: {reason}", self.file.display()),
+            None => return Err(self.failure()).with_context(|| format!("writing {}", self.file.display())),
+        };
+        for (cause, packets) in &totals.lost {
+            stats.lost_by_cause.insert(cause, *packets);
+        }
+        let mut line = format!(", {} packets ({} bytes) to {}", totals.packets, totals.bytes, self.file.display());
+        if totals.restamped > 0 {
+            line.push_str(&format!(" ({} restamped to keep time order)", totals.restamped));
+        }
+        if let TcAttach::Clsact { .. } = totals.attach {
+            line.push_str(" via clsact");
+        }
+        Ok(line)
+    }
+
+    /// Why the thread ended, once it has.
+    fn failure(&mut self) -> anyhow::Error {
+        self.tx = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(reason))) => anyhow!("the packet capture stopped: {reason}"),
+            Some(Err(_)) => anyhow!("the packet capture thread panicked"),
+            _ => anyhow!("the packet capture stopped"),
+        }
+    }
+}
+
+impl Drop for PcapMode {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Msg::Stop);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Forwards what the capture loop sees to the packet thread.
+struct Forwarder {
+    tx: Option<Sender<Msg>>,
+    side: bool,
+    /// (pid, connection) pairs already forwarded.
+    seen: HashSet<(u32, Option<(SocketAddr, SocketAddr)>)>,
+}
+
+impl Forwarder {
+    fn send(&mut self, msg: Msg) -> io::Result<()> {
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            self.tx = None;
+            Err(io::Error::other("the packet capture thread stopped (its reason follows at exit)"))
+        }
+    }
+
+    fn side_line(&mut self, event: &Event<'_>) -> io::Result<()> {
+        if self.side {
+            let mut line = Vec::new();
+            JsonlSink::new(&mut line).write_event(event)?;
+            self.send(Msg::Side(line))?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for Forwarder {
+    fn write_event(&mut self, event: &Event<'_>) -> io::Result<()> {
+        match event {
+            Event::Secret(s) => self.send(Msg::Secret(OwnedSecret {
+                ts_ns: s.ts_ns,
+                pid: s.pid,
+                label: s.label.to_string(),
+                client_random: s.client_random.to_vec(),
+                secret: s.secret.to_vec(),
+            })),
+            Event::Data(d) => {
+                let endpoint = |a: Option<&String>| a.and_then(|a| a.parse::<SocketAddr>().ok());
+                let conn = d.conn.and_then(|c| Some((endpoint(c.local.as_ref())?, endpoint(c.remote.as_ref())?)));
+                if self.seen.len() >= 65_536 {
+                    self.seen.clear();
+                }
+                if self.seen.insert((d.pid, conn)) {
+                    self.send(Msg::Process { pid: d.pid, comm: d.comm.to_string(), conn })?;
+                }
+                Ok(())
+            }
+            Event::Attach(a) => {
+                self.send(Msg::Binary { path: a.binary.to_path_buf(), hooked: true })?;
+                self.side_line(event)
+            }
+            Event::Detach { binary } => {
+                self.send(Msg::Binary { path: binary.to_path_buf(), hooked: false })?;
+                self.side_line(event)
+            }
+            Event::Stats(_) => self.side_line(event),
+            #[allow(unreachable_patterns)] // events added later are not pcap mode's business
+            _ => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,247 @@
+//! Pcap mode against independent oracles: tshark, reading only tlstap's pcapng, must decrypt
+//! every request and response of a fixture run (TLS 1.3 and 1.2; Go server hooked, Go client
+//! hooked) from the file's own secrets, and nothing once they are stripped (editcap); capinfos
+//! and tshark check time order and stamps; a tshark capture of the same port must hold the same
+//! packets (nothing missing, nothing twice on `lo`); an unhooked process's TLS is left out
+//! unless `--all`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+const VERSION: &str = "1.27";
+const VARIANT: &str = "exe";
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+}
+
+/// `tshark -r FILE` (no key log but the file's own) with `-e` fields, one row per frame.
+fn frames(file: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(file).args(["-o", "tls.keylog_file:", "-T", "fields", "-E", "separator=\t"]);
+    if !filter.is_empty() {
+        cmd.args(["-Y", filter]);
+    }
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "tshark -r {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split('\t').map(str::to_string).collect()).collect()
+}
+
+/// Every value of one HTTP field tshark decrypts from the file alone, joined.
+fn decrypted(file: &Path, field: &str) -> String {
+    frames(file, "http", &[field]).concat().join("\n")
+}
+
+/// `frame.time_epoch` ("1795756220.803595110") as nanoseconds.
+fn epoch_ns(text: &str) -> u128 {
+    let (secs, frac) = text.split_once('.').unwrap_or((text, "0"));
+    secs.parse::<u128>().unwrap() * 1_000_000_000 + format!("{frac:0<9}")[..9].parse::<u128>().unwrap()
+}
+
+/// The file with its Decryption Secrets Blocks removed.
+fn without_secrets(file: &Path) -> PathBuf {
+    let stripped = file.with_extension("nodsb.pcapng");
+    let out = Command::new("editcap").arg("--discard-all-secrets").arg(file).arg(&stripped).output().unwrap();
+    assert!(out.status.success(), "editcap: {}", String::from_utf8_lossy(&out.stderr));
+    stripped
+}
+
+/// The checks every pcap-mode file must pass: 0600, capinfos' strict time order, stamps of
+/// today, strictly increasing, DSBs present.
+fn assert_well_formed(file: &Path, started_ns: u128) {
+    assert_eq!(std::fs::metadata(file).unwrap().permissions().mode() & 0o777, 0o600);
+    let info = Command::new("capinfos").arg(file).output().unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("Strict time order:   True"), "capinfos:\n{info}");
+    assert!(info.contains("Time precision = nanoseconds (9)"), "capinfos:\n{info}");
+    assert!(!info.contains("Number of decryption secrets in file: 0"), "capinfos:\n{info}");
+    let stamps: Vec<u128> = frames(file, "", &["frame.time_epoch"]).iter().map(|f| epoch_ns(&f[0])).collect();
+    assert!(!stamps.is_empty(), "no packets in {}", file.display());
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "stamps not strictly increasing");
+    let (first, last) = (stamps[0], stamps[stamps.len() - 1]);
+    assert!(first >= started_ns - 1_000_000_000 && last <= now_ns(), "stamps {first}..{last} are not of this run");
+}
+
+/// (ports, seq, ack, len, flags) of each frame on `port`: one packet's identity on the wire.
+fn packet_ids(file: &Path, port: u16) -> BTreeMap<String, usize> {
+    let fields = ["tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.len", "tcp.flags"];
+    let mut ids = BTreeMap::new();
+    for f in frames(file, &format!("tcp.port == {port}"), &fields) {
+        *ids.entry(f.join(" ")).or_insert(0) += 1;
+    }
+    ids
+}
+
+/// Starts `tlstap gotls -m pcap -i lo -w FILE` with `args` (and the JSONL side stream).
+fn start_pcap(dir: &TempDir, file: &Path, args: &[&str]) -> Tlstap {
+    let mut all = vec!["-m", "pcap", "-i", "lo", "-w", file.to_str().unwrap()];
+    all.extend_from_slice(args);
+    Tlstap::start(dir, &all)
+}
+
+#[test]
+fn pcap_hooked_server_decrypts_tls13_and_tls12_and_leaves_others_out() {
+    if !privileged() {
+        return;
+    }
+    let started = now_ns();
+    let dir = TempDir::new("pcap-server");
+    let fixture = fixture(VERSION, VARIANT, "tlsfixture");
+    let (server_bin, other_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "other"));
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    let other = Server::start(&other_bin, &dir.path("other.jsonl"), &[]);
+    let wire = Tshark::start(&dir.path("wire.pcapng"), port_of(&server.addr));
+    let file = dir.path("out.pcapng");
+    let tlstap = start_pcap(&dir, &file, &["-e", server_bin.to_str().unwrap()]);
+    let nonces = [nonce(), nonce()];
+    let other_nonce = nonce();
+    curl_echo(&server.addr, &["--tlsv1.3"], &nonces[0], &dir.path("curl.keys"));
+    curl_echo(&other.addr, &["--tlsv1.3"], &other_nonce, &dir.path("curl.keys"));
+    curl_echo(&server.addr, &["--tlsv1.2", "--tls-max", "1.2"], &nonces[1], &dir.path("curl.keys"));
+    let capture = tlstap.stop();
+    let wire = wire.stop();
+    let (server_pid, server_port, other_port) = (server.proc.pid(), port_of(&server.addr), port_of(&other.addr));
+    server.stop();
+    other.stop();
+
+    assert_well_formed(&file, started);
+    let (requests, responses) = (decrypted(&file, "http.request.uri"), decrypted(&file, "http.response.line"));
+    for n in &nonces {
+        assert!(requests.contains(&format!("n={n}")), "request {n} not decrypted from the file alone:\n{requests}");
+        assert!(responses.contains(&format!("X-Nonce: {n}")), "response {n} not decrypted:\n{responses}");
+    }
+    let stripped = without_secrets(&file);
+    let bare = format!("{}{}", decrypted(&stripped, "http.request.uri"), decrypted(&stripped, "http.response.line"));
+    assert!(nonces.iter().all(|n| !bare.contains(n.as_str())), "decrypted without the DSBs:\n{bare}");
+
+    // The hooked server's packets, each once, handshake included, as tshark saw them.
+    assert_eq!(packet_ids(&file, server_port), packet_ids(&wire, server_port), "tlstap's packets vs tshark's");
+    assert!(frames(&file, &format!("tcp.port == {other_port}"), &["frame.number"]).is_empty(), "unhooked server in the file");
+    let comments = frames(&file, "", &["frame.comment"]);
+    assert!(comments.iter().all(|c| c[0] == format!("pid={server_pid} comm=server")), "comments: {comments:?}");
+
+    // The side stream: one record per packet, with the process.
+    let packets: Vec<_> = capture.records.iter().filter(|r| r["type"] == "packet").collect();
+    assert_eq!(packets.len(), comments.len());
+    assert!(packets.iter().all(|p| p["pid"] == server_pid && p["comm"] == "server" && p["ifname"] == "lo"));
+    assert_eq!(capture.stats()["lost"], 0, "{}", capture.stats());
+    assert!(capture.stderr.contains(&format!(", {} packets", packets.len())), "summary: {}", capture.stderr);
+}
+
+#[test]
+fn pcap_hooked_client_decrypts_tls13_and_tls12() {
+    if !privileged() {
+        return;
+    }
+    let started = now_ns();
+    let dir = TempDir::new("pcap-client");
+    let fixture = fixture(VERSION, VARIANT, "tlsfixture");
+    let (server_bin, client_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "client"));
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    let file = dir.path("out.pcapng");
+    let tlstap = start_pcap(&dir, &file, &["-e", client_bin.to_str().unwrap()]);
+    let manifest = dir.path("client.jsonl");
+    let pids = [
+        run_client(&client_bin, &server.addr, &manifest, &["--requests", "3", "--sizes", "10,5000"]),
+        run_client(&client_bin, &server.addr, &manifest, &["--requests", "2", "--sizes", "100", "--tls-max", "1.2"]),
+    ];
+    let capture = tlstap.stop();
+    server.stop();
+
+    assert_well_formed(&file, started);
+    let nonces: Vec<String> =
+        read_jsonl(&manifest).iter().filter(|r| r["type"] == "request").map(|r| r["nonce"].as_str().unwrap().to_string()).collect();
+    assert_eq!(nonces.len(), 5);
+    let (requests, responses) = (decrypted(&file, "http.request.line"), decrypted(&file, "http.response.line"));
+    for n in &nonces {
+        assert!(requests.contains(&format!("X-Nonce: {n}")), "request {n} not decrypted:\n{requests}");
+        assert!(responses.contains(&format!("X-Nonce: {n}")), "response {n} not decrypted:\n{responses}");
+    }
+    let versions = frames(&file, "tls.handshake.type == 2", &["tls.handshake.version", "tls.handshake.extensions.supported_version"]);
+    assert!(versions.iter().any(|v| v[1] == "0x0304") && versions.iter().any(|v| v[0] == "0x0303" && v[1].is_empty()), "{versions:?}");
+    let bare = decrypted(&without_secrets(&file), "http.request.line");
+    assert!(nonces.iter().all(|n| !bare.contains(n.as_str())), "decrypted without the DSBs:\n{bare}");
+    let comments = frames(&file, "", &["frame.comment"]);
+    let expected: Vec<String> = pids.iter().map(|p| format!("pid={p} comm=client")).collect();
+    assert!(comments.iter().all(|c| expected.contains(&c[0])), "comments: {comments:?}");
+    assert_eq!(capture.stats()["lost"], 0, "{}", capture.stats());
+}
+
+#[test]
+fn pcap_all_writes_unhooked_traffic_and_a_filter_narrows_it() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("pcap-all");
+    let fixture = fixture(VERSION, VARIANT, "tlsfixture");
+    let (server_bin, other_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "other"));
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    let other = Server::start(&other_bin, &dir.path("other.jsonl"), &[]);
+    let (port, other_port) = (port_of(&server.addr), port_of(&other.addr));
+    let hooked = ["-e", server_bin.to_str().unwrap()];
+    let filter = format!("tcp.port == {other_port} or tcp.port == {port}");
+    for (name, extra) in [("all", vec!["--all"]), ("filtered", vec!["--all", "tcp", "port", &other_port.to_string()])] {
+        let file = dir.path(&format!("{name}.pcapng"));
+        let args: Vec<&str> = hooked.iter().copied().chain(extra.iter().copied()).collect();
+        let tlstap = start_pcap(&dir, &file, &args);
+        let nonces = [nonce(), nonce()];
+        curl_echo(&server.addr, &["--tlsv1.3"], &nonces[0], &dir.path("curl.keys"));
+        curl_echo(&other.addr, &["--tlsv1.3"], &nonces[1], &dir.path("curl.keys"));
+        let capture = tlstap.stop();
+        assert_eq!(capture.stats()["lost"], 0);
+        let ports: Vec<u16> = frames(&file, &filter, &["tcp.srcport", "tcp.dstport"]).concat().iter().map(|p| p.parse().unwrap()).collect();
+        assert!(ports.contains(&other_port), "{name}: the unhooked server's packets are missing");
+        assert_eq!(ports.contains(&port), name == "all", "{name}: the hooked server's packets");
+        // Only the hooked server's secrets are known: its traffic decrypts, the other's not.
+        let requests = decrypted(&file, "http.request.uri");
+        assert_eq!(requests.contains(&nonces[0]), name == "all", "{name}:\n{requests}");
+        assert!(!requests.contains(&nonces[1]), "{name}:\n{requests}");
+        let unowned = frames(&file, &format!("tcp.port == {other_port}"), &["frame.comment"]);
+        assert!(unowned.iter().all(|c| c[0].is_empty()), "{name}: an unhooked packet got a process: {unowned:?}");
+    }
+    server.stop();
+    other.stop();
+}
+
+/// Bad pcap-mode input: one clear line, exit 1, nothing left behind.
+#[test]
+fn pcap_bad_input_is_one_clear_line() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("pcap-errors");
+    let fixture = fixture(VERSION, VARIANT, "tlsfixture");
+    let file = dir.path("out.pcapng");
+    let w = file.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["-m", "pcap", "-i", "nosuchif0", "-w", w], "no network interface \"nosuchif0\""),
+        (&["-m", "pcap", "-i", "lo", "-w", w, "tcp", "prot", "80"], "bad filter expression \"tcp prot 80\""),
+        (&["-m", "pcap", "-w", w], "-m pcap needs -i/--ifname IFACE"),
+        (&["-m", "pcap", "-i", "lo"], "-m pcap needs -w/--pcapfile FILE"),
+        (&["-i", "lo", "-w", w], "belong to -m pcap"),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(TLSTAP).arg("gotls").arg("-e").arg(&fixture).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr:?}");
+        assert!(stderr.starts_with("tlstap: error: ") && stderr.contains(expected), "{args:?}: {stderr:?}");
+        assert!(!file.exists(), "{args:?} left {}", file.display());
+    }
+    let tc = Command::new("tc").args(["qdisc", "show", "dev", "lo"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&tc.stdout).contains("clsact"), "a qdisc was left on lo");
+}
