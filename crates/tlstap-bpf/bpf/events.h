@@ -177,7 +177,7 @@ enum tlstap_packet_loss_cause {
 	TLSTAP_PACKET_LOSS__COUNT = 3,
 };
 
-/* One chunk of one packet. 40 bytes, no padding; `chunk_len` payload bytes follow (the ring
+/* One chunk of one packet. 48 bytes, no padding; `chunk_len` payload bytes follow (the ring
  * record may be longer: size classes). A packet's chunks are submitted in order by one
  * program run, so they arrive in order; a lost chunk ends the packet (no later chunk). */
 struct tlstap_packet_hdr {
@@ -189,6 +189,9 @@ struct tlstap_packet_hdr {
 	__u32 cap_len;     /* bytes captured: packet_len, unless longer than the capture max */
 	__u32 chunk_off;   /* offset of this chunk's payload within the packet */
 	__u32 chunk_len;
+	__u32 syn_pid;     /* a connect()'s first SYN, sent from a local socket in the process's
+			    * own context: that process (tgid); else 0 (unknown) */
+	__u32 _reserved;
 };
 
 /* Every type above, gathered so one global puts them all in BTF (see tlstap.bpf.c). */

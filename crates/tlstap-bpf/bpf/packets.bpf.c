@@ -39,6 +39,9 @@ struct __sk_buff {
 /* Set by userspace before load. */
 const volatile bool tcp_only = false;  /* copy only TCP over IPv4/IPv6 (the default mode) */
 const volatile __u32 l2_len = 14;      /* bytes before the IP header: 14 Ethernet, 0 raw IP */
+/* Name the process of a connect()'s SYN (needs bpf_get_current_pid_tgid in TC programs,
+ * which userspace probes for: kernels before 6.10 lack it, and this path is then not loaded). */
+const volatile bool syn_pids = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -86,6 +89,7 @@ struct packet_ctx {
 	__u32 cap;       /* bytes to copy: min(len, TLSTAP_PACKET_CAPTURE_MAX) */
 	__u32 direction;
 	__u32 failed;    /* 0, or 1 + the enum tlstap_packet_loss_cause that ended the copy */
+	__u32 syn_pid;
 };
 
 /*
@@ -117,6 +121,8 @@ struct packet_ctx {
 		r->h.cap_len = p->cap;                                                        \
 		r->h.chunk_off = off;                                                         \
 		r->h.chunk_len = n;                                                           \
+		r->h.syn_pid = p->syn_pid;                                                    \
+		r->h._reserved = 0;                                                           \
 		bpf_ringbuf_submit(r, 0);                                                     \
 		return 0;                                                                     \
 	}
@@ -166,6 +172,34 @@ static __always_inline bool is_tcp(struct __sk_buff *skb)
 	return next == IPPROTO_TCP;
 }
 
+/*
+ * The process that sent this packet, when it is a connect()'s SYN (SYN without ACK) from a
+ * local socket: TC egress then runs inside the connect() system call, so the current task is
+ * the connecting process. Any other packet may be sent from softirq context: 0.
+ */
+static __always_inline __u32 syn_owner(struct __sk_buff *skb)
+{
+	__u16 proto = bpf_ntohs(skb->protocol);
+	__u8 ip0 = 0, next = 0, flags = 0;
+	__u32 tcp_off;
+
+	if (proto == ETH_P_IP) {
+		bpf_skb_load_bytes(skb, l2_len, &ip0, 1);
+		bpf_skb_load_bytes(skb, l2_len + 9, &next, 1);
+		tcp_off = l2_len + (ip0 & 0xf) * 4;
+	} else if (proto == ETH_P_IPV6) {
+		bpf_skb_load_bytes(skb, l2_len + 6, &next, 1);
+		tcp_off = l2_len + 40;
+	} else {
+		return 0;
+	}
+	if (next != IPPROTO_TCP || bpf_skb_load_bytes(skb, tcp_off + 13, &flags, 1))
+		return 0;
+	if ((flags & 0x12) != 0x02 || !bpf_get_socket_cookie(skb))
+		return 0;
+	return bpf_get_current_pid_tgid() >> 32;
+}
+
 static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 {
 	struct packet_ctx p = {};
@@ -179,6 +213,8 @@ static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 	p.len = skb->len;
 	p.cap = p.len > TLSTAP_PACKET_CAPTURE_MAX ? TLSTAP_PACKET_CAPTURE_MAX : p.len;
 	p.direction = direction;
+	if (syn_pids && direction == TLSTAP_PACKET_EGRESS)
+		p.syn_pid = syn_owner(skb);
 	if (p.cap == 0)
 		return TC_ACT_UNSPEC;
 	chunks = (p.cap + TLSTAP_PACKET_CHUNK_MAX - 1) / TLSTAP_PACKET_CHUNK_MAX;

@@ -198,12 +198,13 @@ static __always_inline void read_sock(struct tlstap_conn *c, struct sock *sk)
 	c->family = family;
 	c->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	c->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	/* Explicit sizes: BPF_CORE_READ_INTO would take sizeof(*array), one byte. */
 	if (family == AF_INET) {
-		BPF_CORE_READ_INTO(c->local_addr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(c->remote_addr, sk, __sk_common.skc_daddr);
+		bpf_core_read(c->local_addr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(c->remote_addr, 4, &sk->__sk_common.skc_daddr);
 	} else if (family == AF_INET6) {
-		BPF_CORE_READ_INTO(c->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(c->remote_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		bpf_core_read(c->local_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(c->remote_addr, 16, &sk->__sk_common.skc_v6_daddr);
 	}
 }
 

@@ -20,7 +20,7 @@ use crate::wire::DecodeError;
 
 /// Size of a packet record's header, asserted against events.h's stated layout.
 pub const PACKET_HDR_LEN: usize = size_of::<tlstap_packet_hdr>();
-const _: () = assert!(PACKET_HDR_LEN == 40, "events.h: struct tlstap_packet_hdr must be 40 bytes");
+const _: () = assert!(PACKET_HDR_LEN == 48, "events.h: struct tlstap_packet_hdr must be 48 bytes");
 
 /// Most bytes of one packet BPF copies (events.h `TLSTAP_PACKET_CAPTURE_MAX`).
 pub const CAPTURE_MAX: u32 = tlstap_packet_limits::TLSTAP_PACKET_CAPTURE_MAX.0;
@@ -119,9 +119,11 @@ impl<'obj> PacketCapture<'obj> {
     pub fn start(storage: &'obj mut MaybeUninit<OpenObject>, opts: &PacketOptions) -> Result<Self, PacketError> {
         let mut open = PacketsSkelBuilder::default().open(storage).map_err(PacketError::Open)?;
         open.maps.packets.set_max_entries(opts.ringbuf_bytes).map_err(PacketError::Open)?;
+        let syn_pids = syn_pids_supported();
         if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
             rodata.tcp_only = opts.tcp_only;
             rodata.l2_len = opts.l2_len;
+            rodata.syn_pids = syn_pids;
         }
         let skel = open.load().map_err(PacketError::Load)?;
         let mut capture = PacketCapture { links: Vec::new(), filters: Vec::new(), _qdisc: None, skel, attach: TcAttach::Tcx };
@@ -216,6 +218,19 @@ impl<'obj> PacketCapture<'obj> {
     }
 }
 
+/// Whether TC programs may call bpf_get_current_pid_tgid (kernel ≥ 6.10), asked of the kernel.
+fn syn_pids_supported() -> bool {
+    // SAFETY: a pure query: libbpf loads and unloads a tiny probe program; no pointers passed.
+    let probed = unsafe {
+        libbpf_sys::libbpf_probe_bpf_helper(
+            libbpf_sys::BPF_PROG_TYPE_SCHED_CLS,
+            libbpf_sys::BPF_FUNC_get_current_pid_tgid,
+            std::ptr::null(),
+        )
+    };
+    probed == 1
+}
+
 /// The clsact qdisc of an interface, as libbpf names it (both directions).
 fn clsact_hook(ifindex: i32) -> libbpf_sys::bpf_tc_hook {
     libbpf_sys::bpf_tc_hook {
@@ -247,6 +262,8 @@ pub struct PacketChunk<'a> {
     pub cap_len: u32,
     pub offset: u32,
     pub payload: &'a [u8],
+    /// The process of a connect()'s first SYN (see events.h), else 0.
+    pub syn_pid: u32,
 }
 
 /// Decodes one record of the packet ring.
@@ -274,6 +291,7 @@ pub fn decode(record: &[u8]) -> Result<PacketChunk<'_>, DecodeError> {
         cap_len: hdr.cap_len,
         offset: hdr.chunk_off,
         payload,
+        syn_pid: hdr.syn_pid,
     })
 }
 
@@ -291,6 +309,8 @@ mod tests {
             cap_len,
             chunk_off,
             chunk_len: payload.len() as u32,
+            syn_pid: 0,
+            _reserved: 0,
         };
         let mut out = vec![0u8; PACKET_HDR_LEN];
         // SAFETY: `out` has exactly PACKET_HDR_LEN bytes; write_unaligned has no alignment need.
@@ -336,17 +356,23 @@ mod tests {
             assert_eq!(capture.attach_kind(), expected);
             let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             socket.send_to(b"tlstap-packet-test", socket.local_addr().unwrap()).unwrap();
-            let mut seen = 0;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (mut seen, mut syn_pids) = (0, Vec::new());
             let mut builder = libbpf_rs::RingBufferBuilder::new();
             builder
                 .add(capture.ring(), |r: &[u8]| {
                     let c = decode(r).unwrap();
                     seen += usize::from(c.payload.windows(18).any(|w| w == b"tlstap-packet-test"));
+                    syn_pids.extend((c.syn_pid != 0).then_some(c.syn_pid));
                     0
                 })
                 .unwrap();
             builder.build().unwrap().consume().unwrap();
             assert_eq!(seen, 1, "the datagram once (egress only), tcx {tcx}");
+            if syn_pids_supported() {
+                assert_eq!(syn_pids, [std::process::id()], "only the SYN names its process");
+            }
             assert!(capture.losses().unwrap().iter().all(|l| l.1 == 0));
             drop(capture);
             assert_eq!(clsact_on_lo(), preexisting, "clsact after the capture, tcx {tcx}, preexisting {preexisting}");

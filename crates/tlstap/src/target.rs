@@ -29,6 +29,8 @@ pub struct Target {
     pub plan: TlsPlan,
     /// Where the socket of a tls.Conn is; None when the binary's type data was unreadable.
     pub conn_layout: Option<ConnLayout>,
+    /// Stack ABI on amd64: how far below the FS base g is (0: the usual 8).
+    pub g_below_fs: u32,
 }
 
 impl Target {
@@ -49,6 +51,17 @@ impl Target {
         let bin = GoBinary::parse(data).with_context(|| format!("{} cannot be hooked", name.display()))?;
         let plan = goelf::tls::plan(&bin).with_context(|| format!("{} cannot be hooked", name.display()))?;
         let info = bin.info();
+        // Without the layout, data is still captured; connections then show as unknown.
+        let conn_layout = goelf::types::conn_layout(&bin).ok().and_then(|l| {
+            Some(ConnLayout {
+                tcp_conn_type: l.tcp_conn_type,
+                unix_conn_type: l.unix_conn_type.unwrap_or(0),
+                tls_conn_conn: u32::try_from(l.tls_conn_conn).ok()?,
+                net_conn_fd: u32::try_from(l.net_conn_fd).ok()?,
+                net_fd_sysfd: u32::try_from(l.net_fd_sysfd).ok()?,
+            })
+        });
+        let g_below_fs = goelf::types::g_below_fs(&bin).and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
         Ok(Target {
             path: path.to_path_buf(),
             go_version: info.go_version.raw.clone(),
@@ -57,7 +70,8 @@ impl Target {
             pie: info.pie,
             has_symtab: info.has_symtab,
             plan,
-            conn_layout: None,
+            conn_layout,
+            g_below_fs,
         })
     }
 
@@ -97,7 +111,7 @@ impl Target {
 
     /// What BPF needs to know about the binary beyond its probe offsets.
     pub fn bpf_config(&self) -> BinaryConfig {
-        BinaryConfig { conn_layout: self.conn_layout, g_below_fs: 0 }
+        BinaryConfig { conn_layout: self.conn_layout, g_below_fs: self.g_below_fs }
     }
 
     pub fn abi_name(&self) -> &'static str {

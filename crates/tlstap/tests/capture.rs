@@ -102,3 +102,49 @@ fn go1_19() {
 fn go1_15_stack_abi() {
     version_matrix("1.15", VARIANTS);
 }
+
+/// The connection of a TLS server on a unix socket: data captured, `conn` says unix with its fd.
+#[test]
+fn unix_socket_connection() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("unix");
+    let fixture = fixture("1.27", "pie-strip", "tlsfixture");
+    let (server_bin, client_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "client"));
+    let socket = dir.path("tls.sock");
+    let manifest = dir.path("server.jsonl");
+    let server = Server::start(&server_bin, &manifest, &["--unix", socket.to_str().unwrap()]);
+    let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap()]);
+    let out = std::process::Command::new(&client_bin)
+        .args(["client", "--unix", socket.to_str().unwrap(), "--manifest"])
+        .arg(dir.path("client.jsonl"))
+        .args(["--requests", "3", "--sizes", "10,5000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pid = server.proc.pid();
+    let capture = tlstap.stop();
+    server.stop();
+    assert_capture_matches(&capture, &manifest, pid);
+}
+
+/// IPv6 addresses in `conn`, as the program saw them.
+#[test]
+fn ipv6_connection() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("ipv6");
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let (server_bin, client_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "client"));
+    let manifest = dir.path("server.jsonl");
+    let server = Server::start(&server_bin, &manifest, &["--addr", "[::1]:0"]);
+    let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap()]);
+    run_client(&client_bin, &server.addr, &dir.path("client.jsonl"), &["--requests", "3", "--sizes", "10", "--conns", "2"]);
+    let pid = server.proc.pid();
+    let capture = tlstap.stop();
+    server.stop();
+    assert!(manifest_conns(&manifest).values().all(|(l, _)| l.starts_with("[::1]:")));
+    assert_capture_matches(&capture, &manifest, pid);
+}

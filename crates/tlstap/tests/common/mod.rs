@@ -387,25 +387,53 @@ pub fn first_difference(got: &[u8], want: &[u8]) -> String {
     format!("lengths {} vs {}, first difference at byte {at}", got.len(), want.len())
 }
 
-/// tlstap's data events of `pid` equal the fixture manifest's calls, in both directions.
+/// The fixture's connections: conn number -> (local, remote) as the program saw them.
+pub fn manifest_conns(path: &Path) -> std::collections::HashMap<u64, (String, String)> {
+    read_jsonl(path)
+        .into_iter()
+        .filter(|r| r["type"] == "conn")
+        .map(|r| {
+            let addr = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (r["conn"].as_u64().unwrap(), (addr("local"), addr("remote")))
+        })
+        .collect()
+}
+
+/// tlstap's data events of `pid` equal the fixture manifest's calls, in both directions, and
+/// name the connection the program used (addresses as its LocalAddr/RemoteAddr said).
 pub fn assert_capture_matches(capture: &Capture, manifest: &Path, pid: u32) {
     let calls = manifest_calls(manifest);
+    let conns = manifest_conns(manifest);
     for direction in ["write", "read"] {
-        let want: Vec<&[u8]> = calls.iter().filter(|c| c.1 == direction).map(|c| c.2.as_slice()).collect();
+        let want: Vec<_> = calls.iter().filter(|c| c.1 == direction).collect();
         let got = capture.data(direction);
         let got: Vec<_> = got.iter().filter(|(p, _, _)| *p == u64::from(pid)).collect();
         assert!(!want.is_empty(), "the fixture made no {direction} calls");
         assert_eq!(got.len(), want.len(), "{direction}: {} events captured, {} calls made", got.len(), want.len());
-        for (i, ((_, data, record), want)) in got.iter().zip(&want).enumerate() {
-            assert!(data.as_slice() == *want, "{direction} call {i}: {}", first_difference(data, want));
+        let mut ids = std::collections::HashMap::new();
+        for (i, ((_, data, record), (conn, _, want))) in got.iter().zip(&want).enumerate() {
+            assert!(data.as_slice() == want.as_slice(), "{direction} call {i}: {}", first_difference(data, want));
             assert_eq!(record["len"].as_u64(), Some(want.len() as u64), "{direction} call {i} len");
             assert_eq!(record["truncated"], false, "{direction} call {i}");
-            assert_eq!(record["tid"].as_u64().is_some_and(|t| t > 0), true);
+            assert!(record["tid"].as_u64().is_some_and(|t| t > 0));
             assert!(record["ts_ns"].as_u64().unwrap() > 1_700_000_000_000_000_000, "wall-clock stamp");
+            let c = &record["conn"];
+            let (local, remote) = &conns[conn];
+            if local.parse::<std::net::SocketAddr>().is_ok() {
+                assert_eq!(c["kind"], "tcp", "{direction} call {i}: {c}");
+                assert_eq!((c["local"].as_str().unwrap(), c["remote"].as_str().unwrap()), (local.as_str(), remote.as_str()), "{direction} call {i}");
+            } else {
+                assert_eq!(c["kind"], "unix", "{direction} call {i}: {c}");
+            }
+            assert!(c["fd"].as_i64().is_some_and(|fd| fd >= 0), "{direction} call {i}: {c}");
+            // One id per connection, a different one for each.
+            let id = c["id"].as_str().unwrap().to_string();
+            assert_eq!(ids.entry(*conn).or_insert_with(|| id.clone()), &id, "{direction} call {i}: conn id changed");
         }
+        let distinct: std::collections::HashSet<_> = ids.values().collect();
+        assert_eq!(distinct.len(), ids.len(), "{direction}: connections share an id");
     }
     let stats = capture.stats();
     assert_eq!(stats["lost"], 0, "stats: {stats}");
     assert!(capture.stderr.contains(" 0 lost"), "summary: {}", capture.stderr);
 }
-
