@@ -233,6 +233,7 @@ fn drain_until_stopped(
     builder.add(&events, |record: &[u8]| pipeline.borrow_mut().on_record(record)).context("opening the ring buffer")?;
     let ring = builder.build().context("opening the ring buffer")?;
     let mut stopping = false;
+    let mut loss_report = LossReport::new();
     loop {
         if !stopping && stop.load(Ordering::Relaxed) {
             // No new process may be held after the final read below, which continues the
@@ -261,6 +262,38 @@ fn drain_until_stopped(
             return Ok(p.tick(None)?);
         }
         p.tick(Some(Instant::now()))?;
+        loss_report.maybe_report(capture);
+    }
+}
+
+/// While capturing, tells a person at a terminal when events are being lost (every few
+/// seconds, only when the count grew). Silent when stderr is a file or pipe.
+struct LossReport {
+    enabled: bool,
+    last: Instant,
+    reported: u64,
+}
+
+impl LossReport {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        LossReport { enabled: std::io::IsTerminal::is_terminal(&io::stderr()), last: Instant::now(), reported: 0 }
+    }
+
+    fn maybe_report(&mut self, capture: &Capture<'_>) {
+        if !self.enabled || self.last.elapsed() < Self::EVERY {
+            return;
+        }
+        self.last = Instant::now();
+        let Ok(losses) = capture.losses() else { return };
+        let total: u64 = losses.by_cause.iter().map(|(_, calls, _)| calls).sum();
+        if total > self.reported {
+            let parts: Vec<String> =
+                losses.by_cause.iter().filter(|(_, n, _)| *n > 0).map(|(c, n, _)| format!("{c}={n}")).collect();
+            eprintln!("tlstap: {total} calls lost so far ({})", parts.join(", "));
+            self.reported = total;
+        }
     }
 }
 

@@ -158,3 +158,31 @@ fn uid_filter_in_bpf() {
     server.stop();
     assert_eq!(capture.data("write").len(), 2, "only the two requests of uid 65534");
 }
+
+/// A ring buffer too small for an 8 MiB write loses chunks: the loss is counted by cause, the
+/// call is marked truncated and still reports its real length.
+#[test]
+fn loss_is_counted_and_marked() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("loss");
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let (server_bin, client_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "client"));
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    let tlstap = Tlstap::start(&dir, &["-e", client_bin.to_str().unwrap(), "--ringbuf-mb", "1"]);
+    let args = ["--requests", "2", "--sizes", "8388608", "--write-chunk", "-1"];
+    run_client(&client_bin, &server.addr, &dir.path("client.jsonl"), &args);
+    let capture = tlstap.stop();
+    server.stop();
+    let stats = capture.stats();
+    assert!(stats["lost"].as_u64().unwrap() > 0, "{stats}");
+    assert!(stats["lost_by_cause"]["ringbuf_full"].as_u64().unwrap() > 0, "{stats}");
+    assert!(capture.stderr.contains("ringbuf_full="), "summary names the cause: {}", capture.stderr);
+    let big: Vec<_> = capture.data("write").into_iter().filter(|(_, _, r)| r["len"].as_u64().unwrap() > 8 << 20).collect();
+    assert_eq!(big.len(), 2, "both big writes reported, with their real length");
+    for (_, data, record) in big {
+        assert_eq!(record["truncated"], true);
+        assert!((data.len() as u64) < record["len"].as_u64().unwrap());
+    }
+}
