@@ -97,6 +97,11 @@ pub struct GotlsArgs {
     /// Benchmarking only: attach empty BPF programs at the same points (captures nothing).
     #[arg(long, hide = true)]
     pub null_probes: bool,
+
+    /// Attach one uprobe link per offset even where the kernel has uprobe_multi (the path
+    /// taken on kernels before 6.6; for testing it on newer ones).
+    #[arg(long, hide = true)]
+    pub attach_per_offset: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

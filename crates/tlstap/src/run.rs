@@ -54,6 +54,7 @@ struct Request {
     ringbuf_bytes: u32,
     dry_run: bool,
     null_probes: bool,
+    attach_per_offset: bool,
     /// `-m pcap`: packets to a pcapng file (plaintext events only tell whose they are).
     pcap: Option<PcapRequest>,
 }
@@ -95,6 +96,7 @@ impl Request {
             ringbuf_bytes,
             dry_run: args.dry_run,
             null_probes: args.null_probes,
+            attach_per_offset: args.attach_per_offset,
             pcap,
         })
     }
@@ -170,7 +172,7 @@ fn capture(
         ringbuf_bytes: request.ringbuf_bytes,
         pid: request.pid,
         uid: request.uid,
-        uprobe_multi: kernel.has_uprobe_multi(),
+        uprobe_multi: kernel.has_uprobe_multi() && !request.attach_per_offset,
         null_probes: request.null_probes,
         comm: request.comm.clone(),
         report_processes: target.is_none(),

@@ -148,3 +148,22 @@ fn ipv6_connection() {
     assert!(manifest_conns(&manifest).values().all(|(l, _)| l.starts_with("[::1]:")));
     assert_capture_matches(&capture, &manifest, pid);
 }
+
+/// Kernels before 6.6 have no uprobe_multi: one perf-event link per offset, same capture.
+#[test]
+fn per_offset_links_capture_the_same() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("per-offset");
+    let fixture = fixture("1.27", "pie-strip", "tlsfixture");
+    let (server_bin, client_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "client"));
+    let manifest = dir.path("server.jsonl");
+    let server = Server::start(&server_bin, &manifest, &[]);
+    let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap(), "--attach-per-offset"]);
+    run_client(&client_bin, &server.addr, &dir.path("client.jsonl"), &["--requests", "4", "--sizes", SIZES]);
+    let pid = server.proc.pid();
+    let capture = tlstap.stop();
+    server.stop();
+    assert_capture_matches(&capture, &manifest, pid);
+}

@@ -3,6 +3,7 @@
 //! listeners they hold (their socket fds matched against /proc/PID/net/tcp{,6}, read once per
 //! network namespace). Only reads; a process that vanishes mid-scan is skipped.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt as _;
@@ -22,13 +23,16 @@ pub struct Hooked {
     binaries: HashMap<PathBuf, (u64, u64)>,
     pid: Option<u32>,
     uid: Option<u32>,
-    /// Processes BPF reported (they ran a probe), with their command names.
+    /// Processes BPF reported (they ran a probe), with their command names ("" unknown).
     reported: HashMap<u32, Arc<str>>,
+    /// [`Hooked::owner_of`]'s answers for processes not reported, by pid.
+    checked: RefCell<HashMap<u32, Option<Owner>>>,
 }
 
 impl Hooked {
     pub fn new(proc_root: &Path, pid: Option<u32>, uid: Option<u32>) -> Hooked {
-        Hooked { proc_root: proc_root.to_path_buf(), binaries: HashMap::new(), pid, uid, reported: HashMap::new() }
+        let checked = RefCell::new(HashMap::new());
+        Hooked { proc_root: proc_root.to_path_buf(), binaries: HashMap::new(), pid, uid, reported: HashMap::new(), checked }
     }
 
     /// A binary was hooked (its processes count from now on).
@@ -36,15 +40,51 @@ impl Hooked {
         if let Ok(meta) = std::fs::metadata(path) {
             self.binaries.insert(path.to_path_buf(), (meta.dev(), meta.ino()));
         }
+        self.checked.borrow_mut().clear();
     }
 
     pub fn remove_binary(&mut self, path: &Path) {
         self.binaries.remove(path);
+        self.checked.borrow_mut().clear();
+    }
+
+    /// `pid` as an owner if it is hooked: reported by BPF, or (checked once) the --pid, or
+    /// running a hooked binary, within --uid.
+    pub fn owner_of(&self, pid: u32) -> Option<Owner> {
+        if self.pid.is_some_and(|p| p != pid) {
+            return None;
+        }
+        if let Some(comm) = self.reported.get(&pid) {
+            let comm = if comm.is_empty() { self.comm(pid).unwrap_or_else(|| Arc::from("?")) } else { Arc::clone(comm) };
+            return Some(Owner { pid, comm });
+        }
+        let mut checked = self.checked.borrow_mut();
+        if checked.len() >= 4096 {
+            checked.clear();
+        }
+        checked.entry(pid).or_insert_with(|| self.check(pid)).clone()
+    }
+
+    fn check(&self, pid: u32) -> Option<Owner> {
+        let dir = self.proc_root.join(pid.to_string());
+        let meta = std::fs::metadata(&dir).ok()?;
+        if self.uid.is_some_and(|uid| meta.uid() != uid) {
+            return None;
+        }
+        let exe = std::fs::metadata(dir.join("exe")).ok()?;
+        let runs_hooked = self.binaries.values().any(|&b| b == (exe.dev(), exe.ino()));
+        (self.pid == Some(pid) || runs_hooked).then(|| Owner { pid, comm: self.comm(pid).unwrap_or_else(|| Arc::from("?")) })
+    }
+
+    fn comm(&self, pid: u32) -> Option<Arc<str>> {
+        let comm = std::fs::read_to_string(self.proc_root.join(format!("{pid}/comm"))).ok()?;
+        Some(Arc::from(comm.trim_end_matches('\n')))
     }
 
     /// BPF saw `pid` in a probe: it is hooked whatever its binary is called now.
     pub fn reported(&mut self, pid: u32, comm: &str) {
-        if self.pid.is_none_or(|p| p == pid) && !self.reported.contains_key(&pid) {
+        let known = self.reported.get(&pid).is_some_and(|c| !c.is_empty() || comm.is_empty());
+        if self.pid.is_none_or(|p| p == pid) && !known {
             if self.reported.len() >= 65_536 {
                 self.reported.clear();
             }
@@ -77,10 +117,7 @@ impl Hooked {
             if self.uid.is_some_and(|uid| meta.uid() != uid) {
                 continue;
             }
-            let comm = match std::fs::read_to_string(dir.join("comm")) {
-                Ok(c) => Arc::from(c.trim_end_matches('\n')),
-                Err(_) => self.reported.get(&pid).cloned().unwrap_or_else(|| Arc::from("?")),
-            };
+            let comm = self.comm(pid).or_else(|| self.reported.get(&pid).cloned()).unwrap_or_else(|| Arc::from("?"));
             out.push((pid, comm));
         }
         out
@@ -127,8 +164,26 @@ impl SocketIndex {
     }
 }
 
-impl SocketLookup for SocketIndex {
+/// The system's answers to flow ownership: the last socket scan and the hooked processes.
+#[derive(Debug)]
+pub struct Lookup<'a> {
+    pub index: &'a SocketIndex,
+    pub hooked: &'a Hooked,
+}
+
+impl SocketLookup for Lookup<'_> {
     fn owner(&self, a: SocketAddr, b: SocketAddr) -> Option<Owner> {
+        self.index.owner(a, b)
+    }
+
+    fn process(&self, pid: u32) -> Option<Owner> {
+        self.hooked.owner_of(pid)
+    }
+}
+
+impl SocketIndex {
+    /// The hooked process with a socket of the connection `a`–`b`, or listening on either end.
+    pub fn owner(&self, a: SocketAddr, b: SocketAddr) -> Option<Owner> {
         if let Some(owner) = self.conns.get(&(a, b)).or_else(|| self.conns.get(&(b, a))) {
             return Some(owner.clone());
         }
@@ -234,6 +289,25 @@ mod tests {
         assert_eq!(pid("10.0.0.1:80", "10.0.0.7:1234"), Some(2));
         assert_eq!(pid("10.0.0.9:22", "10.0.0.1:5000"), Some(3), "either way round");
         assert_eq!(pid("10.0.0.9:22", "10.0.0.1:5001"), None);
+    }
+
+    #[test]
+    fn owner_of_checks_the_binary_and_filters() {
+        let me = std::process::id();
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let mut hooked = Hooked::new(Path::new("/proc"), None, None);
+        assert_eq!(hooked.owner_of(me), None, "not running a hooked binary");
+        hooked.add_binary(&exe);
+        assert_eq!(hooked.owner_of(me).map(|o| o.pid), Some(me), "cleared the cache");
+        let other_uid = Hooked::new(Path::new("/proc"), None, Some(u32::MAX - 1));
+        assert_eq!(other_uid.owner_of(me), None);
+        let mut other_pid = Hooked::new(Path::new("/proc"), Some(1), None);
+        other_pid.reported(me, "x");
+        assert_eq!(other_pid.owner_of(me), None, "--pid names someone else");
+        let mut reported = Hooked::new(Path::new("/proc"), None, None);
+        reported.reported(4_000_000, "");
+        reported.reported(4_000_000, "gone");
+        assert_eq!(reported.owner_of(4_000_000).map(|o| o.comm.to_string()), Some("gone".to_string()), "BPF said so");
     }
 
     /// Finds this test process's own listener and connection through the real /proc.

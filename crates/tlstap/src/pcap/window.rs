@@ -18,6 +18,8 @@ pub struct Packet {
     /// Length on the wire.
     pub orig_len: u32,
     pub data: Vec<u8>,
+    /// The process of a connect()'s first SYN, when BPF could tell; else 0.
+    pub syn_pid: u32,
 }
 
 #[derive(Debug)]
@@ -38,7 +40,8 @@ impl Assembler {
     /// Takes a chunk; returns its packet when this chunk completed it.
     pub fn push(&mut self, chunk: &PacketChunk<'_>) -> Option<Packet> {
         if chunk.offset == 0 && chunk.payload.len() == chunk.cap_len as usize {
-            return Some(Packet { ts_ns: chunk.ts_ns, ingress: chunk.ingress, orig_len: chunk.packet_len, data: chunk.payload.to_vec() });
+            let data = chunk.payload.to_vec();
+            return Some(Packet { ts_ns: chunk.ts_ns, ingress: chunk.ingress, orig_len: chunk.packet_len, data, syn_pid: chunk.syn_pid });
         }
         let partial = self.partial.entry(chunk.packet_id).or_insert_with(|| Partial {
             packet: Packet {
@@ -46,6 +49,7 @@ impl Assembler {
                 ingress: chunk.ingress,
                 orig_len: chunk.packet_len,
                 data: Vec::with_capacity(chunk.cap_len as usize),
+                syn_pid: chunk.syn_pid,
             },
             cap_len: chunk.cap_len,
         });
@@ -140,7 +144,7 @@ mod tests {
     use super::*;
 
     fn chunk(id: u64, ts: u64, off: u32, payload: &[u8], cap: u32) -> PacketChunk<'_> {
-        PacketChunk { ts_ns: ts, packet_id: id, ingress: false, packet_len: cap + 2, cap_len: cap, offset: off, payload }
+        PacketChunk { ts_ns: ts, packet_id: id, ingress: false, packet_len: cap + 2, cap_len: cap, offset: off, payload, syn_pid: 0 }
     }
 
     #[test]
@@ -158,7 +162,7 @@ mod tests {
     }
 
     fn packet(ts: u64, tag: u8) -> Packet {
-        Packet { ts_ns: ts, ingress: false, orig_len: 1, data: vec![tag] }
+        Packet { ts_ns: ts, ingress: false, orig_len: 1, data: vec![tag], syn_pid: 0 }
     }
 
     #[test]

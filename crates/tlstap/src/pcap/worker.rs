@@ -18,7 +18,7 @@ use super::filter::PacketFilter;
 use super::flows::{Flows, Owner};
 use super::iface::Interface;
 use super::packet::parse_tcp;
-use super::procfs::{Hooked, SocketIndex};
+use super::procfs::{Hooked, Lookup, SocketIndex};
 use super::window::{Assembler, Packet, Window};
 use super::writer::{OwnedSecret, PacketWriter};
 
@@ -211,8 +211,11 @@ impl Core {
     fn arrive(&mut self, incoming: &RefCell<Incoming>) {
         for packet in std::mem::take(&mut incoming.borrow_mut().arrived) {
             if let Some(tcp) = parse_tcp(&packet.data, self.l2_len) {
-                if std::env::var_os("TLSTAP_PCAP_DEBUG").is_some() && tcp.syn { eprintln!("DBG arrive {} now {} {:?}", packet.ts_ns, monotonic_ns(), tcp); }
-                self.flows.observe(&tcp, packet.ts_ns);
+                self.flows.observe(&tcp, packet.ts_ns, packet.syn_pid);
+                // Checked now, while the process surely lives: it is sending its first SYN.
+                if let Some(owner) = (packet.syn_pid != 0).then(|| self.hooked.owner_of(packet.syn_pid)).flatten() {
+                    self.flows.claim(tcp.src, tcp.dst, owner, packet.ts_ns);
+                }
             }
             self.window.push(packet);
         }
@@ -244,12 +247,8 @@ impl Core {
         let since = at.saturating_sub(self.last_scan);
         let fresh = self.flows.fresh() > 0 && since >= SCAN_FRESH_NS;
         if fresh || (now.is_none() || since >= SCAN_AGAIN_NS) && self.flows.undecided() > 0 {
-            let t0 = monotonic_ns();
-            let procs = self.hooked.processes();
-            self.index = SocketIndex::scan(Path::new("/proc"), &procs);
-            let (f, u) = (self.flows.fresh(), self.flows.undecided());
-            self.flows.decide(&self.index);
-            if std::env::var_os("TLSTAP_PCAP_DEBUG").is_some() { eprintln!("DBG scan at {at} took {}us procs {:?} fresh {f} undecided {u} -> {} ; index {:?}", (monotonic_ns()-t0)/1000, procs, self.flows.undecided(), self.index); }
+            self.index = SocketIndex::scan(Path::new("/proc"), &self.hooked.processes());
+            self.flows.decide(&Lookup { index: &self.index, hooked: &self.hooked });
             self.last_scan = at;
         }
         let mut wrote = false;
@@ -269,7 +268,8 @@ impl Core {
     /// Writes a packet leaving the window if it is wanted. Returns whether it was written.
     fn release(&mut self, packet: &Packet) -> std::io::Result<bool> {
         let tcp = parse_tcp(&packet.data, self.l2_len);
-        let owner = tcp.and_then(|t| self.flows.owner_at_release(&t, &self.index));
+        let lookup = Lookup { index: &self.index, hooked: &self.hooked };
+        let owner = tcp.and_then(|t| self.flows.owner_at_release(&t, &lookup));
         let wanted = (self.all || owner.is_some()) && self.filter.as_ref().is_none_or(|f| f.matches(&packet.data, packet.orig_len));
         if wanted {
             self.writer.packet(packet, packet.ts_ns.saturating_add(self.wall_offset), owner.as_ref())?;

@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn packet_records_are_json() {
-        let packet = Packet { ts_ns: 1, ingress: true, orig_len: 60, data: vec![0; 60] };
+        let packet = Packet { ts_ns: 1, ingress: true, orig_len: 60, data: vec![0; 60], syn_pid: 0 };
         let owner = Owner { pid: 42, comm: Arc::from("we\"ird\\\n") };
         let mut line = Vec::new();
         packet_record(&mut line, 7, Some(&owner), &packet, "lo");
