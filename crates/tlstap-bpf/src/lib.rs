@@ -12,6 +12,8 @@ pub mod skel {
     #![allow(
         clippy::all,
         clippy::undocumented_unsafe_blocks,
+        clippy::unwrap_used,
+        clippy::expect_used,
         missing_debug_implementations,
         non_camel_case_types,
         unsafe_op_in_unsafe_fn
@@ -24,6 +26,8 @@ pub mod packets_skel {
     #![allow(
         clippy::all,
         clippy::undocumented_unsafe_blocks,
+        clippy::unwrap_used,
+        clippy::expect_used,
         missing_debug_implementations,
         non_camel_case_types,
         unsafe_op_in_unsafe_fn

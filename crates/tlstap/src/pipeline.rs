@@ -241,10 +241,10 @@ mod tests {
 
     #[test]
     fn conn_ids_are_stable_and_distinct() {
-        let a = conn_id(1, 0xc000_1000, 0xffff_1);
-        assert_eq!(a, conn_id(1, 0xc000_1000, 0xffff_1));
-        assert_ne!(a, conn_id(2, 0xc000_1000, 0xffff_1));
-        assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_2));
+        let a = conn_id(1, 0xc000_1000, 0xffff_0001);
+        assert_eq!(a, conn_id(1, 0xc000_1000, 0xffff_0001));
+        assert_ne!(a, conn_id(2, 0xc000_1000, 0xffff_0001));
+        assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_0002));
         assert_eq!(a.len(), 16);
     }
 }

@@ -206,7 +206,7 @@ fn capture(
     let losses = capture.losses()?;
     drop(capture); // detach every probe before the summary
     if let Err(err) = outcome {
-        return err.downcast::<io::Error>().map_or_else(Err, |e| quiet_if_broken_pipe(e).map_err(Into::into));
+        return err.downcast::<io::Error>().map_or_else(Err, quiet_if_broken_pipe);
     }
 
     let mut stats = Stats { events: pipeline.events, bytes: pipeline.bytes, ..Stats::default() };

@@ -1,6 +1,8 @@
 //! Privileged end-to-end tests: real BPF on real Go programs. The fixture records every
 //! tls.Conn call it makes; tlstap's capture must match it byte for byte, call for call.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken expectations
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! Completeness: any payload size byte-exact, nothing lost under load, and the BPF-side
 //! process filters. Privileged: real BPF on real Go programs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken expectations
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt as _;

@@ -4,6 +4,8 @@
 //! The tests of this file run one at a time (a lock), so that "no tlstap link left" is not
 //! confused by another test's capture.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken expectations
+
 mod common;
 
 use std::process::Command;

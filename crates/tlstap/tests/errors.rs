@@ -1,6 +1,8 @@
 //! Bad input gets one clear error line and a non-zero exit, never a panic or a backtrace.
 //! None of these needs BPF; the not-root case drops privileges itself.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken expectations
+
 mod common;
 
 use std::path::Path;

@@ -1,6 +1,8 @@
 //! Keylog mode against independent oracles: curl's own SSLKEYLOGFILE (every line it wrote must
 //! be in tlstap's file) and tshark (tlstap's key log alone decrypts a capture tshark took).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken expectations
+
 mod common;
 
 use std::collections::BTreeSet;

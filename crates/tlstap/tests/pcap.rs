@@ -5,6 +5,8 @@
 //! packets (nothing missing, nothing twice on `lo`); an unhooked process's TLS is left out
 //! unless `--all`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken expectations
+
 mod common;
 
 use std::collections::BTreeMap;
