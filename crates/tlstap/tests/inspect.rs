@@ -1,0 +1,43 @@
+//! `--dry-run`: what would be attached, without BPF and without root.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken expectations
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn dry_run_as_nobody_on_a_stripped_pie() {
+    let dir = TempDir::new("inspect");
+    let binary = copy_binary(&fixture("1.27", "pie-strip", "tlsfixture"), &dir, "server");
+    let tlstap = copy_binary(Path::new(TLSTAP), &dir, "tlstap");
+    for p in [&dir.0, &binary, &tlstap] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(&tlstap)
+        .args(["gotls", "--dry-run", "-e"])
+        .arg(&binary)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for line in ["go:       go1.27", "abi:      register", "pie:      yes", "symbols:  .gopclntab (stripped)", "conn:     tls.Conn.conn +0"] {
+        assert!(text.contains(line), "{line:?} in:\n{text}");
+    }
+    let probes = text.lines().filter(|l| l.starts_with("probe:")).count();
+    assert!(probes >= 4, "write entry, read entry and read returns:\n{text}");
+}
+
+#[test]
+fn dry_run_of_a_stack_abi_binary() {
+    let out = Command::new(TLSTAP).args(["gotls", "--dry-run", "-e"]).arg(fixture("1.15", "exe", "tlsfixture")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("abi:      stack") && text.contains("go:       go1.15"), "{text}");
+}
