@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tlstap_bpf::wire::ProcessEvent;
@@ -41,7 +42,13 @@ struct Hooked {
     /// The path the first process showed for it (inside its mount namespace).
     shown_path: PathBuf,
     pids: HashSet<u32>,
+    /// When its last process exited; it is released after [`LINGER`] unless one comes back.
+    idle_since: Option<Instant>,
 }
+
+/// How long a binary stays hooked after its last process exited: a program run again and
+/// again (a CLI in a loop, a cron job) is then hooked at no cost instead of re-attached.
+const LINGER: Duration = Duration::from_secs(10);
 
 /// What is known about the binaries of the host's processes.
 pub struct Discovery {
@@ -90,11 +97,11 @@ impl Discovery {
 
     /// A process exec'd or exited (already filtered in BPF).
     pub fn on_process(&mut self, ev: &ProcessEvent, capture: &mut Capture<'_>, pipeline: &mut Pipeline) -> Result<()> {
-        if ev.exited {
-            return self.forget(ev.pid, capture, pipeline);
-        }
         // A new image replaces the old one: the pid may now run another binary.
-        self.forget(ev.pid, capture, pipeline)?;
+        self.forget(ev.pid);
+        if ev.exited {
+            return Ok(());
+        }
         let outcome = self.consider(ev.pid, Some(ev.ts_ns), capture, pipeline);
         if ev.held {
             system::continue_process(ev.pid);
@@ -108,6 +115,7 @@ impl Discovery {
         let Some(id) = FileId::of(&exe) else { return Ok(()) }; // gone, or a kernel thread
         if let Some(hooked) = self.hooked.get_mut(&id) {
             hooked.pids.insert(pid);
+            hooked.idle_since = None;
             self.pids.insert(pid, id);
             return Ok(());
         }
@@ -146,22 +154,38 @@ impl Discovery {
             abi: target.abi_name(),
             probes: handle.probes,
         }))?;
-        self.hooked.insert(id, Hooked { handle, shown_path, pids: HashSet::from([pid]) });
+        self.hooked.insert(id, Hooked { handle, shown_path, pids: HashSet::from([pid]), idle_since: None });
         self.pids.insert(pid, id);
         Ok(())
     }
 
-    /// A process is gone (or exec'd): release its binary when no other process runs it.
-    fn forget(&mut self, pid: u32, capture: &mut Capture<'_>, pipeline: &mut Pipeline) -> Result<()> {
-        let Some(id) = self.pids.remove(&pid) else { return Ok(()) };
-        let Some(hooked) = self.hooked.get_mut(&id) else { return Ok(()) };
+    /// A process is gone (or exec'd): its binary starts lingering when no other process runs it.
+    fn forget(&mut self, pid: u32) {
+        let Some(id) = self.pids.remove(&pid) else { return };
+        let Some(hooked) = self.hooked.get_mut(&id) else { return };
         hooked.pids.remove(&pid);
-        if !hooked.pids.is_empty() {
-            return Ok(());
+        if hooked.pids.is_empty() {
+            hooked.idle_since = Some(Instant::now());
         }
-        if let Some(hooked) = self.hooked.remove(&id) {
-            capture.detach(hooked.handle);
-            pipeline.write(&Event::Detach { binary: &hooked.shown_path })?;
+    }
+
+    /// Releases binaries idle for longer than [`LINGER`] (all of them when `now` is None, at
+    /// the end of the capture), telling the sinks.
+    pub fn release_idle(&mut self, now: Option<Instant>, capture: &mut Capture<'_>, pipeline: &mut Pipeline) -> Result<()> {
+        let idle: Vec<FileId> = self
+            .hooked
+            .iter()
+            .filter(|(_, h)| match now {
+                None => true,
+                Some(now) => h.idle_since.is_some_and(|since| now.duration_since(since) >= LINGER),
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in idle {
+            if let Some(hooked) = self.hooked.remove(&id) {
+                capture.detach(hooked.handle);
+                pipeline.write(&Event::Detach { binary: &hooked.shown_path })?;
+            }
         }
         Ok(())
     }

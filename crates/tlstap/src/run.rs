@@ -261,7 +261,13 @@ fn drain_until_stopped(
         }
         if stopping {
             // Events already in the ring when the signal came are part of the capture.
+            if let Some(discovery) = discovery.as_deref_mut() {
+                discovery.release_idle(None, capture, &mut p)?;
+            }
             return Ok(p.tick(None)?);
+        }
+        if let Some(discovery) = discovery.as_deref_mut() {
+            discovery.release_idle(Some(Instant::now()), capture, &mut p)?;
         }
         p.tick(Some(Instant::now()))?;
         loss_report.maybe_report(capture);

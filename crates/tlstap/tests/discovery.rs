@@ -83,7 +83,8 @@ fn without_catch_exec_new_processes_are_found_measurement() {
         let seen = capture.records.iter().filter(|r| r["type"] == "data" && r["pid"] == *pid).count();
         eprintln!("pid {pid}: {seen} of {made} calls captured without --catch-exec ({})", manifest.display());
     }
-    assert_eq!(capture.stats()["lost"], 0);
+    // Reads begun before their process was hooked return without entry state: counted loss.
+    eprintln!("{}", capture.stats());
 }
 
 #[test]
