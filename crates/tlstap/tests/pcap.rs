@@ -2,8 +2,8 @@
 //! every request and response of a fixture run (TLS 1.3 and 1.2; Go server hooked, Go client
 //! hooked) from the file's own secrets, and nothing once they are stripped (editcap); capinfos
 //! and tshark check time order and stamps; a tshark capture of the same port must hold the same
-//! packets (nothing missing, nothing twice on `lo`); an unhooked process's TLS is left out
-//! unless `--all`.
+//! packets (nothing missing, nothing twice on `lo`; both directions once on a veth); an unhooked
+//! process's TLS is left out unless `--all`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken expectations
 
@@ -108,7 +108,8 @@ fn pcap_hooked_server_decrypts_tls13_and_tls12_and_leaves_others_out() {
     let other = Server::start(&other_bin, &dir.path("other.jsonl"), &[]);
     let wire = Tshark::start(&dir.path("wire.pcapng"), port_of(&server.addr));
     let file = dir.path("out.pcapng");
-    let tlstap = start_pcap(&dir, &file, &["-e", server_bin.to_str().unwrap()]);
+    let keys = dir.path("keys.log");
+    let tlstap = start_pcap(&dir, &file, &["-e", server_bin.to_str().unwrap(), "-k", keys.to_str().unwrap()]);
     let nonces = [nonce(), nonce()];
     let other_nonce = nonce();
     curl_echo(&server.addr, &["--tlsv1.3"], &nonces[0], &dir.path("curl.keys"));
@@ -142,6 +143,9 @@ fn pcap_hooked_server_decrypts_tls13_and_tls12_and_leaves_others_out() {
     assert!(packets.iter().all(|p| p["pid"] == server_pid && p["comm"] == "server" && p["ifname"] == "lo"));
     assert_eq!(capture.stats()["lost"], 0, "{}", capture.stats());
     assert!(capture.stderr.contains(&format!(", {} packets", packets.len())), "summary: {}", capture.stderr);
+    // -k writes the same secrets as an NSS key log: 4 lines for TLS 1.3, 1 for TLS 1.2.
+    assert_eq!(std::fs::read_to_string(&keys).unwrap().lines().count(), 5);
+    assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o600);
 }
 
 #[test]
@@ -217,6 +221,151 @@ fn pcap_all_writes_unhooked_traffic_and_a_filter_narrows_it() {
     }
     server.stop();
     other.stop();
+}
+
+/// A network namespace joined to this one by a veth pair; both go when dropped.
+struct Netns {
+    name: String,
+    host_if: String,
+    host_ip: String,
+    peer_ip: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let id = std::process::id() % 10_000;
+        let (name, host_if) = (format!("tlstap-pcap-{id}"), format!("tlpc{id}h"));
+        let subnet = format!("10.{}.{}", 200 + id % 50, id % 250);
+        let ns = Netns { name, host_if, host_ip: format!("{subnet}.1"), peer_ip: format!("{subnet}.2") };
+        let ip = |args: &str| {
+            let out = Command::new("ip").args(args.split_whitespace()).output().unwrap();
+            assert!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let _ = Command::new("ip").args(["netns", "del", &ns.name]).output();
+        ip(&format!("netns add {}", ns.name));
+        ip(&format!("link add {} type veth peer name tlpcpeer netns {}", ns.host_if, ns.name));
+        ip(&format!("addr add {}/24 dev {}", ns.host_ip, ns.host_if));
+        ip(&format!("link set {} up", ns.host_if));
+        ip(&format!("-n {} addr add {}/24 dev tlpcpeer", ns.name, ns.peer_ip));
+        ip(&format!("-n {} link set tlpcpeer up", ns.name));
+        ip(&format!("-n {} link set lo up", ns.name));
+        ns
+    }
+
+    /// `curl` from inside the namespace, as [`curl_echo`] does.
+    fn curl_echo(&self, addr: &str, nonce: &str) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "curl", "-sS", "-k", "--noproxy", "*", "--fail", "-o", "/dev/null"])
+            .args(["-X", "POST", "--data-binary", &format!("{nonce}-request"), "-H", &format!("X-Nonce: {nonce}")])
+            .arg(format!("https://{addr}/echo?size=20000&n={nonce}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl in {}: {}", self.name, String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// On an Ethernet interface (a veth), ingress and egress are both captured, each packet once,
+/// as tshark sees them on the same interface; the file decrypts from its own secrets.
+#[test]
+fn pcap_on_a_veth_captures_both_directions_once() {
+    if !privileged() {
+        return;
+    }
+    let started = now_ns();
+    let dir = TempDir::new("pcap-veth");
+    let ns = Netns::new();
+    let server_bin = copy_binary(&fixture(VERSION, VARIANT, "tlsfixture"), &dir, "server");
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &["--addr", &format!("{}:0", ns.host_ip)]);
+    let mut wire = Proc::spawn(
+        Command::new("tshark")
+            .args(["-i", &ns.host_if, "-f", &format!("tcp port {}", port_of(&server.addr)), "-w"])
+            .arg(dir.path("wire.pcapng"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+        "tshark",
+    );
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(wire.child.stderr.take().unwrap()));
+    assert!(lines.any(|l| l.unwrap().contains("Capturing on")), "tshark did not start capturing");
+    std::thread::spawn(move || lines.for_each(drop)); // never block tshark on a full pipe
+    let file = dir.path("out.pcapng");
+    let tlstap = Tlstap::start(&dir, &["-m", "pcap", "-i", &ns.host_if, "-w", file.to_str().unwrap(), "-e", server_bin.to_str().unwrap()]);
+    let nonces = [nonce(), nonce()];
+    for n in &nonces {
+        ns.curl_echo(&server.addr, n);
+    }
+    let capture = tlstap.stop();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    wire.signal(libc::SIGINT);
+    wire.wait_timeout(std::time::Duration::from_secs(30));
+    let port = port_of(&server.addr);
+    server.stop();
+
+    assert_well_formed(&file, started);
+    let responses = decrypted(&file, "http.response.line");
+    assert!(nonces.iter().all(|n| responses.contains(&format!("X-Nonce: {n}"))), "not decrypted:
+{responses}");
+    let ours = packet_ids(&file, port);
+    // Equal counts: a retransmission is there as often as on the wire, nothing twice beyond.
+    assert_eq!(ours, packet_ids(&dir.path("wire.pcapng"), port), "tlstap's packets vs tshark's");
+    let directions: Vec<_> = capture.records.iter().filter(|r| r["type"] == "packet").map(|r| r["direction"].as_str().unwrap()).collect();
+    assert!(directions.contains(&"ingress") && directions.contains(&"egress"), "{directions:?}");
+    assert_eq!(capture.stats()["lost"], 0, "{}", capture.stats());
+}
+
+/// A tun device (no link-layer header) held open by this test; it goes when dropped.
+struct Tun {
+    fd: std::fs::File,
+    name: String,
+}
+
+impl Tun {
+    fn new(name: &str, addr: &str) -> Tun {
+        const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+        let fd = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun").unwrap();
+        let mut ifreq = [0u8; 40];
+        ifreq[..name.len()].copy_from_slice(name.as_bytes());
+        ifreq[16..18].copy_from_slice(&(0x0001u16 | 0x1000).to_ne_bytes()); // IFF_TUN | IFF_NO_PI
+        // SAFETY: a valid fd and a 40-byte ifreq that outlives the call.
+        let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), TUNSETIFF, ifreq.as_mut_ptr()) };
+        assert_eq!(rc, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+        for args in [vec!["addr", "add", addr, "dev", name], vec!["link", "set", name, "up"]] {
+            assert!(Command::new("ip").args(&args).status().unwrap().success(), "ip {args:?}");
+        }
+        Tun { fd, name: name.to_string() }
+    }
+}
+
+/// On a raw-IP interface (tun) the file's link type is raw IP (101) and tshark decodes it.
+#[test]
+fn pcap_on_a_tun_writes_raw_ip() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("pcap-tun");
+    let id = std::process::id() % 10_000;
+    let tun = Tun::new(&format!("tlpt{id}"), &format!("10.{}.{}.1/24", 200 + id % 50, id % 250));
+    let peer = format!("10.{}.{}.2:9", 200 + id % 50, id % 250);
+    let file = dir.path("out.pcapng");
+    let fixture = fixture(VERSION, VARIANT, "tlsfixture");
+    let args = ["-m", "pcap", "-i", &tun.name, "-w", file.to_str().unwrap(), "-e", fixture.to_str().unwrap(), "--all", "udp"];
+    let tlstap = Tlstap::start(&dir, &args);
+    let marker = format!("tlstap-raw-{}", nonce());
+    std::net::UdpSocket::bind("0.0.0.0:0").unwrap().send_to(marker.as_bytes(), &peer).unwrap();
+    let capture = tlstap.stop();
+    let info = String::from_utf8_lossy(&Command::new("capinfos").arg(&file).output().unwrap().stdout).into_owned();
+    assert!(info.contains("File encapsulation:  Raw IP\n"), "capinfos:\n{info}");
+    let payloads = frames(&file, "udp.dstport == 9", &["data.data"]).concat().join("");
+    let hex: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(payloads.contains(&hex), "datagram not in the file: {payloads}");
+    let packets: Vec<_> = capture.records.iter().filter(|r| r["type"] == "packet").collect();
+    assert!(packets.iter().all(|p| p["ifname"] == tun.name.as_str() && p["pid"].is_null()), "{packets:?}");
+    drop(tun.fd);
 }
 
 /// Bad pcap-mode input: one clear line, exit 1, nothing left behind.

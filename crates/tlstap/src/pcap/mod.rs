@@ -19,6 +19,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -72,6 +73,8 @@ impl PcapRequest {
 pub struct PcapMode {
     tx: Option<Sender<Msg>>,
     thread: Option<JoinHandle<Result<(), String>>>,
+    /// Why the thread ended early, once it has.
+    failure: Arc<Mutex<Option<String>>>,
     side: bool,
     file: PathBuf,
 }
@@ -106,21 +109,31 @@ impl PcapMode {
         };
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
+        let failure = Arc::new(Mutex::new(None));
+        let thread_failure = Arc::clone(&failure);
         let thread = std::thread::Builder::new()
             .name("tlstap-pcap".to_string())
-            .spawn(move || worker::run(setup, rx, ready_tx))
+            .spawn(move || {
+                let result = worker::run(setup, &rx, ready_tx);
+                // Recorded before the channel closes, so a sender that fails finds the reason.
+                if let (Err(reason), Ok(mut slot)) = (&result, thread_failure.lock()) {
+                    *slot = Some(reason.clone());
+                }
+                drop(rx);
+                result
+            })
             .context("starting the packet capture thread")?;
         let started = ready_rx.recv().map_err(|_| String::new()).and_then(|r| r);
         if let Err(reason) = started {
             let reason = thread.join().ok().and_then(Result::err).filter(|_| reason.is_empty()).unwrap_or(reason);
             bail!("capturing packets on {}: {reason}", request.ifname);
         }
-        Ok(PcapMode { tx: Some(tx), thread: Some(thread), side: request.side.is_some(), file: path.clone() })
+        Ok(PcapMode { tx: Some(tx), thread: Some(thread), failure, side: request.side.is_some(), file: path.clone() })
     }
 
     /// The sink the capture loop feeds (in place of the text/jsonl sink).
     pub fn sink(&self) -> Box<dyn Sink> {
-        Box::new(Forwarder { tx: self.tx.clone(), side: self.side, seen: HashSet::new() })
+        Box::new(Forwarder { tx: self.tx.clone(), failure: Arc::clone(&self.failure), side: self.side, seen: HashSet::new() })
     }
 
     /// Stops capturing and writes everything pending; adds the packet losses to `stats` and
@@ -172,6 +185,7 @@ impl Drop for PcapMode {
 /// Forwards what the capture loop sees to the packet thread.
 struct Forwarder {
     tx: Option<Sender<Msg>>,
+    failure: Arc<Mutex<Option<String>>>,
     side: bool,
     /// (pid, connection) pairs already forwarded.
     seen: HashSet<(u32, Option<(SocketAddr, SocketAddr)>)>,
@@ -184,7 +198,8 @@ impl Forwarder {
             Ok(())
         } else {
             self.tx = None;
-            Err(io::Error::other("the packet capture thread stopped (its reason follows at exit)"))
+            let reason = self.failure.lock().ok().and_then(|f| f.clone()).unwrap_or_else(|| "it ended".to_string());
+            Err(io::Error::other(format!("the packet capture stopped: {reason}")))
         }
     }
 

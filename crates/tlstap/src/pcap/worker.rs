@@ -79,7 +79,7 @@ struct Incoming {
 }
 
 /// The thread's body. Reports readiness (or why it could not start) on `ready` first.
-pub fn run(setup: Setup, rx: Receiver<Msg>, ready: Sender<Result<(), String>>) -> Result<(), String> {
+pub fn run(setup: Setup, rx: &Receiver<Msg>, ready: Sender<Result<(), String>>) -> Result<(), String> {
     let Setup { iface, writer, filter, all, pid, uid, ringbuf_bytes, wall_offset } = setup;
     let opts = PacketOptions {
         ifindex: iface.index,
