@@ -14,6 +14,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "events.h"
+#include "loss.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -71,13 +72,7 @@ struct tlstap_wire_types _wire_types = {};
 
 static __always_inline void count_loss(__u32 cause, __u64 bytes)
 {
-	__u64 *packets_lost = bpf_map_lookup_elem(&packet_loss_packets, &cause);
-	__u64 *bytes_lost = bpf_map_lookup_elem(&packet_loss_bytes, &cause);
-
-	if (packets_lost)
-		*packets_lost += 1;
-	if (bytes_lost)
-		*bytes_lost += bytes;
+	add_loss(&packet_loss_packets, &packet_loss_bytes, cause, bytes);
 }
 
 /* One packet being copied; lives on the program's stack, read by the bpf_loop callback. */

@@ -15,6 +15,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "events.h"
+#include "loss.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -93,185 +94,7 @@ struct tlstap_wire_types _wire_types = {};
 
 static __always_inline void count_loss(__u32 cause, __u64 bytes)
 {
-	__u64 *calls = bpf_map_lookup_elem(&loss_calls, &cause);
-	__u64 *lost = bpf_map_lookup_elem(&loss_bytes, &cause);
-
-	if (calls)
-		*calls += 1;
-	if (lost)
-		*lost += bytes;
-}
-
-/* --- Go calling conventions ------------------------------------------------------------- */
-
-/* Integer argument/result register i of Go's register ABI (ABIInternal). */
-static __always_inline __u64 go_reg(struct pt_regs *ctx, int i)
-{
-#if defined(__TARGET_ARCH_x86)
-	switch (i) {
-	case 0: return BPF_CORE_READ(ctx, ax);
-	case 1: return BPF_CORE_READ(ctx, bx);
-	case 2: return BPF_CORE_READ(ctx, cx);
-	case 3: return BPF_CORE_READ(ctx, di);
-	case 4: return BPF_CORE_READ(ctx, si);
-	case 5: return BPF_CORE_READ(ctx, r8);
-	case 6: return BPF_CORE_READ(ctx, r9);
-	case 7: return BPF_CORE_READ(ctx, r10);
-	default: return BPF_CORE_READ(ctx, r11);
-	}
-#else
-	return ((struct user_pt_regs *)ctx)->regs[i & 15];
-#endif
-}
-
-static __always_inline __u64 stack_pointer(struct pt_regs *ctx)
-{
-	return PT_REGS_SP(ctx);
-}
-
-/*
- * Word i of the arguments+results of a Go ABI0 (stack ABI) call. At the first instruction and at
- * a RET, SP points at the return address (amd64) or the saved-LR slot (arm64); words follow.
- */
-static __always_inline __u64 go_stack_word(struct pt_regs *ctx, int i)
-{
-	__u64 v = 0;
-
-	bpf_probe_read_user(&v, sizeof(v), (void *)(stack_pointer(ctx) + 8 + 8 * i));
-	return v;
-}
-
-/* Word i of the call: register i in the register ABI, stack word i in ABI0. */
-static __always_inline __u64 go_arg(struct pt_regs *ctx, bool stack_abi, int i)
-{
-	return stack_abi ? go_stack_word(ctx, i) : go_reg(ctx, i);
-}
-
-static __always_inline struct tlstap_binary_cfg *binary_of(__u64 cookie)
-{
-	__u32 index = (cookie >> TLSTAP_COOKIE_BINARY_SHIFT) & TLSTAP_COOKIE_BINARY_MASK;
-
-	return bpf_map_lookup_elem(&binaries, &index);
-}
-
-/* The running goroutine's g, which identifies a call from its entry to its RET. */
-static __always_inline __u64 go_goroutine(struct pt_regs *ctx, __u64 cookie)
-{
-#if defined(__TARGET_ARCH_x86)
-	struct tlstap_binary_cfg *cfg;
-	struct task_struct *task;
-	__u64 below_fs = 8, fsbase, g = 0;
-
-	if (!(cookie & TLSTAP_COOKIE_STACK_ABI))
-		return BPF_CORE_READ(ctx, r14);
-	/* ABI0 on amd64: g lives in thread-local storage just below the FS base. */
-	cfg = binary_of(cookie);
-	if (cfg && cfg->g_below_fs)
-		below_fs = cfg->g_below_fs;
-	task = (struct task_struct *)bpf_get_current_task();
-	fsbase = BPF_CORE_READ(task, thread.fsbase);
-	bpf_probe_read_user(&g, sizeof(g), (void *)(fsbase - below_fs));
-	return g;
-#else
-	/* arm64 keeps g in X28 in both ABIs. */
-	return ((struct user_pt_regs *)ctx)->regs[28];
-#endif
-}
-
-/* --- Connection --------------------------------------------------------------------- */
-
-static __always_inline __u64 read_user_u64(__u64 addr, bool *ok)
-{
-	__u64 v = 0;
-
-	if (bpf_probe_read_user(&v, sizeof(v), (void *)addr))
-		*ok = false;
-	return v;
-}
-
-/* Fills the addresses of a TCP socket. */
-static __always_inline void read_sock(struct tlstap_conn *c, struct sock *sk)
-{
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-
-	c->sock_id = (__u64)sk;
-	c->family = family;
-	c->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	c->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	/* Explicit sizes: BPF_CORE_READ_INTO would take sizeof(*array), one byte. */
-	if (family == AF_INET) {
-		bpf_core_read(c->local_addr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(c->remote_addr, 4, &sk->__sk_common.skc_daddr);
-	} else if (family == AF_INET6) {
-		bpf_core_read(c->local_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(c->remote_addr, 16, &sk->__sk_common.skc_v6_daddr);
-	}
-}
-
-/*
- * tls.Conn.conn (net.Conn) -> itab -> type check -> *net.TCPConn/UnixConn -> conn.fd (*netFD)
- * -> pfd.Sysfd -> this task's file table -> struct socket -> struct sock. Offsets and type
- * addresses come from the binary (userspace reads its runtime type data); the load bias of a
- * PIE is the instruction pointer less the probe's address in the file's view.
- */
-static __always_inline void resolve_conn(struct pt_regs *ctx, __u64 cookie, __u64 conn_ptr,
-					 struct tlstap_conn *c)
-{
-	struct tlstap_binary_cfg *cfg = binary_of(cookie);
-	__u64 probe_vaddr = cookie >> TLSTAP_COOKIE_VADDR_SHIFT;
-	__u64 bias, itab, data, type, netfd, sysfd = 0;
-	struct task_struct *task;
-	struct file **fds, *file;
-	struct socket *sock;
-	struct sock *sk;
-	unsigned int max_fds;
-	bool ok = true;
-
-	c->fd = -1;
-	if (!cfg || !(cfg->flags & TLSTAP_BINARY_CONN_LAYOUT) || !probe_vaddr)
-		return;
-	bias = PT_REGS_IP(ctx) - probe_vaddr;
-	itab = read_user_u64(conn_ptr + cfg->tls_conn_conn, &ok);
-	data = read_user_u64(conn_ptr + cfg->tls_conn_conn + 8, &ok);
-	/* itab: {inter *interfacetype, _type *_type, ...} in every Go release. */
-	type = itab ? read_user_u64(itab + 8, &ok) : 0;
-	if (!ok) {
-		c->kind = TLSTAP_CONN_FAULT;
-		return;
-	}
-	if (cfg->tcp_conn_type && type == cfg->tcp_conn_type + bias)
-		c->kind = TLSTAP_CONN_TCP;
-	else if (cfg->unix_conn_type && type == cfg->unix_conn_type + bias)
-		c->kind = TLSTAP_CONN_UNIX;
-	else {
-		c->kind = TLSTAP_CONN_OTHER;
-		return;
-	}
-	netfd = read_user_u64(data + cfg->net_conn_fd, &ok);
-	if (ok && netfd)
-		bpf_probe_read_user(&sysfd, sizeof(__s32), (void *)(netfd + cfg->net_fd_sysfd));
-	else
-		ok = false;
-	task = (struct task_struct *)bpf_get_current_task();
-	max_fds = BPF_CORE_READ(task, files, fdt, max_fds);
-	if (!ok || (__s32)sysfd < 0 || sysfd >= max_fds) {
-		c->kind = TLSTAP_CONN_FAULT;
-		return;
-	}
-	c->fd = (__s32)sysfd;
-	fds = BPF_CORE_READ(task, files, fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), fds + sysfd) || !file)
-		return;
-	sock = BPF_CORE_READ(file, private_data);
-	sk = sock ? BPF_CORE_READ(sock, sk) : 0;
-	if (!sk)
-		return;
-	if (c->kind == TLSTAP_CONN_TCP)
-		read_sock(c, sk);
-	else {
-		c->sock_id = (__u64)sk;
-		c->family = AF_UNIX;
-	}
+	add_loss(&loss_calls, &loss_bytes, cause, bytes);
 }
 
 /* The next sequence number of this (process, conn, direction). */
@@ -290,6 +113,16 @@ static __always_inline __u64 next_seq(__u64 conn_ptr, __u32 tgid, __u32 directio
 	seq = bpf_map_lookup_elem(&seqs, &key);
 	return seq ? __sync_fetch_and_add(seq, 1) : 0;
 }
+
+static __always_inline struct tlstap_binary_cfg *binary_of(__u64 cookie)
+{
+	__u32 index = (cookie >> TLSTAP_COOKIE_BINARY_SHIFT) & TLSTAP_COOKIE_BINARY_MASK;
+
+	return bpf_map_lookup_elem(&binaries, &index);
+}
+
+#include "go_abi.h"
+#include "conn.h"
 
 /* --- Emission ------------------------------------------------------------------------- */
 
@@ -434,7 +267,7 @@ static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 d
 	e.direction = direction;
 	bpf_get_current_comm(e.comm, sizeof(e.comm));
 	e.seq = next_seq(conn_ptr, pid_tgid >> 32, direction);
-	resolve_conn(ctx, cookie, conn_ptr, &e.conn);
+	resolve_conn(ctx, cookie, binary_of(cookie), conn_ptr, &e.conn);
 	chunks = (len + TLSTAP_CHUNK_MAX - 1) / TLSTAP_CHUNK_MAX;
 	if (chunks > CHUNK_LOOP_MAX) {
 		count_loss(TLSTAP_LOSS_RINGBUF_FULL, len - (__u64)CHUNK_LOOP_MAX * TLSTAP_CHUNK_MAX);
@@ -503,7 +336,7 @@ static __always_inline void on_write_entry(struct pt_regs *ctx, __u64 cookie, __
 static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie)
 {
 	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
-	__u64 g = go_goroutine(ctx, cookie);
+	__u64 g = go_goroutine(ctx, stack_abi, binary_of(cookie));
 	struct read_entry entry = {
 		.conn_ptr = go_arg(ctx, stack_abi, 0),
 		.buf = go_arg(ctx, stack_abi, 1),
@@ -517,7 +350,7 @@ static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie)
 static __always_inline void on_read_return(struct pt_regs *ctx, __u64 cookie, __u64 pid_tgid)
 {
 	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
-	__u64 g = go_goroutine(ctx, cookie);
+	__u64 g = go_goroutine(ctx, stack_abi, binary_of(cookie));
 	struct read_entry *entry = bpf_map_lookup_elem(&reads_in_flight, &g);
 	__s64 n = (__s64)(stack_abi ? go_stack_word(ctx, 4) : go_reg(ctx, 0));
 	struct read_entry saved;

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The socket under a tls.Conn, found inside the uprobe (no kprobes needed): Go's own
+ * structures as the binary's type data describe them, then the task's file table.
+ * Included by tlstap.bpf.c only. Every pointer is read with a fault-checked helper.
+ */
+#ifndef TLSTAP_CONN_H
+#define TLSTAP_CONN_H
+
+static __always_inline __u64 read_user_u64(__u64 addr, bool *ok)
+{
+	__u64 v = 0;
+
+	if (bpf_probe_read_user(&v, sizeof(v), (void *)addr))
+		*ok = false;
+	return v;
+}
+
+/* Fills the addresses of a TCP socket. */
+static __always_inline void read_sock(struct tlstap_conn *c, struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	c->sock_id = (__u64)sk;
+	c->family = family;
+	c->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	c->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	/* Explicit sizes: BPF_CORE_READ_INTO would take sizeof(*array), one byte. */
+	if (family == AF_INET) {
+		bpf_core_read(c->local_addr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(c->remote_addr, 4, &sk->__sk_common.skc_daddr);
+	} else if (family == AF_INET6) {
+		bpf_core_read(c->local_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(c->remote_addr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+}
+
+/*
+ * tls.Conn.conn (net.Conn) -> itab -> type check -> *net.TCPConn/UnixConn -> conn.fd (*netFD)
+ * -> pfd.Sysfd -> this task's file table -> struct socket -> struct sock. Offsets and type
+ * addresses come from the binary (userspace reads its runtime type data); the load bias of a
+ * PIE is the instruction pointer less the probe's address in the file's view.
+ */
+static __always_inline void resolve_conn(struct pt_regs *ctx, __u64 cookie,
+					 const struct tlstap_binary_cfg *cfg, __u64 conn_ptr,
+					 struct tlstap_conn *c)
+{
+	__u64 probe_vaddr = cookie >> TLSTAP_COOKIE_VADDR_SHIFT;
+	__u64 bias, itab, data, type, netfd, sysfd = 0;
+	struct task_struct *task;
+	struct file **fds, *file;
+	struct socket *sock;
+	struct sock *sk;
+	unsigned int max_fds;
+	bool ok = true;
+
+	c->fd = -1;
+	if (!cfg || !(cfg->flags & TLSTAP_BINARY_CONN_LAYOUT) || !probe_vaddr)
+		return;
+	bias = PT_REGS_IP(ctx) - probe_vaddr;
+	itab = read_user_u64(conn_ptr + cfg->tls_conn_conn, &ok);
+	data = read_user_u64(conn_ptr + cfg->tls_conn_conn + 8, &ok);
+	/* itab: {inter *interfacetype, _type *_type, ...} in every Go release. */
+	type = itab ? read_user_u64(itab + 8, &ok) : 0;
+	if (!ok) {
+		c->kind = TLSTAP_CONN_FAULT;
+		return;
+	}
+	if (cfg->tcp_conn_type && type == cfg->tcp_conn_type + bias)
+		c->kind = TLSTAP_CONN_TCP;
+	else if (cfg->unix_conn_type && type == cfg->unix_conn_type + bias)
+		c->kind = TLSTAP_CONN_UNIX;
+	else {
+		c->kind = TLSTAP_CONN_OTHER;
+		return;
+	}
+	netfd = read_user_u64(data + cfg->net_conn_fd, &ok);
+	if (ok && netfd)
+		bpf_probe_read_user(&sysfd, sizeof(__s32), (void *)(netfd + cfg->net_fd_sysfd));
+	else
+		ok = false;
+	task = (struct task_struct *)bpf_get_current_task();
+	max_fds = BPF_CORE_READ(task, files, fdt, max_fds);
+	if (!ok || (__s32)sysfd < 0 || sysfd >= max_fds) {
+		c->kind = TLSTAP_CONN_FAULT;
+		return;
+	}
+	c->fd = (__s32)sysfd;
+	fds = BPF_CORE_READ(task, files, fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), fds + sysfd) || !file)
+		return;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = sock ? BPF_CORE_READ(sock, sk) : 0;
+	if (!sk)
+		return;
+	if (c->kind == TLSTAP_CONN_TCP)
+		read_sock(c, sk);
+	else {
+		c->sock_id = (__u64)sk;
+		c->family = AF_UNIX;
+	}
+}
+
+#endif /* TLSTAP_CONN_H */
