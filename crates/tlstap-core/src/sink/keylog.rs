@@ -75,16 +75,50 @@ impl RecentLines {
     }
 }
 
+/// Secret events as NSS key log lines, each distinct line once: what the key log and pcapng
+/// sinks share. A line counts as written only after [`SecretLines::written`], so a failed
+/// write is retried with the next copy of the secret.
+#[derive(Debug)]
+pub(crate) struct SecretLines {
+    seen: RecentLines,
+    /// Reused for every line.
+    line: Vec<u8>,
+    skipped: u64,
+}
+
+impl SecretLines {
+    pub(crate) fn new(remembered: usize) -> Self {
+        SecretLines { seen: RecentLines::new(remembered), line: Vec::with_capacity(256), skipped: 0 }
+    }
+
+    /// The line of `event` if it is a secret not written yet.
+    pub(crate) fn fresh(&mut self, event: &Event<'_>) -> Option<&[u8]> {
+        let Event::Secret(secret) = event else { return None };
+        if !render_nss_line(&mut self.line, secret) {
+            self.skipped += 1;
+            return None;
+        }
+        (!self.seen.contains(&self.line)).then_some(self.line.as_slice())
+    }
+
+    /// The line [`SecretLines::fresh`] returned reached its file.
+    pub(crate) fn written(&mut self) {
+        self.seen.remember(&self.line);
+    }
+
+    /// Secret events that could not be written as key log lines (bad label, empty fields).
+    pub(crate) fn skipped(&self) -> u64 {
+        self.skipped
+    }
+}
+
 /// Writes each distinct [`Event::Secret`] as a key log line, then flushes; ignores the rest.
 /// Give it an unbuffered `File` (opened with [`crate::secret_file::open_secret_file`]) so each
 /// line reaches the file in one `write`.
 #[derive(Debug)]
 pub struct KeylogSink<W: Write> {
     out: W,
-    seen: RecentLines,
-    /// Reused for every line.
-    line: Vec<u8>,
-    skipped: u64,
+    lines: SecretLines,
 }
 
 impl<W: Write> KeylogSink<W> {
@@ -95,12 +129,12 @@ impl<W: Write> KeylogSink<W> {
 
     /// A sink remembering the last `lines` distinct lines (at least one).
     pub fn with_memory(out: W, lines: usize) -> Self {
-        KeylogSink { out, seen: RecentLines::new(lines), line: Vec::with_capacity(256), skipped: 0 }
+        KeylogSink { out, lines: SecretLines::new(lines) }
     }
 
     /// Secret events that could not be written as key log lines (bad label, empty fields).
     pub fn skipped(&self) -> u64 {
-        self.skipped
+        self.lines.skipped()
     }
 
     pub fn into_inner(self) -> W {
@@ -110,20 +144,10 @@ impl<W: Write> KeylogSink<W> {
 
 impl<W: Write> Sink for KeylogSink<W> {
     fn write_event(&mut self, event: &Event<'_>) -> io::Result<()> {
-        let Event::Secret(secret) = event else {
-            return Ok(());
-        };
-        if !render_nss_line(&mut self.line, secret) {
-            self.skipped += 1;
-            return Ok(());
-        }
-        if self.seen.contains(&self.line) {
-            return Ok(());
-        }
-        self.out.write_all(&self.line)?;
+        let Some(line) = self.lines.fresh(event) else { return Ok(()) };
+        self.out.write_all(line)?;
         self.out.flush()?;
-        // Only a line that reached the file counts as seen, so a failed write is retried.
-        self.seen.remember(&self.line);
+        self.lines.written();
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 
 use std::io::{self, Write};
 
-use super::keylog::{render_nss_line, RecentLines, DEFAULT_REMEMBERED_LINES};
+use super::keylog::{SecretLines, DEFAULT_REMEMBERED_LINES};
 use super::Sink;
 use crate::event::Event;
 use crate::pcapng::{PcapngWriter, USER_APPL};
@@ -15,10 +15,7 @@ use crate::pcapng::{PcapngWriter, USER_APPL};
 #[derive(Debug)]
 pub struct PcapngSink<W: Write> {
     writer: PcapngWriter<W>,
-    seen: RecentLines,
-    /// Reused for every key log line.
-    line: Vec<u8>,
-    skipped: u64,
+    lines: SecretLines,
 }
 
 impl<W: Write> PcapngSink<W> {
@@ -26,9 +23,7 @@ impl<W: Write> PcapngSink<W> {
     pub fn new(out: W) -> io::Result<Self> {
         Ok(PcapngSink {
             writer: PcapngWriter::new(out, USER_APPL)?,
-            seen: RecentLines::new(DEFAULT_REMEMBERED_LINES),
-            line: Vec::with_capacity(256),
-            skipped: 0,
+            lines: SecretLines::new(DEFAULT_REMEMBERED_LINES),
         })
     }
 
@@ -51,7 +46,7 @@ impl<W: Write> PcapngSink<W> {
 
     /// Secret events that could not be written as key log lines (bad label, empty fields).
     pub fn skipped(&self) -> u64 {
-        self.skipped
+        self.lines.skipped()
     }
 
     pub fn into_inner(self) -> W {
@@ -61,18 +56,9 @@ impl<W: Write> PcapngSink<W> {
 
 impl<W: Write> Sink for PcapngSink<W> {
     fn write_event(&mut self, event: &Event<'_>) -> io::Result<()> {
-        let Event::Secret(secret) = event else {
-            return Ok(());
-        };
-        if !render_nss_line(&mut self.line, secret) {
-            self.skipped += 1;
-            return Ok(());
-        }
-        if self.seen.contains(&self.line) {
-            return Ok(());
-        }
-        self.writer.write_secrets(&self.line)?;
-        self.seen.remember(&self.line);
+        let Some(line) = self.lines.fresh(event) else { return Ok(()) };
+        self.writer.write_secrets(line)?;
+        self.lines.written();
         Ok(())
     }
 
