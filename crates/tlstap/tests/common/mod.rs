@@ -179,9 +179,30 @@ pub struct Tlstap {
 impl Tlstap {
     /// Starts tlstap with `args` (plus jsonl output to a file) and waits until its probes are live.
     pub fn start(dir: &TempDir, args: &[&str]) -> Tlstap {
+        let mut t = Tlstap::spawn(dir, args);
+        t.wait_for_attach();
+        t
+    }
+
+    /// Starts host-wide tlstap (no target; `-v` added) and waits until it watches for new
+    /// processes.
+    pub fn start_host(dir: &TempDir, args: &[&str]) -> Tlstap {
+        let mut t = Tlstap::spawn(dir, &[&["-v"], args].concat());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&t.stderr).unwrap_or_default().contains("watching for new processes") {
+            if let Some(status) = t.proc.child.try_wait().unwrap() {
+                panic!("tlstap exited with {status}: {}", std::fs::read_to_string(&t.stderr).unwrap());
+            }
+            assert!(Instant::now() < deadline, "host-wide tlstap not ready within 60 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t
+    }
+
+    fn spawn(dir: &TempDir, args: &[&str]) -> Tlstap {
         let out = dir.path("tlstap.jsonl");
         let stderr = dir.path("tlstap.stderr");
-        // A previous run's output must not pass for this run's attach record.
+        // A previous run's output must not pass for this run's records.
         let _ = std::fs::remove_file(&out);
         let proc = Proc::spawn(
             Command::new(TLSTAP)
@@ -192,36 +213,7 @@ impl Tlstap {
                 .stderr(std::fs::File::create(&stderr).unwrap()),
             "tlstap",
         );
-        let mut t = Tlstap { proc, out, stderr };
-        t.wait_for_attach();
-        t
-    }
-
-    /// Starts host-wide tlstap (no target; `-v` added) and waits until it watches for new
-    /// processes.
-    pub fn start_host(dir: &TempDir, args: &[&str]) -> Tlstap {
-        let out = dir.path("tlstap.jsonl");
-        let stderr = dir.path("tlstap.stderr");
-        let _ = std::fs::remove_file(&out);
-        let proc = Proc::spawn(
-            Command::new(TLSTAP)
-                .args(["gotls", "-v"])
-                .args(args)
-                .args(["--format", "jsonl", "-o"])
-                .arg(&out)
-                .stderr(std::fs::File::create(&stderr).unwrap()),
-            "tlstap",
-        );
-        let mut t = Tlstap { proc, out, stderr };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !std::fs::read_to_string(&t.stderr).unwrap_or_default().contains("watching for new processes") {
-            if let Some(status) = t.proc.child.try_wait().unwrap() {
-                panic!("tlstap exited with {status}: {}", std::fs::read_to_string(&t.stderr).unwrap());
-            }
-            assert!(Instant::now() < deadline, "host-wide tlstap not ready within 60 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        t
+        Tlstap { proc, out, stderr }
     }
 
     fn wait_for_attach(&mut self) {
