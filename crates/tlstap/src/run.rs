@@ -79,8 +79,8 @@ impl Request {
         let ringbuf_bytes = args
             .ringbuf_mib
             .checked_mul(1024 * 1024)
-            .filter(|b| b.is_power_of_two())
-            .with_context(|| format!("--ringbuf-mb {} must be a power of two below 4096", args.ringbuf_mib))?;
+            .filter(|b| b.is_power_of_two() && *b <= 1 << 30)
+            .with_context(|| format!("--ringbuf-mb {} must be a power of two up to 1024", args.ringbuf_mib))?;
         Ok(Request {
             scope,
             comm: args.comm,

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use super::Sink;
-use crate::event::{ConnInfo, Event};
+use crate::event::{ConnInfo, DataEvent, Event};
 use crate::hex::push_hex_str;
 
 #[derive(Debug)]
@@ -30,19 +30,6 @@ impl<W: Write> JsonlSink<W> {
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Record<'a> {
     Attach { binary: &'a std::path::Path, go_version: &'a str, abi: &'a str, probes: usize },
-    Data {
-        ts_ns: u64,
-        pid: u32,
-        tid: u32,
-        comm: &'a str,
-        direction: &'static str,
-        len: u64,
-        data_b64: &'a str,
-        truncated: bool,
-        conn: Option<Conn<'a>>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        cgroup: Option<&'a str>,
-    },
     Detach { binary: &'a std::path::Path },
     Secret { ts_ns: u64, pid: u32, label: &'a str, client_random: &'a str, secret: &'a str },
     Stats { events: u64, bytes: u64, lost: u64, lost_by_cause: &'a BTreeMap<&'static str, u64> },
@@ -63,6 +50,28 @@ impl<'a> From<&'a ConnInfo> for Conn<'a> {
     }
 }
 
+impl<W: Write> JsonlSink<W> {
+    /// The hot path, written by hand: serde would JSON-escape the base64 payload byte by byte
+    /// (measured: 40% of the consumer's time on large bodies), and base64 never needs escaping.
+    /// Keys and their order are the same as the other records' derive would give.
+    fn write_data(&mut self, d: &DataEvent<'_>) -> io::Result<()> {
+        self.b64.clear();
+        base64::engine::general_purpose::STANDARD.encode_string(d.data, &mut self.b64);
+        let out = &mut self.out;
+        write!(out, r#"{{"type":"data","ts_ns":{},"pid":{},"tid":{},"comm":"#, d.ts_ns, d.pid, d.tid)?;
+        serde_json::to_writer(&mut *out, d.comm)?;
+        write!(out, r#","direction":"{}","len":{},"data_b64":""#, d.direction.as_str(), d.len)?;
+        out.write_all(self.b64.as_bytes())?;
+        write!(out, r#"","truncated":{},"conn":"#, d.truncated)?;
+        serde_json::to_writer(&mut *out, &d.conn.map(Conn::from))?;
+        if let Some(cgroup) = d.cgroup {
+            out.write_all(br#","cgroup":"#)?;
+            serde_json::to_writer(&mut *out, cgroup)?;
+        }
+        out.write_all(b"}\n")
+    }
+}
+
 impl<W: Write> Sink for JsonlSink<W> {
     fn write_event(&mut self, event: &Event<'_>) -> io::Result<()> {
         let record = match event {
@@ -72,22 +81,7 @@ impl<W: Write> Sink for JsonlSink<W> {
                 abi: a.abi,
                 probes: a.probes,
             },
-            Event::Data(d) => {
-                self.b64.clear();
-                base64::engine::general_purpose::STANDARD.encode_string(d.data, &mut self.b64);
-                Record::Data {
-                    ts_ns: d.ts_ns,
-                    pid: d.pid,
-                    tid: d.tid,
-                    comm: d.comm,
-                    direction: d.direction.as_str(),
-                    len: d.len,
-                    data_b64: &self.b64,
-                    truncated: d.truncated,
-                    conn: d.conn.map(Conn::from),
-                    cgroup: d.cgroup,
-                }
-            }
+            Event::Data(d) => return self.write_data(d),
             Event::Secret(k) => {
                 self.hex.clear();
                 push_hex_str(&mut self.hex, k.client_random);
