@@ -9,4 +9,8 @@ bash scripts/deps.sh --test
 bash scripts/fixtures-matrix.sh
 # Under CI a privileged test that cannot run is a failure, not a skip.
 if [[ ${CI:-} == true ]]; then export TLSTAP_REQUIRE_PRIVILEGED=1; fi
-cargo test --workspace --locked "$@"
+# A hung test must fail the run with a message, not use up CI's time limit.
+status=0
+timeout --kill-after=60 "${TLSTAP_TEST_TIMEOUT:-45m}" cargo test --workspace --locked "$@" || status=$?
+if [[ $status == 124 ]]; then echo "tests: still running after ${TLSTAP_TEST_TIMEOUT:-45m}; stopped" >&2; fi
+exit "$status"

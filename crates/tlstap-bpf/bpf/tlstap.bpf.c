@@ -165,6 +165,9 @@ static __always_inline void fill_hdr(struct tlstap_data_hdr *h, struct emit_ctx 
  * Waking the reader costs more than the rest of a probe (an IPI per record, measured at over
  * half of the program's time). Data records wake it only once this much is waiting; it reads
  * anyway at every poll timeout (100 ms), so a quiet connection shows up that late at most.
+ * A record submitted without a flag wakes the reader only if the reader had read everything
+ * before it, which after a NO_WAKEUP record it has not: records someone waits for (a held
+ * process) must force the wakeup.
  */
 #define WAKEUP_BYTES (256 * 1024)
 
@@ -440,7 +443,8 @@ static __always_inline void emit_proc(__u32 kind, __u64 pid_tgid, bool hold)
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 	if (hold)
 		bpf_send_signal(SIGSTOP);
-	bpf_ringbuf_submit(r, 0);
+	/* A held process waits for this record: wake the reader now (see WAKEUP_BYTES). */
+	bpf_ringbuf_submit(r, hold ? BPF_RB_FORCE_WAKEUP : 0);
 }
 
 /* Raw tracepoints: attached by name, no tracefs mount needed. */

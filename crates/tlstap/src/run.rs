@@ -243,7 +243,9 @@ fn drain_until_stopped(
             capture.stop_process_reports();
             stopping = true;
         }
-        let polled = if stopping { ring.consume() } else { ring.poll(POLL_INTERVAL) };
+        // Data records do not wake the reader until 256 KiB wait (the BPF side's WAKEUP_BYTES),
+        // and libbpf's poll reads nothing when it times out: read after every poll.
+        let polled = if stopping { ring.consume() } else { ring.poll(POLL_INTERVAL).and_then(|()| ring.consume()) };
         let mut p = pipeline.borrow_mut();
         p.take_error()?;
         if let Err(err) = polled {
