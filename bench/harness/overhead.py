@@ -190,13 +190,13 @@ class OverheadMixin:
                 extra["malloc"] = self.malloc_run()
             except Exception as e:
                 log(f"  ! malloc run failed: {e}")
-        extra["ring8"] = self.overhead_run("jsonl", 98, extra=["--ringbuf-mb", "8"])
+        extra["ring64"] = self.overhead_run("jsonl", 98, extra=["--ringbuf-mb", "64"])
         extra["profile"] = {cfg: self.profiled_run(cfg, max(self.a.requests // 2, 1000)) for cfg in ("jsonl", "text")}
         try:
             extra["kprofile"] = self.kernel_profile(max(self.a.requests // 2, 1000))
         except Exception as e:
             log(f"  ! kernel profile failed: {e}")
-        log(f"  --ringbuf-mb 8 jsonl run: rss {extra['ring8'].get('rss_kb')} kB lost {extra['ring8'].get('lost')}")
+        log(f"  --ringbuf-mb 64 jsonl run: rss {extra['ring64'].get('rss_kb')} kB lost {extra['ring64'].get('lost')}")
         self.res["sections"]["overhead"] = {"rows": rows, "extra": extra}
 
     def probe_points(self, binary):

@@ -56,8 +56,8 @@ class StartupMixin:
         sec = {"ready": {}, "dryrun": {}, "discovery": {}}
         log(f"== startup: tlstap start -> attach record, {reps} runs each")
         ready_targets = [(n, p, []) for n, p in targets if n != "prometheus"]  # prometheus: analysis only
-        if len(ready_targets) > 1:  # what the 64 MiB ring buffer costs at start
-            ready_targets.append((ready_targets[1][0] + " --ringbuf-mb 8", ready_targets[1][1], ["--ringbuf-mb", "8"]))
+        if len(ready_targets) > 1:  # what a 64 MiB ring buffer costs at start
+            ready_targets.append((ready_targets[1][0] + " --ringbuf-mb 64", ready_targets[1][1], ["--ringbuf-mb", "64"]))
         for name, path, flags in ready_targets:
             priv = self.copy_target("st-" + name.split()[0], path)
             rows = []

@@ -86,8 +86,10 @@ pub struct GotlsArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 
-    /// Ring buffer size in MiB (a power of two); larger absorbs longer bursts.
-    #[arg(long = "ringbuf-mb", value_name = "MIB", default_value_t = 64)]
+    /// Ring buffer size in MiB (a power of two, up to 1024). Larger absorbs longer bursts and
+    /// bigger single calls (a call larger than the ring is lost, and counted); tlstap's memory
+    /// use is about twice this (the ring is mapped twice) plus a few MiB.
+    #[arg(long = "ringbuf-mb", value_name = "MIB", default_value_t = 8)]
     pub ringbuf_mib: u32,
 
     /// Print what would be attached (version, ABI, functions, offsets) and exit; needs no root.

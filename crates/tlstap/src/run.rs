@@ -218,6 +218,12 @@ fn capture(
     stats.lost = stats.lost_by_cause.values().sum();
     pipeline.write(&Event::Stats(&stats)).and_then(|()| pipeline.tick(None)).or_else(quiet_if_broken_pipe)?;
     eprintln!("{}{pcap_summary}", summary(&stats, pipeline.secrets, pipeline.order_gaps()));
+    if stats.lost_by_cause.get("ringbuf_full").is_some_and(|&n| n > 0) {
+        eprintln!(
+            "tlstap: the ring buffer ({} MiB) filled up: a larger --ringbuf-mb absorbs longer bursts and bigger calls",
+            request.ringbuf_bytes >> 20
+        );
+    }
     Ok(())
 }
 

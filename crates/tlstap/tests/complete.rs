@@ -32,7 +32,9 @@ fn big_bodies(write_chunk: &str, hook_server: bool) {
     let (server_manifest, client_manifest) = (dir.path("server.jsonl"), dir.path("client.jsonl"));
     let server = Server::start(&server_bin, &server_manifest, &[]);
     let hooked = if hook_server { &server_bin } else { &client_bin };
-    let tlstap = Tlstap::start(&dir, &["-e", hooked.to_str().unwrap()]);
+    // One call must fit the ring whole (BPF writes it faster than anyone reads): the default
+    // 8 MiB ring is too small for an 8 MiB body in one Write.
+    let tlstap = Tlstap::start(&dir, &["-e", hooked.to_str().unwrap(), "--ringbuf-mb", "32"]);
     let args = ["--requests", "3", "--sizes", "65536,1048576,8388608", "--write-chunk", write_chunk];
     let client_pid = run_client(&client_bin, &server.addr, &client_manifest, &args);
     let server_pid = server.proc.pid();
@@ -181,6 +183,7 @@ fn loss_is_counted_and_marked() {
     assert!(stats["lost"].as_u64().unwrap() > 0, "{stats}");
     assert!(stats["lost_by_cause"]["ringbuf_full"].as_u64().unwrap() > 0, "{stats}");
     assert!(capture.stderr.contains("ringbuf_full="), "summary names the cause: {}", capture.stderr);
+    assert!(capture.stderr.contains("a larger --ringbuf-mb"), "and the remedy: {}", capture.stderr);
     let big: Vec<_> = capture.data("write").into_iter().filter(|(_, _, r)| r["len"].as_u64().unwrap() > 8 << 20).collect();
     assert_eq!(big.len(), 2, "both big writes reported, with their real length");
     for (_, data, record) in big {

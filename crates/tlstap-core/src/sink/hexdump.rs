@@ -3,24 +3,45 @@
 use std::io::{self, Write};
 
 /// Writes `data` as lines of `OFFSET  16 hex bytes  |ascii|`.
+///
+/// Each line is built in a stack buffer and written once: formatting byte by byte through
+/// `write!` was a fifth of the text sink's time under load (bench: perf profile of tlstap).
 pub(crate) fn write_hexdump<W: Write>(out: &mut W, data: &[u8]) -> io::Result<()> {
-    for (line, chunk) in data.chunks(16).enumerate() {
-        write!(out, "{:08x} ", line * 16)?;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    // offset (8 hex digits, more past 4 GiB) + " " + 16 x " xx" + one extra space after the
+    // 8th + "  |" + 16 ascii + "|\n"
+    let mut line = [0u8; 16 + 1 + 16 * 3 + 1 + 3 + 16 + 2];
+    for (index, chunk) in data.chunks(16).enumerate() {
+        let mut at = 0;
+        let offset = index * 16;
+        let digits = (usize::BITS - offset.leading_zeros()).div_ceil(4).max(8) as usize;
+        for shift in (0..digits).rev() {
+            line[at] = DIGITS[(offset >> (shift * 4)) & 0xf];
+            at += 1;
+        }
+        line[at] = b' ';
+        at += 1;
         for i in 0..16 {
             if i == 8 {
-                out.write_all(b" ")?;
+                line[at] = b' ';
+                at += 1;
             }
-            match chunk.get(i) {
-                Some(b) => write!(out, " {b:02x}")?,
-                None => out.write_all(b"   ")?,
-            }
+            let cell: [u8; 3] = match chunk.get(i) {
+                Some(&b) => [b' ', DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]],
+                None => *b"   ",
+            };
+            line[at..at + 3].copy_from_slice(&cell);
+            at += 3;
         }
-        out.write_all(b"  |")?;
+        line[at..at + 3].copy_from_slice(b"  |");
+        at += 3;
         for &b in chunk {
-            let shown = if b.is_ascii_graphic() || b == b' ' { b } else { b'.' };
-            out.write_all(&[shown])?;
+            line[at] = if b.is_ascii_graphic() || b == b' ' { b } else { b'.' };
+            at += 1;
         }
-        out.write_all(b"|\n")?;
+        line[at..at + 2].copy_from_slice(b"|\n");
+        at += 2;
+        out.write_all(&line[..at])?;
     }
     Ok(())
 }

@@ -37,3 +37,53 @@ pub(crate) fn rfc3339(ts_ns: u64) -> humantime::Rfc3339Timestamp {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ts_ns);
     humantime::format_rfc3339_nanos(t)
 }
+
+/// Renders RFC 3339 timestamps like [`rfc3339`], reusing the date and time part while
+/// consecutive events fall in the same second (nearly always, under load).
+#[derive(Debug, Default)]
+pub(crate) struct Rfc3339Cache {
+    second: Option<u64>,
+    /// `YYYY-MM-DDTHH:MM:SS` of `second`.
+    prefix: Vec<u8>,
+}
+
+impl Rfc3339Cache {
+    /// Appends `ts_ns` as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` to `out`.
+    pub(crate) fn push(&mut self, out: &mut Vec<u8>, ts_ns: u64) {
+        let (second, nanos) = (ts_ns / 1_000_000_000, ts_ns % 1_000_000_000);
+        if self.second != Some(second) {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(second);
+            let text = humantime::format_rfc3339_seconds(t).to_string();
+            self.prefix.clear();
+            self.prefix.extend_from_slice(text.trim_end_matches('Z').as_bytes());
+            self.second = Some(second);
+        }
+        out.extend_from_slice(&self.prefix);
+        out.push(b'.');
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(nanos).as_bytes();
+        out.extend(std::iter::repeat_n(b'0', 9 - digits.len()));
+        out.extend_from_slice(digits);
+        out.push(b'Z');
+    }
+}
+
+/// Appends the decimal form of `n` to `out`.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_timestamps_match_humantime() {
+        let mut cache = Rfc3339Cache::default();
+        for ts in [0, 1, 999_999_999, 1_000_000_000, 1_795_768_778_137_571_768, 1_795_768_778_900_000_000, 1_795_768_779_000_000_001] {
+            let mut out = Vec::new();
+            cache.push(&mut out, ts);
+            assert_eq!(String::from_utf8(out).unwrap(), rfc3339(ts).to_string(), "{ts}");
+        }
+    }
+}

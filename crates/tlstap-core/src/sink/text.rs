@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use super::hexdump::write_hexdump;
 use super::keylog::is_nss_label;
-use super::{rfc3339, Sink};
+use super::{push_decimal, rfc3339, Rfc3339Cache, Sink};
 use crate::event::{DataEvent, Event, SecretEvent};
 use crate::hex::push_hex;
 
@@ -25,11 +25,14 @@ pub struct TextSink<W: Write> {
     style: PayloadStyle,
     /// Reused for a secret's hex so secrets do not allocate.
     hex: Vec<u8>,
+    /// Reused for each data event's header line.
+    line: Vec<u8>,
+    clock: Rfc3339Cache,
 }
 
 impl<W: Write> TextSink<W> {
     pub fn new(out: W, style: PayloadStyle) -> Self {
-        TextSink { out, style, hex: Vec::new() }
+        TextSink { out, style, hex: Vec::new(), line: Vec::new(), clock: Rfc3339Cache::default() }
     }
 
     /// `<time> pid=N secret LABEL CLIENT_RANDOM_HEX SECRET_HEX`, then a blank line. A label
@@ -50,26 +53,36 @@ impl<W: Write> TextSink<W> {
         self.out.write_all(&self.hex)
     }
 
+    /// The header line is assembled in a reused buffer and written once: going through
+    /// `write!` for each field was most of the text sink's time under load (bench: perf
+    /// profile of tlstap).
     fn write_data(&mut self, ev: &DataEvent<'_>) -> io::Result<()> {
-        write!(
-            self.out,
-            "{} pid={} tid={} comm={} {} len={}",
-            rfc3339(ev.ts_ns),
-            ev.pid,
-            ev.tid,
-            ev.comm,
-            ev.direction.as_str(),
-            ev.len
-        )?;
+        let line = &mut self.line;
+        line.clear();
+        self.clock.push(line, ev.ts_ns);
+        line.extend_from_slice(b" pid=");
+        push_decimal(line, ev.pid);
+        line.extend_from_slice(b" tid=");
+        push_decimal(line, ev.tid);
+        line.extend_from_slice(b" comm=");
+        line.extend_from_slice(ev.comm.as_bytes());
+        line.push(b' ');
+        line.extend_from_slice(ev.direction.as_str().as_bytes());
+        line.extend_from_slice(b" len=");
+        push_decimal(line, ev.len);
         if ev.truncated {
-            write!(self.out, " captured={} TRUNCATED", ev.data.len())?;
+            line.extend_from_slice(b" captured=");
+            push_decimal(line, ev.data.len());
+            line.extend_from_slice(b" TRUNCATED");
         }
         if let Some(conn) = ev.conn {
-            let local = conn.local.as_deref().unwrap_or("?");
-            let remote = conn.remote.as_deref().unwrap_or("?");
-            write!(self.out, " {local} -> {remote}")?;
+            line.push(b' ');
+            line.extend_from_slice(conn.local.as_deref().unwrap_or("?").as_bytes());
+            line.extend_from_slice(b" -> ");
+            line.extend_from_slice(conn.remote.as_deref().unwrap_or("?").as_bytes());
         }
-        self.out.write_all(b"\n")?;
+        line.push(b'\n');
+        self.out.write_all(line)?;
         if self.style == PayloadStyle::Auto && is_printable(ev.data) {
             self.out.write_all(ev.data)?;
             if !ev.data.ends_with(b"\n") {
