@@ -309,7 +309,8 @@ def report(res, a):
                    f"{spread([r['cap_mbps'] for r in hj], '{:.0f}')} MB/s of plaintext using "
                    f"{spread([r['tlstap_pct'] for r in hj], '{:.0f}')} % of a core, on a machine whose 2 cores are "
                    f"{spread([(r['client_pct'] + r['srv_pct'] + r['tlstap_pct']) / 2 for r in hj], '{:.0f}')} % busy; "
-                   f"the ring buffer (64 MiB) absorbs a burst of about that size, and a longer one overflows it")
+                   f"the ring buffer (default 8 MiB) absorbs a burst of about that size, and a longer one overflows it; "
+                   f"a single call larger than the ring (the 8 MiB bodies in one Write) cannot fit at all")
         goals.append(("lost 0 (throughput runs, jsonl)", f"{lost_tp} events lost", lost_tp == 0, why))
     st = sec.get("startup")
     if st:

@@ -48,6 +48,7 @@ static __always_inline void resolve_conn(struct pt_regs *ctx, __u64 cookie,
 	__u64 probe_vaddr = cookie >> TLSTAP_COOKIE_VADDR_SHIFT;
 	__u64 bias, itab, data, type, netfd, sysfd = 0;
 	struct task_struct *task;
+	struct fdtable *fdt;
 	struct file **fds, *file;
 	struct socket *sock;
 	struct sock *sk;
@@ -80,13 +81,15 @@ static __always_inline void resolve_conn(struct pt_regs *ctx, __u64 cookie,
 	else
 		ok = false;
 	task = (struct task_struct *)bpf_get_current_task();
-	max_fds = BPF_CORE_READ(task, files, fdt, max_fds);
+	/* Each link of a CO-RE chain is one kernel read: walk to the table once. */
+	fdt = BPF_CORE_READ(task, files, fdt);
+	max_fds = fdt ? BPF_CORE_READ(fdt, max_fds) : 0;
 	if (!ok || (__s32)sysfd < 0 || sysfd >= max_fds) {
 		c->kind = TLSTAP_CONN_FAULT;
 		return;
 	}
 	c->fd = (__s32)sysfd;
-	fds = BPF_CORE_READ(task, files, fdt, fd);
+	fds = BPF_CORE_READ(fdt, fd);
 	if (bpf_probe_read_kernel(&file, sizeof(file), fds + sysfd) || !file)
 		return;
 	sock = BPF_CORE_READ(file, private_data);

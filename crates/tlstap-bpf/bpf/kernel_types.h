@@ -131,4 +131,7 @@ enum {
 	BPF_NOEXIST = 1,
 	BPF_EXIST = 2,
 };
+enum {
+	BPF_F_NO_COMMON_LRU = 1U << 1,
+};
 #endif /* TLSTAP_KERNEL_TYPES_H */

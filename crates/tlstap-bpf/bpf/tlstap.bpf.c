@@ -36,7 +36,18 @@ struct {
 	__uint(max_entries, 1 << 24); /* resized by userspace before load */
 } events SEC(".maps");
 
-/* A Read in flight: what its entry saw, for its RET to emit. Keyed by goroutine (g) address. */
+/*
+ * A Read in flight: what its entry saw, for its RET to emit. Keyed by goroutine (g) address
+ * and process: g addresses repeat across processes of one binary (same heap layout).
+ * LRU maps drop what a vanished goroutine or process left behind; per-CPU LRU lists
+ * (BPF_F_NO_COMMON_LRU) because the shared list's lock was a measurable part of a probe.
+ */
+struct read_key {
+	__u64 g;
+	__u32 tgid;
+	__u32 pad;
+};
+
 struct read_entry {
 	__u64 conn_ptr;
 	__u64 buf;
@@ -45,7 +56,8 @@ struct read_entry {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__type(key, struct read_key);
 	__type(value, struct read_entry);
 } reads_in_flight SEC(".maps");
 
@@ -67,6 +79,7 @@ struct seq_key {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, struct seq_key);
 	__type(value, __u64);
 } seqs SEC(".maps");
@@ -349,10 +362,10 @@ static __always_inline void on_write_entry(struct pt_regs *ctx, __u64 cookie, __
 }
 
 /* func (c *Conn) Read(b []byte) (int, error): save c and b.ptr for the RET. */
-static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie)
+static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie, __u64 pid_tgid)
 {
 	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
-	__u64 g = go_goroutine(ctx, stack_abi, binary_of(cookie));
+	struct read_key g = { .g = go_goroutine(ctx, stack_abi, binary_of(cookie)), .tgid = pid_tgid >> 32 };
 	struct read_entry entry = {
 		.conn_ptr = go_arg(ctx, stack_abi, 0),
 		.buf = go_arg(ctx, stack_abi, 1),
@@ -366,7 +379,7 @@ static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie)
 static __always_inline void on_read_return(struct pt_regs *ctx, __u64 cookie, __u64 pid_tgid)
 {
 	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
-	__u64 g = go_goroutine(ctx, stack_abi, binary_of(cookie));
+	struct read_key g = { .g = go_goroutine(ctx, stack_abi, binary_of(cookie)), .tgid = pid_tgid >> 32 };
 	struct read_entry *entry = bpf_map_lookup_elem(&reads_in_flight, &g);
 	__s64 n = (__s64)(stack_abi ? go_stack_word(ctx, 4) : go_reg(ctx, 0));
 	struct read_entry saved;
@@ -396,7 +409,7 @@ static __always_inline int go_tls_probe(struct pt_regs *ctx)
 		on_write_entry(ctx, cookie, pid_tgid);
 		break;
 	case TLSTAP_PROBE_READ_ENTRY:
-		on_read_entry(ctx, cookie);
+		on_read_entry(ctx, cookie, pid_tgid);
 		break;
 	case TLSTAP_PROBE_READ_RET:
 		on_read_return(ctx, cookie, pid_tgid);

@@ -429,3 +429,26 @@ pub fn assert_capture_matches(capture: &Capture, manifest: &Path, pid: u32) {
     assert_eq!(stats["lost"], 0, "stats: {stats}");
     assert!(capture.stderr.contains(" 0 lost"), "summary: {}", capture.stderr);
 }
+
+/// Like [`assert_capture_matches`] for a process with several connections in use at once,
+/// whose calls interleave differently in the manifest and in the capture: per connection
+/// (found by its addresses) and direction, the bytes and the number of calls must match.
+pub fn assert_streams_match(capture: &Capture, manifest: &Path, pid: u32) {
+    let calls = manifest_calls(manifest);
+    let conns = manifest_conns(manifest);
+    assert!(conns.len() > 1, "the fixture used one connection");
+    for direction in ["write", "read"] {
+        let got = capture.data(direction);
+        for (conn, (local, remote)) in &conns {
+            let want: Vec<&[u8]> = calls.iter().filter(|c| c.0 == *conn && c.1 == direction).map(|c| c.2.as_slice()).collect();
+            let mine: Vec<&[u8]> = got
+                .iter()
+                .filter(|(p, _, r)| *p == u64::from(pid) && r["conn"]["local"] == local.as_str() && r["conn"]["remote"] == remote.as_str())
+                .map(|(_, data, _)| data.as_slice())
+                .collect();
+            assert_eq!(mine.len(), want.len(), "pid {pid} conn {conn} {direction}: calls");
+            let (mine, want) = (mine.concat(), want.concat());
+            assert!(mine == want, "pid {pid} conn {conn} {direction}: {}", first_difference(&mine, &want));
+        }
+    }
+}
