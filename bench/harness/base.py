@@ -164,6 +164,17 @@ class BaseBench:
             log(f"  ! tlstap exit {rc}; stderr tail: {err[-400:]!r}")
         return rc, ru, summ, err
 
+    def teardown(self, server, tlstap=None, perf=None, workdir=None):
+        """Ends what one measurement started: perf first (it samples the others), then tlstap
+        (its exit drains what the server produced), then the server and its work directory."""
+        if perf:
+            PROCS.stop(perf, signal.SIGINT)
+        if tlstap:
+            self.stop_tlstap(tlstap)
+        PROCS.stop(server)
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
     def hey(self, addr, n, c):
         url = f"https://{addr}/echo?size=64"
         p = PROCS.spawn(["hey", "-n", str(n), "-c", str(c), "-m", "POST", "-H", f"X-Nonce: {NONCE}",

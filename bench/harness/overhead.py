@@ -6,12 +6,11 @@ import collections
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 
 from .common import NONCE, log
-from .procfs import (PROCS, BpfStats, UprobeCounters, bpfmap_rss_kb, cpu_s, prog_names, prog_stats, proc_io, ru_cpu,
+from .procfs import (BpfStats, UprobeCounters, bpfmap_rss_kb, cpu_s, prog_names, prog_stats, proc_io, ru_cpu,
                      status_kb)
 from .stats import f, med
 
@@ -138,10 +137,7 @@ class OverheadMixin:
                         row["complete_resp"] = comp["responses"] / row["ok"] if row["ok"] else float("nan")
                         row["complete_req"] = comp["requests"] / row["ok"] if row["ok"] else float("nan")
         finally:
-            if tp:
-                self.stop_tlstap(tp)
-            PROCS.stop(sp)
-            shutil.rmtree(os.path.dirname(srv), ignore_errors=True)
+            self.teardown(sp, tlstap=tp, workdir=os.path.dirname(srv))
         return row
 
     @staticmethod
@@ -217,8 +213,7 @@ class OverheadMixin:
                 h = self.hey(addr, n, self.a.concurrency)
                 hits = uc.read()
         finally:
-            PROCS.stop(sp)
-            shutil.rmtree(os.path.dirname(srv), ignore_errors=True)
+            self.teardown(sp, workdir=os.path.dirname(srv))
         out = {"requests": h["ok"], "rps": h["rps"], "points": [{"point": l, "hits": c} for l, _, c in hits]}
         log(f"  hit breakdown ({h['ok']} requests, perf uprobe counters, no tlstap): " +
             ", ".join(f"{l}: {c/h['ok']:.2f}" for l, _, c in hits) +
@@ -247,10 +242,7 @@ class OverheadMixin:
             self.stop_tlstap(tp)
             tp = None
         finally:
-            if tp:
-                self.stop_tlstap(tp)
-            PROCS.stop(sp)
-            shutil.rmtree(d, ignore_errors=True)
+            self.teardown(sp, tlstap=tp, workdir=d)
         calls = [c[0] + c[1] for c, _, _ in pts]
         ev = [e for _, e, _ in pts]
         dA, dB = calls[1] - calls[0], calls[2] - calls[1]

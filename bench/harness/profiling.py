@@ -54,12 +54,7 @@ class ProfilingMixin:
             top = self.perf_stop(pf)
             pf = None
         finally:
-            if pf:
-                PROCS.stop(pf, signal.SIGINT)
-            if tp:
-                self.stop_tlstap(tp)
-            PROCS.stop(sp)
-            shutil.rmtree(os.path.dirname(srv), ignore_errors=True)
+            self.teardown(sp, tlstap=tp, perf=pf, workdir=os.path.dirname(srv))
         log(f"  perf profile of tlstap ({cfg}, hey -n {n}): " + "; ".join(f"{p:.1f}% {sym[:60]}" for p, _, sym in (top or [])[:5]))
         return top
 
@@ -95,11 +90,7 @@ class ProfilingMixin:
             PROCS.stop(pf, signal.SIGINT, timeout=60)
             pf = None
         finally:
-            if pf:
-                PROCS.stop(pf, signal.SIGINT)
-            if tp:
-                self.stop_tlstap(tp)
-            PROCS.stop(sp)
+            self.teardown(sp, tlstap=tp, perf=pf)
         r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "comm", "-g", "none"],
                            capture_output=True, text=True).stdout
         m = re.search(r"^\s+([\d.]+)%\s+" + comm + r"\s*$", r, re.M)

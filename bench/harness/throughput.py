@@ -4,7 +4,6 @@ bench/tlsbench), untraced / null probes / jsonl."""
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 
@@ -101,10 +100,7 @@ class ThroughputMixin:
                     row["complete_bytes"] = row["captured_bytes"] / payload
                     row["lost_by_cause"] = self.last_stats(cap)
         finally:
-            if tp:
-                self.stop_tlstap(tp)
-            PROCS.stop(sp)
-            shutil.rmtree(os.path.dirname(srv), ignore_errors=True)
+            self.teardown(sp, tlstap=tp, workdir=os.path.dirname(srv))
         return row
 
     @staticmethod
