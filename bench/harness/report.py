@@ -294,6 +294,18 @@ def report(res, a):
             for pct, dso, sym in pr["profile"][:8]:
                 w(f"| {pct:.1f} % | {dso} | `{sym[:90]}` |")
             w("")
+        prio = tp.get("priority") or []
+        if prio:
+            w("The hey runs again (write-chunk 0, jsonl), with tlstap at its normal priority and at `nice -10` "
+              "(set by the harness right after start):\n")
+            w("| size × requests | tlstap nice | target MB/s | captured MB/s | tlstap CPU % | lost |")
+            w("|---|---|---|---|---|---|")
+            for size, nreq in sorted({(r["size"], r["requests"]) for r in prio}):
+                for nice in (0, -10):
+                    rs = [r for r in prio if r["size"] == size and r["nice"] == nice]
+                    w(f"| {size>>20} MiB × {nreq} | {nice} | {spread([r['mbps'] for r in rs])} | {spread([r['cap_mbps'] for r in rs])} "
+                      f"| {spread([r['tlstap_pct'] for r in rs])} | {sum(r.get('lost') or 0 for r in rs)} |")
+            w("")
         jl = [r for r in tp["rows"] if r["cfg"] == "jsonl"]
         lost_tp = sum(r.get("lost") or 0 for r in jl)
         causes = collections.Counter()
@@ -310,6 +322,13 @@ def report(res, a):
                    f"{spread([(r['client_pct'] + r['srv_pct'] + r['tlstap_pct']) / 2 for r in hj], '{:.0f}')} % busy; "
                    f"the ring buffer (default 8 MiB) absorbs a burst of about that size, and a longer one overflows it; "
                    f"a single call larger than the ring (the 8 MiB bodies in one Write) cannot fit at all")
+            hi = [r for r in prio if r["nice"] == -10]
+            lo = [r for r in prio if r["nice"] == 0]
+            if hi and lo:
+                why += (f". Priority, not speed, is what tlstap lacks there: the same hey runs lost {sum(r.get('lost') or 0 for r in lo)} "
+                        f"events at nice 0 and {sum(r.get('lost') or 0 for r in hi)} at nice -10, where the server's "
+                        f"throughput was {med([r['mbps'] for r in hi]) / med([r['mbps'] for r in lo]):.2f} × that at nice 0 "
+                        f"(medians; table above)")
         goals.append(("lost 0 (throughput runs, jsonl)", f"{lost_tp} events lost", lost_tp == 0, why))
     st = sec.get("startup")
     if st:

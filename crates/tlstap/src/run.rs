@@ -220,7 +220,8 @@ fn capture(
     eprintln!("{}{pcap_summary}", summary(&stats, pipeline.secrets, pipeline.order_gaps()));
     if stats.lost_by_cause.get("ringbuf_full").is_some_and(|&n| n > 0) {
         eprintln!(
-            "tlstap: the ring buffer ({} MiB) filled up: a larger --ringbuf-mb absorbs longer bursts and bigger calls",
+            "tlstap: the ring buffer ({} MiB) filled up: a larger --ringbuf-mb absorbs longer bursts and bigger calls; \
+             when the CPUs are saturated, a higher priority (nice -n -10 tlstap …) lets tlstap keep up",
             request.ringbuf_bytes >> 20
         );
     }
