@@ -296,8 +296,8 @@ def report(res, a):
             w("")
         prio = tp.get("priority") or []
         if prio:
-            w("The hey runs again (write-chunk 0, jsonl), with tlstap at its normal priority and at `nice -10` "
-              "(set by the harness right after start):\n")
+            w("The hey runs again (write-chunk 0, jsonl), with tlstap at its normal priority and at nice -10 "
+              "(set by the harness right after start, for tlstap's thread and its session's autogroup):\n")
             w("| size × requests | tlstap nice | target MB/s | captured MB/s | tlstap CPU % | lost |")
             w("|---|---|---|---|---|---|")
             for size, nreq in sorted({(r["size"], r["requests"]) for r in prio}):

@@ -16,7 +16,12 @@ const UPROBE_MULTI_KERNEL: (u32, u32) = (6, 6);
 impl Kernel {
     pub fn detect() -> Result<Self> {
         let text = std::fs::read_to_string("/proc/sys/kernel/osrelease").context("reading /proc/sys/kernel/osrelease")?;
-        let release = parse_release(text.trim()).with_context(|| format!("kernel release {:?} is not major.minor", text.trim()))?;
+        Kernel::from_release(text.trim())
+    }
+
+    /// The kernel named by a release string (`uname -r`), or why tlstap cannot run on it.
+    fn from_release(text: &str) -> Result<Self> {
+        let release = parse_release(text).with_context(|| format!("kernel release {text:?} is not major.minor"))?;
         if release < MIN_KERNEL {
             bail!(
                 "kernel {}.{} is too old: tlstap needs Linux {}.{} or newer (bpf_loop, uprobe cookies)",
@@ -104,5 +109,16 @@ mod tests {
         assert_eq!(parse_release("5.15.0-91-generic"), Some((5, 15)));
         assert_eq!(parse_release("garbage"), None);
         assert!((5, 15) < MIN_KERNEL && (6, 1) >= MIN_KERNEL);
+    }
+
+    #[test]
+    fn old_kernels_are_refused_with_the_reason() {
+        let err = Kernel::from_release("5.15.0-91-generic").unwrap_err().to_string();
+        assert_eq!(err, "kernel 5.15 is too old: tlstap needs Linux 5.17 or newer (bpf_loop, uprobe cookies)");
+        let err = Kernel::from_release("garbage").unwrap_err().to_string();
+        assert_eq!(err, "kernel release \"garbage\" is not major.minor");
+        let kernel = Kernel::from_release("6.1.0-13-amd64").unwrap();
+        assert!(!kernel.has_uprobe_multi(), "6.1 attaches one perf-event link per offset");
+        assert!(Kernel::from_release("6.18.44-fc-v782").unwrap().has_uprobe_multi());
     }
 }
