@@ -221,7 +221,7 @@ fn capture(
     if stats.lost_by_cause.get("ringbuf_full").is_some_and(|&n| n > 0) {
         eprintln!(
             "tlstap: the ring buffer ({} MiB) filled up: a larger --ringbuf-mb absorbs longer bursts and bigger calls; \
-             when the CPUs are saturated, a higher priority (nice -n -10 tlstap …) lets tlstap keep up",
+             when the CPUs are saturated, tlstap keeps up at a higher priority (nice, and its autogroup: see README)",
             request.ringbuf_bytes >> 20
         );
     }
