@@ -341,10 +341,12 @@ fn sum_percpu(values: libbpf_rs::Result<Option<Vec<Vec<u8>>>>) -> libbpf_rs::Res
 
 fn load_hint(err: &libbpf_rs::Error) -> &'static str {
     match err.kind() {
-        // EPERM (privileges) and EACCES (verifier) both land here; privileges were checked
-        // before loading, so the verifier is the likelier cause.
+        // EPERM (bpf() forbidden) and EACCES (verifier) both land here. Capabilities were
+        // checked before loading, so a refusal means the verifier, or a policy above them.
         libbpf_rs::ErrorKind::PermissionDenied | libbpf_rs::ErrorKind::InvalidInput => {
-            " (the kernel refused them: its verifier rejected them, or privileges are missing; TLSTAP_DEBUG=1 prints libbpf's log)"
+            " (the kernel refused them: its verifier rejected them, or bpf() is not allowed here, \
+             as a container's seccomp profile or kernel lockdown can forbid it even to root; \
+             TLSTAP_DEBUG=1 prints libbpf's log)"
         }
         _ => "",
     }

@@ -1,5 +1,6 @@
 //! Bad input gets one clear error line and a non-zero exit, never a panic or a backtrace.
-//! None of these needs BPF; the not-root case drops privileges itself.
+//! None of these needs BPF; the not-root case drops privileges itself, and the seccomp case
+//! needs root only to get past the privilege check.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken expectations
 
@@ -96,4 +97,41 @@ fn not_root() {
 fn keylog_mode_needs_a_file() {
     let fixture = fixture("1.19", "exe", "tlsfixture");
     fails_with(gotls(&fixture).args(["-m", "keylog"]), "-m keylog needs -k/--keylogfile FILE");
+}
+
+/// Installs a seccomp filter that fails bpf(2) with EPERM, as a container's default profile
+/// does. Runs in the child between fork and exec.
+fn deny_bpf_syscall() -> std::io::Result<()> {
+    const SECCOMP_DATA_NR: u32 = 0; // offsetof(struct seccomp_data, nr)
+    let mut filter = [
+        libc::sock_filter { code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, jt: 0, jf: 0, k: SECCOMP_DATA_NR },
+        libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt: 0, jf: 1, k: libc::SYS_bpf as u32 },
+        libc::sock_filter { code: libc::BPF_RET as u16, jt: 0, jf: 0, k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32 },
+        libc::sock_filter { code: libc::BPF_RET as u16, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+    ];
+    let program = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_mut_ptr() };
+    // SAFETY: prctl with these options takes plain integers and a pointer to `program`, which
+    // points to `filter`; both outlive the calls, and the kernel copies the filter.
+    let failed = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program as *const libc::sock_fprog) != 0
+    };
+    if failed {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[test]
+fn bpf_forbidden_by_seccomp() {
+    if !privileged() {
+        return;
+    }
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let mut cmd = gotls(&fixture);
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe, on memory of its own stack frame.
+    unsafe { std::os::unix::process::CommandExt::pre_exec(&mut cmd, deny_bpf_syscall) };
+    let stderr = fails_with(&mut cmd, "loading the BPF programs into the kernel");
+    assert!(stderr.contains("seccomp") && stderr.contains("Operation not permitted"), "{stderr:?}");
 }
