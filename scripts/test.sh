@@ -9,6 +9,13 @@ bash scripts/deps.sh --test
 bash scripts/fixtures-matrix.sh
 # Under CI a privileged test that cannot run is a failure, not a skip.
 if [[ ${CI:-} == true ]]; then export TLSTAP_REQUIRE_PRIVILEGED=1; fi
+# Style and lints first: they fail in seconds, the suite takes minutes.
+if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; else echo "style: rustfmt not installed, not checked" >&2; fi
+if cargo clippy --version >/dev/null 2>&1; then
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+    echo "lints: clippy not installed, not checked" >&2
+fi
 # A hung test must fail the run with a message, not use up CI's time limit.
 status=0
 timeout --kill-after=60 "${TLSTAP_TEST_TIMEOUT:-45m}" cargo test --workspace --locked "$@" || status=$?

@@ -15,20 +15,10 @@ const LIMIT_MS: f64 = 100.0;
 
 fn candidates() -> Vec<PathBuf> {
     if let Ok(list) = std::env::var("TLSTAP_BENCH_BINARY") {
-        return list
-            .split(':')
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .collect();
+        return list.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect();
     }
-    let mut dirs: Vec<PathBuf> = [
-        "/usr/local/bin",
-        "/usr/lib/google-cloud-sdk/bin",
-        "/usr/bin",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .collect();
+    let mut dirs: Vec<PathBuf> =
+        ["/usr/local/bin", "/usr/lib/google-cloud-sdk/bin", "/usr/bin"].iter().map(PathBuf::from).collect();
     if let Ok(home) = std::env::var("HOME") {
         if let Ok(entries) = std::fs::read_dir(Path::new(&home).join(".cache/tlstap/go")) {
             dirs.extend(entries.flatten().map(|e| e.path().join("go/bin")));
@@ -54,13 +44,7 @@ fn stripped(path: &Path, data: Vec<u8>) -> (Vec<u8>, &'static str) {
         return (data, "already stripped");
     }
     let out = std::env::temp_dir().join(format!("goelf-bench-{}", std::process::id()));
-    let ok = Command::new("strip")
-        .arg("--strip-all")
-        .arg("-o")
-        .arg(&out)
-        .arg(path)
-        .status()
-        .is_ok_and(|s| s.success());
+    let ok = Command::new("strip").arg("--strip-all").arg("-o").arg(&out).arg(path).status().is_ok_and(|s| s.success());
     let result = if ok { std::fs::read(&out).ok() } else { None };
     let _ = std::fs::remove_file(&out);
     match result {

@@ -24,10 +24,7 @@ pub struct BuildInfo {
 impl BuildInfo {
     /// The value of build setting `key` (e.g. "-buildmode").
     pub fn setting(&self, key: &str) -> Option<&str> {
-        self.settings
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -41,28 +38,20 @@ pub(crate) fn find(image: &Image<'_>) -> Result<Option<BuildInfo>, Error> {
         let off = scan_for_magic(image.data)?;
         Some((image.vaddr_of_offset(off as u64)?, image.data.get(off..)?))
     });
-    found
-        .map(|(vaddr, blob)| decode(image, vaddr, blob))
-        .transpose()
+    found.map(|(vaddr, blob)| decode(image, vaddr, blob)).transpose()
 }
 
 /// The file offset of the first 16-byte-aligned occurrence of the magic.
 fn scan_for_magic(data: &[u8]) -> Option<usize> {
-    data.chunks_exact(16)
-        .position(|c| c.starts_with(MAGIC))
-        .and_then(|i| i.checked_mul(16))
+    data.chunks_exact(16).position(|c| c.starts_with(MAGIC)).and_then(|i| i.checked_mul(16))
 }
 
 fn decode(image: &Image<'_>, vaddr: u64, blob: &[u8]) -> Result<BuildInfo, Error> {
-    let header = blob
-        .get(..HEADER_LEN)
-        .ok_or_else(|| Error::malformed("build info header truncated"))?;
+    let header = blob.get(..HEADER_LEN).ok_or_else(|| Error::malformed("build info header truncated"))?;
     let ptr_size = header.get(14).copied().unwrap_or(0);
     let flags = header.get(15).copied().unwrap_or(0);
     if flags & 1 != 0 {
-        return Err(Error::malformed(
-            "big-endian build info in a little-endian binary",
-        ));
+        return Err(Error::malformed("big-endian build info in a little-endian binary"));
     }
     let (version, modinfo) = if flags & 2 != 0 {
         let rest = blob.get(HEADER_LEN..).unwrap_or(&[]);
@@ -71,22 +60,15 @@ fn decode(image: &Image<'_>, vaddr: u64, blob: &[u8]) -> Result<BuildInfo, Error
         (version.to_vec(), modinfo.to_vec())
     } else {
         if ptr_size != 8 {
-            return Err(Error::malformed(format!(
-                "build info pointer size {ptr_size}"
-            )));
+            return Err(Error::malformed(format!("build info pointer size {ptr_size}")));
         }
-        let version =
-            pointed_string(image, vaddr.wrapping_add(16)).ok_or_else(|| truncated("version"))?;
+        let version = pointed_string(image, vaddr.wrapping_add(16)).ok_or_else(|| truncated("version"))?;
         let modinfo = pointed_string(image, vaddr.wrapping_add(24)).unwrap_or_default();
         (version, modinfo)
     };
     let version = String::from_utf8_lossy(&version).into_owned();
     let (path, settings) = parse_modinfo(&String::from_utf8_lossy(strip_sentinels(&modinfo)));
-    Ok(BuildInfo {
-        version,
-        path,
-        settings,
-    })
+    Ok(BuildInfo { version, path, settings })
 }
 
 fn truncated(what: &str) -> Error {
@@ -159,10 +141,7 @@ fn split_setting(kv: &str) -> (String, String) {
         }
     } else {
         match kv.find('=') {
-            Some(i) => (
-                kv.get(..i).unwrap_or("").to_string(),
-                kv.get(i..).unwrap_or(""),
-            ),
+            Some(i) => (kv.get(..i).unwrap_or("").to_string(), kv.get(i..).unwrap_or("")),
             None => (kv.to_string(), ""),
         }
     };
@@ -198,11 +177,7 @@ fn quoted_prefix(s: &str) -> Option<(String, &str)> {
                         for _ in 0..digits {
                             hex.push(chars.next()?.1);
                         }
-                        let (radix, text) = if e.is_ascii_digit() {
-                            (8, format!("{e}{hex}"))
-                        } else {
-                            (16, hex)
-                        };
+                        let (radix, text) = if e.is_ascii_digit() { (8, format!("{e}{hex}")) } else { (16, hex) };
                         out.push(char::from_u32(u32::from_str_radix(&text, radix).ok()?)?);
                     }
                     other => out.push(other),
@@ -233,10 +208,7 @@ mod tests {
 
     #[test]
     fn quoted_escapes() {
-        assert_eq!(
-            quoted_prefix(r#""a\"b\x41\t""#),
-            Some(("a\"bA\t".to_string(), ""))
-        );
+        assert_eq!(quoted_prefix(r#""a\"b\x41\t""#), Some(("a\"bA\t".to_string(), "")));
         assert_eq!(quoted_prefix(r#""unterminated"#), None);
         assert_eq!(quoted_prefix(r#""bad\x4"#), None);
     }

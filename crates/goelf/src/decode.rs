@@ -10,12 +10,7 @@ use crate::{Arch, Error};
 
 /// Addresses of every return instruction in `code`, which is loaded at `vaddr`.
 /// `name` only labels errors.
-pub(crate) fn find_returns(
-    arch: Arch,
-    name: &str,
-    vaddr: u64,
-    code: &[u8],
-) -> Result<Vec<u64>, Error> {
+pub(crate) fn find_returns(arch: Arch, name: &str, vaddr: u64, code: &[u8]) -> Result<Vec<u64>, Error> {
     match arch {
         Arch::Amd64 => amd64(name, vaddr, code),
         Arch::Arm64 => Ok(arm64(vaddr, code)),
@@ -30,19 +25,12 @@ fn amd64(name: &str, vaddr: u64, code: &[u8]) -> Result<Vec<u64>, Error> {
     let mut out = Vec::new();
     while decoder.can_decode() {
         let pos = decoder.position();
-        if code
-            .get(pos..)
-            .is_some_and(|rest| rest.iter().all(|&b| b == 0xcc))
-        {
+        if code.get(pos..).is_some_and(|rest| rest.iter().all(|&b| b == 0xcc)) {
             break;
         }
         decoder.decode_out(&mut inst);
         if inst.is_invalid() {
-            return Err(Error::Decode {
-                function: name.to_string(),
-                vaddr: inst.ip(),
-                arch: "amd64",
-            });
+            return Err(Error::Decode { function: name.to_string(), vaddr: inst.ip(), arch: "amd64" });
         }
         if matches!(inst.mnemonic(), Mnemonic::Ret | Mnemonic::Retf) {
             out.push(inst.ip());
@@ -107,9 +95,7 @@ pub(crate) fn branch_targets(arch: Arch, vaddr: u64, code: &[u8]) -> Vec<u64> {
                 let Ok(inst) = decoder.decode(&mut U8Reader::new(word)) else {
                     continue;
                 };
-                if let (Opcode::B | Opcode::BL, Operand::PCOffset(off)) =
-                    (inst.opcode, inst.operands[0])
-                {
+                if let (Opcode::B | Opcode::BL, Operand::PCOffset(off)) = (inst.opcode, inst.operands[0]) {
                     let pc = (i as u64).checked_mul(4).and_then(|o| vaddr.checked_add(o));
                     if let Some(t) = pc.and_then(|pc| pc.checked_add_signed(off)) {
                         out.push(t);
@@ -129,16 +115,10 @@ mod tests {
     fn amd64_ret_only_at_instruction_starts() {
         // mov eax, 0xc3c3c3c3 (contains C3 bytes that are not instructions); ret; int3 padding
         let code = [0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0xc3, 0xcc, 0xcc];
-        assert_eq!(
-            find_returns(Arch::Amd64, "f", 0x1000, &code).unwrap(),
-            vec![0x1005]
-        );
+        assert_eq!(find_returns(Arch::Amd64, "f", 0x1000, &code).unwrap(), vec![0x1005]);
         // ret imm16 and retf count too.
         let code = [0xc2, 0x08, 0x00, 0xcb];
-        assert_eq!(
-            find_returns(Arch::Amd64, "f", 0, &code).unwrap(),
-            vec![0, 3]
-        );
+        assert_eq!(find_returns(Arch::Amd64, "f", 0, &code).unwrap(), vec![0, 3]);
     }
 
     #[test]
@@ -156,9 +136,6 @@ mod tests {
         code.extend_from_slice(&0xd65f0020u32.to_le_bytes()); // ret x1
         code.extend_from_slice(&0x00000000u32.to_le_bytes()); // udf / padding
         code.extend_from_slice(&[0xc0, 0x03]); // trailing half word ignored
-        assert_eq!(
-            find_returns(Arch::Arm64, "f", 0x4000, &code).unwrap(),
-            vec![0x4000, 0x4008]
-        );
+        assert_eq!(find_returns(Arch::Arm64, "f", 0x4000, &code).unwrap(), vec![0x4000, 0x4008]);
     }
 }

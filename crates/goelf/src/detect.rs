@@ -31,10 +31,7 @@ impl StrippedKind {
             return StrippedKind::NotStripped;
         }
         let ldflags = build.and_then(|b| b.setting("-ldflags")).unwrap_or("");
-        if ldflags
-            .split_whitespace()
-            .any(|f| f == "-s" || f == "-s=true" || f == "--s")
-        {
+        if ldflags.split_whitespace().any(|f| f == "-s" || f == "-s=true" || f == "--s") {
             StrippedKind::LinkerStripped
         } else {
             StrippedKind::Stripped
@@ -63,8 +60,7 @@ pub(crate) fn gccgo_symbols(image: &Image<'_>) -> Option<String> {
             let Ok(name) = table.symbol_name(endian, sym) else {
                 continue;
             };
-            if name.starts_with(b"__go_") || name.starts_with(b"go..") || name.starts_with(b"go_0")
-            {
+            if name.starts_with(b"__go_") || name.starts_with(b"go..") || name.starts_with(b"go_0") {
                 return Some(format!("symbol {}", String::from_utf8_lossy(name)));
             }
         }
@@ -77,21 +73,15 @@ pub(crate) fn gccgo_symbols(image: &Image<'_>) -> Option<String> {
 pub(crate) fn check_buildmode(image: &Image<'_>, build: Option<&BuildInfo>) -> Result<(), Error> {
     match build.and_then(|b| b.setting("-buildmode")) {
         Some("c-shared") => return Err(Error::CShared("build setting -buildmode=c-shared".into())),
-        Some("c-archive") => {
-            return Err(Error::CArchive("build setting -buildmode=c-archive".into()))
-        }
+        Some("c-archive") => return Err(Error::CArchive("build setting -buildmode=c-archive".into())),
         Some(_) => return Ok(()),
         None => {}
     }
     if image.elf_type == elf::ET_DYN && !image.has_interp && exports_cgo(image) {
-        return Err(Error::CShared(
-            "shared object without interpreter exporting _cgo_ symbols".into(),
-        ));
+        return Err(Error::CShared("shared object without interpreter exporting _cgo_ symbols".into()));
     }
     if image.elf_type == elf::ET_REL {
-        return Err(Error::CArchive(
-            "relocatable object, not an executable".into(),
-        ));
+        return Err(Error::CArchive("relocatable object, not an executable".into()));
     }
     Ok(())
 }
@@ -102,9 +92,6 @@ fn exports_cgo(image: &Image<'_>) -> bool {
         return false;
     };
     table.symbols().iter().any(|sym| {
-        sym.st_shndx(endian) != elf::SHN_UNDEF
-            && table
-                .symbol_name(endian, sym)
-                .is_ok_and(|n| n.starts_with(b"_cgo_"))
+        sym.st_shndx(endian) != elf::SHN_UNDEF && table.symbol_name(endian, sym).is_ok_and(|n| n.starts_with(b"_cgo_"))
     })
 }

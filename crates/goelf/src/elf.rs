@@ -78,15 +78,9 @@ fn check_ident(data: &[u8]) -> Result<Arch, Error> {
     }
     let class = *data.get(4).ok_or(Error::NotElf)?;
     let little = data.get(5) == Some(&elf::ELFDATA2LSB);
-    let raw: [u8; 2] = data
-        .get(18..20)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| Error::malformed("truncated ELF header"))?;
-    let machine = if little {
-        u16::from_le_bytes(raw)
-    } else {
-        u16::from_be_bytes(raw)
-    };
+    let raw: [u8; 2] =
+        data.get(18..20).and_then(|b| b.try_into().ok()).ok_or_else(|| Error::malformed("truncated ELF header"))?;
+    let machine = if little { u16::from_le_bytes(raw) } else { u16::from_be_bytes(raw) };
     let name = machine_name(machine);
     match class {
         elf::ELFCLASS32 => return Err(Error::Bits32 { machine: name }),
@@ -149,11 +143,9 @@ impl<'a> Image<'a> {
                 _ => {}
             }
         }
-        if let Some(seg) = segments.iter().find(|s| {
-            s.offset
-                .checked_add(s.filesz)
-                .is_none_or(|end| end > data.len() as u64)
-        }) {
+        if let Some(seg) =
+            segments.iter().find(|s| s.offset.checked_add(s.filesz).is_none_or(|end| end > data.len() as u64))
+        {
             return Err(Error::malformed(format!(
                 "truncated file: PT_LOAD at offset {:#x} (+{:#x}) extends past its end ({:#x})",
                 seg.offset,
@@ -176,14 +168,8 @@ impl<'a> Image<'a> {
                     size: sh.sh_size(endian),
                 });
             }
-            symtab = table
-                .symbols(endian, data, elf::SHT_SYMTAB)
-                .ok()
-                .filter(|s| !s.is_empty());
-            dynsym = table
-                .symbols(endian, data, elf::SHT_DYNSYM)
-                .ok()
-                .filter(|s| !s.is_empty());
+            symtab = table.symbols(endian, data, elf::SHT_SYMTAB).ok().filter(|s| !s.is_empty());
+            dynsym = table.symbols(endian, data, elf::SHT_DYNSYM).ok().filter(|s| !s.is_empty());
         }
         let mut image = Image {
             data,
@@ -204,10 +190,7 @@ impl<'a> Image<'a> {
 
     /// The value of the first dynamic tag `tag`.
     pub fn dyn_value(&self, tag: u32) -> Option<u64> {
-        self.dyn_tags
-            .iter()
-            .find(|&&(t, _)| t == u64::from(tag))
-            .map(|&(_, v)| v)
+        self.dyn_tags.iter().find(|&&(t, _)| t == u64::from(tag)).map(|&(_, v)| v)
     }
 
     fn needed_libs(&self) -> Vec<&'a [u8]> {
@@ -217,12 +200,8 @@ impl<'a> Image<'a> {
         let Some(strs) = self.slice_from(strtab) else {
             return Vec::new();
         };
-        let strsz = self
-            .dyn_value(elf::DT_STRSZ)
-            .and_then(|s| usize::try_from(s).ok());
-        let strs = strs
-            .get(..strsz.unwrap_or(strs.len()).min(strs.len()))
-            .unwrap_or(strs);
+        let strsz = self.dyn_value(elf::DT_STRSZ).and_then(|s| usize::try_from(s).ok());
+        let strs = strs.get(..strsz.unwrap_or(strs.len()).min(strs.len())).unwrap_or(strs);
         self.dyn_tags
             .iter()
             .filter(|&&(t, _)| t == u64::from(elf::DT_NEEDED))
@@ -265,17 +244,11 @@ impl<'a> Image<'a> {
             .segments
             .iter()
             .find(|s| s.holds(vaddr) && (!exec || s.executable()))
-            .ok_or(Error::AddressNotMapped {
-                vaddr,
-                what: if exec { "executable" } else { "file-backed" },
-            })?;
+            .ok_or(Error::AddressNotMapped { vaddr, what: if exec { "executable" } else { "file-backed" } })?;
         (vaddr - seg.vaddr)
             .checked_add(seg.offset)
             .filter(|&off| off < self.data.len() as u64)
-            .ok_or(Error::AddressNotMapped {
-                vaddr,
-                what: "file-backed",
-            })
+            .ok_or(Error::AddressNotMapped { vaddr, what: "file-backed" })
     }
 
     /// The file bytes from `vaddr` to the end of its segment's file-backed part.
@@ -345,9 +318,7 @@ impl<'a> Image<'a> {
         for s in &self.sections {
             let wanted = s.sh_type == elf::SHT_PROGBITS
                 && s.addr != 0
-                && (s.name.starts_with(b".noptrdata")
-                    || s.name.starts_with(b".data")
-                    || s.name.starts_with(b".go."));
+                && (s.name.starts_with(b".noptrdata") || s.name.starts_with(b".data") || s.name.starts_with(b".go."));
             if let Some(bytes) = wanted.then(|| self.section_data(s)).flatten() {
                 out.push((s.addr, bytes));
             }

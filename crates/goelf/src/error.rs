@@ -10,9 +10,7 @@ pub enum Error {
     #[error("not an ELF file")]
     NotElf,
     /// A 32-bit ELF file (Go's 386/arm ports): tlstap supports 64-bit only.
-    #[error(
-        "32-bit ELF ({machine}) is not supported: only 64-bit amd64 and arm64 Go binaries are"
-    )]
+    #[error("32-bit ELF ({machine}) is not supported: only 64-bit amd64 and arm64 Go binaries are")]
     Bits32 {
         /// The ELF machine, e.g. "x86 (386)".
         machine: String,

@@ -80,10 +80,7 @@ pub struct BinaryInfo {
 impl BinaryInfo {
     /// The value of build setting `key` (e.g. "CGO_ENABLED").
     pub fn setting(&self, key: &str) -> Option<&str> {
-        self.build_settings
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.build_settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -114,31 +111,19 @@ impl<'a> GoBinary<'a> {
             return Err(Error::Gccgo(why));
         }
         let build = buildinfo::find(&image)?;
-        let symtab_value = |name: &[u8]| {
-            image
-                .symtab
-                .as_ref()
-                .and_then(|t| symtab::symbol_value(t, name))
-        };
-        let pcln_symbol =
-            symtab_value(b"runtime.pcheader").or_else(|| symtab_value(b"runtime.pclntab"));
+        let symtab_value = |name: &[u8]| image.symtab.as_ref().and_then(|t| symtab::symbol_value(t, name));
+        let pcln_symbol = symtab_value(b"runtime.pcheader").or_else(|| symtab_value(b"runtime.pclntab"));
         let mut pclntab = pclnfind::locate(&image, pcln_symbol);
         if build.is_none() && pclntab.is_none() {
             if let Some(why) = detect::gccgo_symbols(&image) {
                 return Err(Error::Gccgo(why));
             }
-            return Err(Error::NotGo(
-                "no .go.buildinfo and no Go function table (pclntab)".into(),
-            ));
+            return Err(Error::NotGo("no .go.buildinfo and no Go function table (pclntab)".into()));
         }
         detect::check_buildmode(&image, build.as_ref())?;
         let raw_version = match &build {
             Some(b) => b.version.clone(),
-            None => {
-                return Err(Error::NotGo(
-                    "Go function table but no .go.buildinfo (Go < 1.13?)".into(),
-                ))
-            }
+            None => return Err(Error::NotGo("Go function table but no .go.buildinfo (Go < 1.13?)".into())),
         };
         let go_version = GoVersion::parse(&raw_version)
             .ok_or_else(|| Error::malformed(format!("unparseable Go version {raw_version:?}")))?;
@@ -153,38 +138,22 @@ impl<'a> GoBinary<'a> {
                 }
                 // Entries cannot be placed: keep the table out of use rather than lie.
                 None if image.symtab.is_some() => pclntab = None,
-                None => {
-                    return Err(Error::malformed(
-                        "cannot determine the text start of the function table",
-                    ))
-                }
+                None => return Err(Error::malformed("cannot determine the text start of the function table")),
             }
         }
-        let symbol_source = if image.symtab.is_some() {
-            SymbolSource::Symtab
-        } else {
-            SymbolSource::Pclntab
-        };
+        let symbol_source = if image.symtab.is_some() { SymbolSource::Symtab } else { SymbolSource::Pclntab };
         if symbol_source == SymbolSource::Pclntab && pclntab.is_none() {
-            return Err(Error::NotGo(
-                "no .symtab and no Go function table (pclntab)".into(),
-            ));
+            return Err(Error::NotGo("no .symtab and no Go function table (pclntab)".into()));
         }
-        let settings = build
-            .as_ref()
-            .map(|b| b.settings.clone())
-            .unwrap_or_default();
-        let buildmode_pie = settings
-            .iter()
-            .any(|(k, v)| k == "-buildmode" && v == "pie");
+        let settings = build.as_ref().map(|b| b.settings.clone()).unwrap_or_default();
+        let buildmode_pie = settings.iter().any(|(k, v)| k == "-buildmode" && v == "pie");
         let info = BinaryInfo {
             arch: image.arch,
             abi: Abi::for_version(image.arch, &go_version),
             go_version,
             pie: image.elf_type == object::elf::ET_DYN && (image.has_interp || buildmode_pie),
             has_symtab: image.symtab.is_some(),
-            has_dwarf: image.section(".debug_info").is_some()
-                || image.section(".zdebug_info").is_some(),
+            has_dwarf: image.section(".debug_info").is_some() || image.section(".zdebug_info").is_some(),
             stripped_kind: StrippedKind::of(&image, build.as_ref()),
             main_path: build.as_ref().and_then(|b| b.path.clone()),
             build_settings: settings,
@@ -194,11 +163,7 @@ impl<'a> GoBinary<'a> {
             text_start: text.map_or(0, |t| t.0),
             text_start_source: text.map(|t| t.1),
         };
-        Ok(GoBinary {
-            image,
-            info,
-            pclntab,
-        })
+        Ok(GoBinary { image, info, pclntab })
     }
 
     /// What the binary is.
@@ -217,11 +182,7 @@ impl<'a> GoBinary<'a> {
     }
 
     /// Like [`GoBinary::functions_named`], from an explicit source (empty if unavailable).
-    pub fn functions_named_from(
-        &self,
-        source: SymbolSource,
-        names: &[&str],
-    ) -> Vec<Option<Function>> {
+    pub fn functions_named_from(&self, source: SymbolSource, names: &[&str]) -> Vec<Option<Function>> {
         match source {
             SymbolSource::Symtab => symtab::find_many(&self.image, names)
                 .into_iter()
@@ -250,9 +211,9 @@ impl<'a> GoBinary<'a> {
     pub fn functions_from(&self, source: SymbolSource) -> Vec<Function> {
         match source {
             SymbolSource::Symtab => match &self.image.symtab {
-                Some(table) => symtab::funcs(table)
-                    .map(|f| function(symtab::go_name(f.name), f.vaddr, f.size))
-                    .collect(),
+                Some(table) => {
+                    symtab::funcs(table).map(|f| function(symtab::go_name(f.name), f.vaddr, f.size)).collect()
+                }
                 None => Vec::new(),
             },
             SymbolSource::Pclntab => match &self.pclntab {
@@ -280,10 +241,7 @@ impl<'a> GoBinary<'a> {
         self.code_file_offset(f.vaddr)?;
         self.image
             .bytes_at(f.vaddr, f.size)
-            .ok_or(Error::AddressNotMapped {
-                vaddr: f.vaddr.saturating_add(f.size),
-                what: "file-backed",
-            })
+            .ok_or(Error::AddressNotMapped { vaddr: f.vaddr.saturating_add(f.size), what: "file-backed" })
     }
 
     /// Virtual addresses of every return instruction of `f`, found by decoding its code.
@@ -299,9 +257,5 @@ impl<'a> GoBinary<'a> {
 }
 
 fn function(name: &[u8], vaddr: u64, size: u64) -> Function {
-    Function {
-        name: String::from_utf8_lossy(name).into_owned(),
-        vaddr,
-        size,
-    }
+    Function { name: String::from_utf8_lossy(name).into_owned(), vaddr, size }
 }

@@ -19,10 +19,7 @@ pub(crate) fn locate<'a>(image: &Image<'a>, symbol: Option<u64>) -> Option<Pclnt
     for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
         if let Some(s) = image.section(name) {
             if let Some(data) = image.section_data(s) {
-                candidates.push(Candidate {
-                    vaddr: s.addr,
-                    data,
-                });
+                candidates.push(Candidate { vaddr: s.addr, data });
             }
         }
     }
@@ -42,9 +39,7 @@ pub(crate) fn locate<'a>(image: &Image<'a>, symbol: Option<u64>) -> Option<Pclnt
 fn plausible<'a>(image: &Image<'a>, c: Candidate<'a>) -> Option<Pclntab<'a>> {
     let t = Pclntab::parse(image, c.vaddr, c.data).ok()?;
     // The first few records must carry names: rules out stray magic numbers.
-    (0..t.nfunc.min(4))
-        .all(|i| t.name(i).is_some_and(|n| !n.is_empty()))
-        .then_some(t)
+    (0..t.nfunc.min(4)).all(|i| t.name(i).is_some_and(|n| !n.is_empty())).then_some(t)
 }
 
 fn scan<'a>(image: &Image<'a>) -> Option<Pclntab<'a>> {
@@ -56,10 +51,7 @@ fn scan<'a>(image: &Image<'a>) -> Option<Pclntab<'a>> {
         let mut off = 0usize;
         while let Some(chunk) = bytes.get(off..off + 8) {
             let magic = read_u32(chunk, 0).unwrap_or(0);
-            if MAGICS.contains(&magic)
-                && chunk.get(4..6) == Some(&[0, 0][..])
-                && chunk.get(7) == Some(&8)
-            {
+            if MAGICS.contains(&magic) && chunk.get(4..6) == Some(&[0, 0][..]) && chunk.get(7) == Some(&8) {
                 let vaddr = seg.vaddr.wrapping_add(off as u64);
                 let data = bytes.get(off..).unwrap_or(&[]);
                 if let Some(t) = plausible(image, Candidate { vaddr, data }) {

@@ -87,21 +87,14 @@ impl<'a> Pclntab<'a> {
         }
         let min_lc = u64::from(min_lc.copied().unwrap_or(1));
         let ptr_size = 8usize;
-        let word = |i: usize| {
-            read_word(data, 8 + i * ptr_size, ptr_size).ok_or_else(|| bad("truncated header"))
-        };
+        let word = |i: usize| read_word(data, 8 + i * ptr_size, ptr_size).ok_or_else(|| bad("truncated header"));
         let sub = |off: u64| -> Result<&'a [u8], Error> {
-            data.get(usize::try_from(off).map_err(|_| bad("offset"))?..)
-                .ok_or_else(|| bad("offset out of range"))
+            data.get(usize::try_from(off).map_err(|_| bad("offset"))?..).ok_or_else(|| bad("offset out of range"))
         };
         // A table that ends where the next one (by header offset) begins.
         let range = |start: u64, end: u64| -> Result<&'a [u8], Error> {
-            let len = end
-                .checked_sub(start)
-                .ok_or_else(|| bad("table offsets out of order"))?;
-            sub(start)?
-                .get(..usize::try_from(len).map_err(|_| bad("offset"))?)
-                .ok_or_else(|| bad("table out of range"))
+            let len = end.checked_sub(start).ok_or_else(|| bad("table offsets out of order"))?;
+            sub(start)?.get(..usize::try_from(len).map_err(|_| bad("offset"))?).ok_or_else(|| bad("table out of range"))
         };
         let nfunc = usize::try_from(word(0)?).map_err(|_| bad("nfunc"))?;
         // 1.2 tables index names, pc tables and func records from the header itself.
@@ -109,24 +102,12 @@ impl<'a> Pclntab<'a> {
             PclntabVersion::V12 => (data, data, data, 0, 0),
             PclntabVersion::V116 => {
                 let pcln_off = word(6)?;
-                (
-                    range(word(2)?, word(3)?)?,
-                    range(word(5)?, pcln_off)?,
-                    sub(pcln_off)?,
-                    pcln_off,
-                    0,
-                )
+                (range(word(2)?, word(3)?)?, range(word(5)?, pcln_off)?, sub(pcln_off)?, pcln_off, 0)
             }
             PclntabVersion::V118 | PclntabVersion::V120 => {
                 let text = image.read_ptr(vaddr.wrapping_add(8 + 2 * 8)).unwrap_or(0);
                 let pcln_off = word(7)?;
-                (
-                    range(word(3)?, word(4)?)?,
-                    range(word(6)?, pcln_off)?,
-                    sub(pcln_off)?,
-                    pcln_off,
-                    text,
-                )
+                (range(word(3)?, word(4)?)?, range(word(6)?, pcln_off)?, sub(pcln_off)?, pcln_off, text)
             }
         };
         let table = Pclntab {
@@ -172,9 +153,7 @@ impl<'a> Pclntab<'a> {
 
     /// The raw entry field of functab slot `i` (an offset for 1.18+, an address before).
     pub fn raw_entry(&self, image: &Image<'_>, i: usize) -> Option<u64> {
-        let off = self
-            .functab_start()
-            .checked_add(i.checked_mul(self.functab_entry_size())?)?;
+        let off = self.functab_start().checked_add(i.checked_mul(self.functab_entry_size())?)?;
         if self.version.entries_are_offsets() {
             read_u32(self.pclntable, off).map(u64::from)
         } else if image.relocations().counts().0 > 0 {
@@ -197,10 +176,7 @@ impl<'a> Pclntab<'a> {
     /// The func record offset of slot `i` in `pclntable`; None for a text-section hole marker.
     fn funcoff(&self, i: usize) -> Option<usize> {
         let esz = self.functab_entry_size();
-        let off = self
-            .functab_start()
-            .checked_add(i.checked_mul(esz)?)?
-            .checked_add(esz / 2)?;
+        let off = self.functab_start().checked_add(i.checked_mul(esz)?)?.checked_add(esz / 2)?;
         let (value, hole) = if self.version.entries_are_offsets() {
             let v = u64::from(read_u32(self.pclntable, off)?);
             (v, v == u64::from(u32::MAX))
@@ -346,18 +322,12 @@ impl<'a> Pclntab<'a> {
             .enumerate()
             .flat_map(|(k, offsets)| offsets.into_iter().map(move |off| (off, k)))
             .collect();
-        let (Some(lo), Some(hi)) = (
-            targets.iter().map(|t| t.0).min(),
-            targets.iter().map(|t| t.0).max(),
-        ) else {
+        let (Some(lo), Some(hi)) = (targets.iter().map(|t| t.0).min(), targets.iter().map(|t| t.0).max()) else {
             return found;
         };
         // 1.18+: the functab is (entryoff u32, funcoff u32) pairs; nameOff is the second
         // u32 of each record. Read them directly: this loop touches every function.
-        let functab = self
-            .pclntable
-            .get(..self.nfunc.saturating_mul(8))
-            .unwrap_or(&[]);
+        let functab = self.pclntable.get(..self.nfunc.saturating_mul(8)).unwrap_or(&[]);
         for (i, pair) in functab.chunks_exact(8).enumerate() {
             let Some(funcoff) = read_u32(pair, 4).and_then(|f| usize::try_from(f).ok()) else {
                 continue;

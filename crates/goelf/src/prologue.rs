@@ -39,9 +39,10 @@ fn amd64(vaddr: u64, code: &[u8]) -> Option<u64> {
     // The morestack block ends with a jump back to the entry.
     let back = insts.iter().rposition(|i| i.mnemonic() == Mnemonic::Jmp && i.near_branch_target() == vaddr)?;
     let back_ip = insts.get(back)?.ip();
-    let check = insts.iter().take(CHECK_WINDOW).position(|i| {
-        is_jcc(i.mnemonic()) && i.near_branch_target() > i.ip() && i.near_branch_target() <= back_ip
-    })?;
+    let check = insts
+        .iter()
+        .take(CHECK_WINDOW)
+        .position(|i| is_jcc(i.mnemonic()) && i.near_branch_target() > i.ip() && i.near_branch_target() <= back_ip)?;
     insts.get(check + 1).map(Instruction::ip)
 }
 

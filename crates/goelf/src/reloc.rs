@@ -39,9 +39,7 @@ impl Relocations {
             crate::Arch::Arm64 => elf::R_AARCH64_RELATIVE,
         };
         let mut out = Relocations::default();
-        let rela = image
-            .dyn_value(elf::DT_RELA)
-            .zip(image.dyn_value(elf::DT_RELASZ));
+        let rela = image.dyn_value(elf::DT_RELA).zip(image.dyn_value(elf::DT_RELASZ));
         if let Some(bytes) = rela.and_then(|(addr, size)| image.bytes_at(addr, size)) {
             let ent = image.dyn_value(elf::DT_RELAENT).unwrap_or(24);
             let ent = usize::try_from(ent).ok().filter(|&e| e >= 24).unwrap_or(24);
@@ -91,19 +89,9 @@ impl Relocations {
         let mut w: Vec<(u64, u64)> = match self.sorted.get() {
             Some(s) => {
                 let start = s.partition_point(|r| r.0 < lo);
-                s.get(start..)
-                    .unwrap_or(&[])
-                    .iter()
-                    .take_while(|r| r.0 < hi)
-                    .copied()
-                    .collect()
+                s.get(start..).unwrap_or(&[]).iter().take_while(|r| r.0 < hi).copied().collect()
             }
-            None => self
-                .rela
-                .iter()
-                .filter(|r| r.0 >= lo && r.0 < hi)
-                .copied()
-                .collect(),
+            None => self.rela.iter().filter(|r| r.0 >= lo && r.0 < hi).copied().collect(),
         };
         w.sort_unstable_by_key(|r| r.0);
         w
@@ -161,10 +149,7 @@ mod tests {
         table.extend_from_slice(&0b1011u64.to_le_bytes());
         // next bitmap starts 63 words later: bit 1 → 0x1008 + 63*8
         table.extend_from_slice(&0b11u64.to_le_bytes());
-        assert_eq!(
-            decode_relr(&table),
-            vec![0x1000, 0x1008, 0x1018, 0x1008 + 63 * 8]
-        );
+        assert_eq!(decode_relr(&table), vec![0x1000, 0x1008, 0x1018, 0x1008 + 63 * 8]);
     }
 
     #[test]

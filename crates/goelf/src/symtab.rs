@@ -27,22 +27,14 @@ pub(crate) fn funcs<'a, 'b>(table: &'b SymbolTable<'a>) -> impl Iterator<Item = 
             return None;
         }
         let name = table.symbol_name(endian, sym).ok()?;
-        Some(SymFunc {
-            name,
-            vaddr,
-            size: sym.st_size(endian),
-        })
+        Some(SymFunc { name, vaddr, size: sym.st_size(endian) })
     })
 }
 
 /// Any symbol (of any type) named `name`: its value.
 pub(crate) fn symbol_value(table: &SymbolTable<'_>, name: &[u8]) -> Option<u64> {
     let endian = Endianness::Little;
-    table
-        .symbols()
-        .iter()
-        .find(|sym| table.symbol_name(endian, sym).ok() == Some(name))
-        .map(|sym| sym.st_value(endian))
+    table.symbols().iter().find(|sym| table.symbol_name(endian, sym).ok() == Some(name)).map(|sym| sym.st_value(endian))
 }
 
 /// Suffixes the Go linker appends to one of two same-named ABI variants in `.symtab`.
@@ -50,10 +42,7 @@ const ABI_SUFFIXES: [&[u8]; 2] = [b".abi0", b".abiinternal"];
 
 /// The Go name of a `.symtab` function name: without an ABI suffix.
 pub(crate) fn go_name(name: &[u8]) -> &[u8] {
-    ABI_SUFFIXES
-        .iter()
-        .find_map(|suffix| name.strip_suffix(*suffix))
-        .unwrap_or(name)
+    ABI_SUFFIXES.iter().find_map(|suffix| name.strip_suffix(*suffix)).unwrap_or(name)
 }
 
 /// The functions named in `names` (one pass over the table). `X.abi0` counts as `X`; two

@@ -45,10 +45,7 @@ pub(crate) fn resolve(
     if let Some(base) = runtime_text_symbol.filter(|&b| fits(b)) {
         return Some((base, TextStartSource::Symbol));
     }
-    let text = image
-        .section(".text")
-        .map(|s| s.addr)
-        .filter(|&b| fits(b))?;
+    let text = image.section(".text").map(|s| s.addr).filter(|&b| fits(b))?;
     Some((text, TextStartSource::TextSection))
 }
 
@@ -58,9 +55,7 @@ fn entries_fit(image: &Image<'_>, base: u64, first: u64, last: u64) -> bool {
     let (Some(lo), Some(hi)) = (base.checked_add(first), base.checked_add(last)) else {
         return false;
     };
-    image.segments.iter().any(|s| {
-        s.executable() && lo >= s.vaddr && hi >= lo && hi - s.vaddr <= s.filesz.max(s.memsz)
-    })
+    image.segments.iter().any(|s| s.executable() && lo >= s.vaddr && hi >= lo && hi - s.vaddr <= s.filesz.max(s.memsz))
 }
 
 /// Finds moduledata (whose first word points at the pclntab header) and derives the text
@@ -79,20 +74,14 @@ pub(crate) fn find_moduledata<T>(
     mut check: impl FnMut(u64) -> Option<T>,
 ) -> Option<T> {
     // PIE: the pointer may only exist as a RELA addend (the stored word can be zero).
-    let rela_sites: Vec<u64> = image
-        .relocations()
-        .sites_with_addend(pclntab_vaddr)
-        .collect();
+    let rela_sites: Vec<u64> = image.relocations().sites_with_addend(pclntab_vaddr).collect();
     if let Some(found) = rela_sites.into_iter().find_map(&mut check) {
         return Some(found);
     }
     let mut regions = image.data_regions();
     // runtime.firstmoduledata lives in .go.module (Go 1.26+) or .noptrdata: look there first.
-    let within = |name: &str, addr: u64| {
-        image
-            .section(name)
-            .is_some_and(|s| addr >= s.addr && addr - s.addr < s.size.max(1))
-    };
+    let within =
+        |name: &str, addr: u64| image.section(name).is_some_and(|s| addr >= s.addr && addr - s.addr < s.size.max(1));
     regions.sort_by_key(|&(addr, _)| {
         if within(".go.module", addr) {
             0
@@ -121,15 +110,9 @@ pub(crate) fn find_moduledata<T>(
 /// at `md`; returns minpc − `first` (the text start).
 fn minpc_in(image: &Image<'_>, md: u64, first: u64, span: u64) -> Option<u64> {
     let start = md.checked_add(8)?;
-    let words: Vec<u64> = image
-        .read_ptrs(start, MODULEDATA_WORDS - 1)
-        .into_iter()
-        .map(|w| w.unwrap_or(0))
-        .collect();
+    let words: Vec<u64> = image.read_ptrs(start, MODULEDATA_WORDS - 1).into_iter().map(|w| w.unwrap_or(0)).collect();
     words.windows(2).find_map(|w| match *w {
-        [minpc, maxpc] if minpc != 0 && maxpc.checked_sub(minpc) == Some(span) => {
-            minpc.checked_sub(first)
-        }
+        [minpc, maxpc] if minpc != 0 && maxpc.checked_sub(minpc) == Some(span) => minpc.checked_sub(first),
         _ => None,
     })
 }

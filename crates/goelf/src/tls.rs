@@ -41,19 +41,11 @@ pub struct TlsPlan {
 /// Finds the crypto/tls functions and their probe points. [`Error::NoCryptoTls`] names the
 /// first of Write/Read that is missing.
 pub fn plan(bin: &GoBinary<'_>) -> Result<TlsPlan, Error> {
-    let names = [
-        CONN_WRITE,
-        CONN_READ,
-        CONFIG_WRITE_KEY_LOG,
-        CONN_WRITE_RECORD_LOCKED,
-    ];
+    let names = [CONN_WRITE, CONN_READ, CONFIG_WRITE_KEY_LOG, CONN_WRITE_RECORD_LOCKED];
     let found = bin.functions_named(&names);
     let get = |i: usize| found.get(i).cloned().flatten();
     let require = |i: usize, symbol: &'static str| {
-        get(i).ok_or_else(|| Error::NoCryptoTls {
-            version: bin.info().go_version.raw.clone(),
-            missing: symbol,
-        })
+        get(i).ok_or_else(|| Error::NoCryptoTls { version: bin.info().go_version.raw.clone(), missing: symbol })
     };
     let write = require(0, CONN_WRITE)?;
     let read = require(1, CONN_READ)?;
@@ -63,21 +55,14 @@ pub fn plan(bin: &GoBinary<'_>) -> Result<TlsPlan, Error> {
         .map(|vaddr| point(bin, CONN_READ, vaddr))
         .collect::<Result<Vec<_>, _>>()?;
     if read_returns.is_empty() {
-        return Err(Error::malformed(format!(
-            "{CONN_READ} at {:#x} has no RET instruction",
-            read.vaddr
-        )));
+        return Err(Error::malformed(format!("{CONN_READ} at {:#x} has no RET instruction", read.vaddr)));
     }
     Ok(TlsPlan {
         write_entry: entry(bin, CONN_WRITE, &write)?,
         read_entry: entry(bin, CONN_READ, &read)?,
         read_returns,
-        keylog_entry: get(2)
-            .map(|f| entry(bin, CONFIG_WRITE_KEY_LOG, &f))
-            .transpose()?,
-        write_record_entry: get(3)
-            .map(|f| entry(bin, CONN_WRITE_RECORD_LOCKED, &f))
-            .transpose()?,
+        keylog_entry: get(2).map(|f| entry(bin, CONFIG_WRITE_KEY_LOG, &f)).transpose()?,
+        write_record_entry: get(3).map(|f| entry(bin, CONN_WRITE_RECORD_LOCKED, &f)).transpose()?,
     })
 }
 
@@ -89,9 +74,5 @@ fn entry(bin: &GoBinary<'_>, symbol: &'static str, f: &Function) -> Result<Probe
 }
 
 fn point(bin: &GoBinary<'_>, symbol: &'static str, vaddr: u64) -> Result<ProbePoint, Error> {
-    Ok(ProbePoint {
-        symbol,
-        vaddr,
-        file_offset: bin.code_file_offset(vaddr)?,
-    })
+    Ok(ProbePoint { symbol, vaddr, file_offset: bin.code_file_offset(vaddr)? })
 }

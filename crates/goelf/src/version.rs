@@ -79,26 +79,13 @@ impl GoVersion {
         let (major, rest) = leading_number(rest)?;
         let rest = rest.strip_prefix('.')?;
         let (minor, rest) = leading_number(rest)?;
-        let patch = rest
-            .strip_prefix('.')
-            .and_then(leading_number)
-            .map_or(0, |(p, _)| p);
-        Some(GoVersion {
-            major,
-            minor,
-            patch,
-            raw: raw.to_string(),
-        })
+        let patch = rest.strip_prefix('.').and_then(leading_number).map_or(0, |(p, _)| p);
+        Some(GoVersion { major, minor, patch, raw: raw.to_string() })
     }
 
     /// A version from its numbers (raw is rendered as "goM.m.p").
     pub fn new(major: u32, minor: u32, patch: u32) -> GoVersion {
-        GoVersion {
-            major,
-            minor,
-            patch,
-            raw: format!("go{major}.{minor}.{patch}"),
-        }
+        GoVersion { major, minor, patch, raw: format!("go{major}.{minor}.{patch}") }
     }
 
     /// True if this version is at least `major.minor`.
@@ -129,10 +116,7 @@ fn find_go_prefix(raw: &str) -> Option<usize> {
 
 /// Splits a leading decimal number (at most 9 digits) off `s`.
 fn leading_number(s: &str) -> Option<(u32, &str)> {
-    let end = s
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(s.len());
+    let end = s.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(s.len());
     if end == 0 || end > 9 {
         return None;
     }
@@ -179,29 +163,14 @@ mod tests {
         assert_eq!(v("go1.21rc2").key(), (1, 21, 0));
         assert_eq!(v("go1.9beta2").key(), (1, 9, 0));
         assert_eq!(v("go1.24.11 X:nocoverageredesign").key(), (1, 24, 11));
-        assert_eq!(
-            v("devel go1.27-3f6a4f4 Tue Jan 2 10:00:00 2026 +0000").key(),
-            (1, 27, 0)
-        );
+        assert_eq!(v("devel go1.27-3f6a4f4 Tue Jan 2 10:00:00 2026 +0000").key(), (1, 27, 0));
         assert_eq!(v("go1.27-devel_abcdef").key(), (1, 27, 0));
-        assert_eq!(
-            v("go1.24.11 X:nocoverageredesign").raw,
-            "go1.24.11 X:nocoverageredesign"
-        );
+        assert_eq!(v("go1.24.11 X:nocoverageredesign").raw, "go1.24.11 X:nocoverageredesign");
     }
 
     #[test]
     fn rejects_garbage() {
-        for s in [
-            "",
-            "go",
-            "gox",
-            "go1",
-            "go1.",
-            "1.19",
-            "cargo1.2",
-            "go99999999999.1",
-        ] {
+        for s in ["", "go", "gox", "go1", "go1.", "1.19", "cargo1.2", "go99999999999.1"] {
             assert!(GoVersion::parse(s).is_none(), "{s:?}");
         }
     }

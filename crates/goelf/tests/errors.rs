@@ -36,24 +36,12 @@ fn not_elf() {
 #[test]
 fn crafted_32_bit_and_foreign_arch_headers() {
     assert!(matches!(parse_err(&elf_header(1, 3)), Error::Bits32 { .. }));
-    assert!(matches!(
-        parse_err(&elf_header(1, 40)),
-        Error::Bits32 { .. }
-    ));
+    assert!(matches!(parse_err(&elf_header(1, 40)), Error::Bits32 { .. }));
     let e = parse_err(&elf_header(2, 243));
-    assert!(
-        matches!(&e, Error::UnsupportedArch(name) if name.contains("riscv64")),
-        "{e}"
-    );
-    assert!(matches!(
-        parse_err(&elf_header(2, 21)),
-        Error::UnsupportedArch(_)
-    ));
+    assert!(matches!(&e, Error::UnsupportedArch(name) if name.contains("riscv64")), "{e}");
+    assert!(matches!(parse_err(&elf_header(2, 21)), Error::UnsupportedArch(_)));
     // A truncated header after a valid class/machine is malformed, not a panic.
-    assert!(matches!(
-        parse_err(&elf_header(2, 62)[..40]),
-        Error::Malformed(_)
-    ));
+    assert!(matches!(parse_err(&elf_header(2, 62)[..40]), Error::Malformed(_)));
 }
 
 #[test]
@@ -64,10 +52,7 @@ fn truncated_go_binary() {
     let data = std::fs::read(fixture("1.27", "exe-sw", "tlsfixture", "amd64")).unwrap();
     for len in [20, 64, 100, 0x200, 0x1000, data.len() / 3, data.len() / 2] {
         let e = parse_err(&data[..len]);
-        assert!(
-            matches!(e, Error::Malformed(_) | Error::NotGo(_)),
-            "len {len}: {e:?}"
-        );
+        assert!(matches!(e, Error::Malformed(_) | Error::NotGo(_)), "len {len}: {e:?}");
     }
 }
 
@@ -93,9 +78,7 @@ fn go_build_notls(goarch: &str) -> PathBuf {
     let dir = tempdir(&format!("notls-{goarch}"));
     let out = dir.join("notls");
     let src = repo_root().join("testdata/go/notls/main.go");
-    let cache = std::env::var("HOME")
-        .map(|h| PathBuf::from(h).join(".cache/tlstap/gocache/goelf-tests"))
-        .unwrap();
+    let cache = std::env::var("HOME").map(|h| PathBuf::from(h).join(".cache/tlstap/gocache/goelf-tests")).unwrap();
     run(Command::new(root.join("bin/go"))
         .args(["build", "-trimpath", "-o"])
         .arg(&out)
@@ -127,22 +110,13 @@ fn cc(name: &str, source: &str, extra: &[&str]) -> Vec<u8> {
     let c = dir.join("prog.c");
     std::fs::write(&c, source).unwrap();
     let out = dir.join("prog");
-    run(Command::new("cc")
-        .arg("-O1")
-        .args(extra)
-        .arg("-o")
-        .arg(&out)
-        .arg(&c));
+    run(Command::new("cc").arg("-O1").args(extra).arg("-o").arg(&out).arg(&c));
     std::fs::read(out).unwrap()
 }
 
 #[test]
 fn c_program_is_not_go() {
-    let data = cc(
-        "c-prog",
-        "#include <stdio.h>\nint main(void){puts(\"hi\");return 0;}\n",
-        &[],
-    );
+    let data = cc("c-prog", "#include <stdio.h>\nint main(void){puts(\"hi\");return 0;}\n", &[]);
     assert!(matches!(parse_err(&data), Error::NotGo(_)));
     let stripped = cc("c-prog-s", "int main(void){return 0;}\n", &["-s"]);
     assert!(matches!(parse_err(&stripped), Error::NotGo(_)));
@@ -154,17 +128,11 @@ fn gccgo_markers() {
     let src = "__attribute__((section(\".go_export\"))) const char exp[] = \"v3;\\n\";\n\
                int main(void){return exp[0];}\n";
     let e = parse_err(&cc("gccgo-export", src, &[]));
-    assert!(
-        matches!(&e, Error::Gccgo(why) if why.contains(".go_export")),
-        "{e:?}"
-    );
+    assert!(matches!(&e, Error::Gccgo(why) if why.contains(".go_export")), "{e:?}");
     // gccgo runtime helpers are named __go_*.
     let src = "void __go_runtime_error(void){}\nint main(void){__go_runtime_error();return 0;}\n";
     let e = parse_err(&cc("gccgo-syms", src, &[]));
-    assert!(
-        matches!(&e, Error::Gccgo(why) if why.contains("__go_")),
-        "{e:?}"
-    );
+    assert!(matches!(&e, Error::Gccgo(why) if why.contains("__go_")), "{e:?}");
 }
 
 #[test]
@@ -177,9 +145,7 @@ fn c_shared_library() {
     let src = dir.join("lib.go");
     std::fs::write(&src, "package main\n\nimport \"C\"\nimport \"crypto/tls\"\n\n//export Dial\nfunc Dial() { _, _ = tls.Dial(\"tcp\", \"x:1\", nil) }\n\nfunc main() {}\n").unwrap();
     let out = dir.join("lib.so");
-    let cache = std::env::var("HOME")
-        .map(|h| PathBuf::from(h).join(".cache/tlstap/gocache/goelf-tests"))
-        .unwrap();
+    let cache = std::env::var("HOME").map(|h| PathBuf::from(h).join(".cache/tlstap/gocache/goelf-tests")).unwrap();
     run(Command::new(root.join("bin/go"))
         .args(["build", "-buildmode=c-shared", "-o"])
         .arg(&out)
@@ -191,10 +157,7 @@ fn c_shared_library() {
         .env("GOFLAGS", "")
         .env("GOCACHE", cache));
     let e = parse_err(&std::fs::read(out).unwrap());
-    assert!(
-        matches!(&e, Error::CShared(why) if why.contains("c-shared")),
-        "{e:?}"
-    );
+    assert!(matches!(&e, Error::CShared(why) if why.contains("c-shared")), "{e:?}");
 }
 
 fn tempdir(name: &str) -> PathBuf {
@@ -204,12 +167,6 @@ fn tempdir(name: &str) -> PathBuf {
 }
 
 fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }

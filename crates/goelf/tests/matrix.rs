@@ -23,12 +23,8 @@ const BUILDS: [(&str, &str, Option<&str>); 9] = [
     ("arm64", "pie-strip", Some("pie")),
 ];
 
-const TLS_FUNCS: [&str; 4] = [
-    tls::CONN_WRITE,
-    tls::CONN_READ,
-    tls::CONFIG_WRITE_KEY_LOG,
-    tls::CONN_WRITE_RECORD_LOCKED,
-];
+const TLS_FUNCS: [&str; 4] =
+    [tls::CONN_WRITE, tls::CONN_READ, tls::CONFIG_WRITE_KEY_LOG, tls::CONN_WRITE_RECORD_LOCKED];
 
 fn check_version(version: &str) {
     if skip_fixtures() {
@@ -39,36 +35,20 @@ fn check_version(version: &str) {
     for (arch, variant, twin) in BUILDS {
         let path = fixture(version, variant, "tlsfixture", arch);
         let data = std::fs::read(&path).expect("read fixture");
-        let twin_data = twin
-            .map(|t| std::fs::read(fixture(version, t, "tlsfixture", arch)).expect("read twin"));
+        let twin_data = twin.map(|t| std::fs::read(fixture(version, t, "tlsfixture", arch)).expect("read twin"));
         let label = format!("go{version} {arch} {variant} ({})", path.display());
         if let Err(e) = check_binary(version, arch, variant, &data, twin_data.as_deref()) {
             failures.push(format!("{label}: {e}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failure(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n"));
 }
 
-fn check_binary(
-    version: &str,
-    arch: &str,
-    variant: &str,
-    data: &[u8],
-    twin: Option<&[u8]>,
-) -> Result<(), String> {
+fn check_binary(version: &str, arch: &str, variant: &str, data: &[u8], twin: Option<&[u8]>) -> Result<(), String> {
     let bin = GoBinary::parse(data).map_err(|e| format!("parse: {e}"))?;
     let info = bin.info();
     let minor: u32 = version.trim_start_matches("1.").parse().unwrap();
-    let want_arch = if arch == "amd64" {
-        Arch::Amd64
-    } else {
-        Arch::Arm64
-    };
+    let want_arch = if arch == "amd64" { Arch::Amd64 } else { Arch::Arm64 };
     let want_abi = match want_arch {
         Arch::Amd64 if minor >= 17 => Abi::Register,
         Arch::Arm64 if minor >= 18 => Abi::Register,
@@ -78,23 +58,12 @@ fn check_binary(
     let checks = [
         ("major", info.go_version.major == 1),
         ("minor", info.go_version.minor == minor),
-        (
-            "raw version",
-            info.go_version.raw.starts_with(&format!("go{version}")),
-        ),
+        ("raw version", info.go_version.raw.starts_with(&format!("go{version}"))),
         ("arch", info.arch == want_arch),
         ("abi", info.abi == want_abi),
         ("pie", info.pie == variant.contains("pie")),
         ("has_symtab", info.has_symtab != stripped),
-        (
-            "symbol source",
-            info.symbol_source
-                == if stripped {
-                    SymbolSource::Pclntab
-                } else {
-                    SymbolSource::Symtab
-                },
-        ),
+        ("symbol source", info.symbol_source == if stripped { SymbolSource::Pclntab } else { SymbolSource::Symtab }),
         ("pclntab found", info.pclntab_version.is_some()),
     ];
     for (what, ok) in checks {
@@ -103,10 +72,7 @@ fn check_binary(
         }
     }
     if minor >= 18 && info.build_settings.iter().all(|(k, _)| k != "GOARCH") {
-        return Err(format!(
-            "no GOARCH build setting: {:?}",
-            info.build_settings
-        ));
+        return Err(format!("no GOARCH build setting: {:?}", info.build_settings));
     }
 
     let plan = tls::plan(&bin).map_err(|e| format!("plan: {e}"))?;
@@ -120,13 +86,9 @@ fn check_binary(
     points.extend(plan.keylog_entry.iter().chain(&plan.write_record_entry));
     for p in points {
         let off = p.file_offset as usize;
-        let want = bytes_via_sections(data, p.vaddr, 16)
-            .ok_or(format!("{:#x} not in a section", p.vaddr))?;
+        let want = bytes_via_sections(data, p.vaddr, 16).ok_or(format!("{:#x} not in a section", p.vaddr))?;
         if data.get(off..off + 16) != Some(want) {
-            return Err(format!(
-                "{} {:#x}: file offset {off:#x} holds other bytes",
-                p.symbol, p.vaddr
-            ));
+            return Err(format!("{} {:#x}: file offset {off:#x} holds other bytes", p.symbol, p.vaddr));
         }
     }
 
@@ -135,9 +97,7 @@ fn check_binary(
         let ours = bin.functions_named(&TLS_FUNCS);
         let theirs = twin.functions_named_from(SymbolSource::Symtab, &TLS_FUNCS);
         if ours != theirs {
-            return Err(format!(
-                "stripped pclntab {ours:?} != twin symtab {theirs:?}"
-            ));
+            return Err(format!("stripped pclntab {ours:?} != twin symtab {theirs:?}"));
         }
     } else {
         compare_sources(&bin)?;
@@ -158,22 +118,14 @@ fn check_returns(
     if addrs.is_empty() || addrs.iter().any(|&a| a < f.vaddr || a >= end) {
         return Err(format!("RETs {addrs:x?} outside {:#x}..{end:#x}", f.vaddr));
     }
-    let code =
-        bytes_via_sections(data, f.vaddr, f.size as usize).ok_or("Read code not in a section")?;
+    let code = bytes_via_sections(data, f.vaddr, f.size as usize).ok_or("Read code not in a section")?;
     let want: Vec<u64> = match arch {
         Arch::Amd64 => {
             let starts = amd64_instruction_starts(code, f.vaddr);
-            if starts
-                .iter()
-                .any(|&(_, m)| m == iced_x86::Mnemonic::INVALID)
-            {
+            if starts.iter().any(|&(_, m)| m == iced_x86::Mnemonic::INVALID) {
                 return Err("Read does not decode cleanly".into());
             }
-            starts
-                .iter()
-                .filter(|&&(_, m)| m == iced_x86::Mnemonic::Ret)
-                .map(|&(a, _)| a)
-                .collect()
+            starts.iter().filter(|&&(_, m)| m == iced_x86::Mnemonic::Ret).map(|&(a, _)| a).collect()
         }
         Arch::Arm64 => (0..code.len() / 4)
             .filter(|i| arm64_is_ret(&code[i * 4..i * 4 + 4]))
@@ -181,9 +133,7 @@ fn check_returns(
             .collect(),
     };
     if want != addrs {
-        return Err(format!(
-            "RETs {addrs:x?}, independent sweep finds {want:x?}"
-        ));
+        return Err(format!("RETs {addrs:x?}, independent sweep finds {want:x?}"));
     }
     if bin.ret_addresses(f).map_err(|e| e.to_string())? != addrs {
         return Err("ret_addresses disagrees with the plan".into());
@@ -196,9 +146,7 @@ fn compare_sources(bin: &GoBinary) -> Result<(), String> {
     let from_symtab = bin.functions_named_from(SymbolSource::Symtab, &TLS_FUNCS);
     let from_pclntab = bin.functions_named_from(SymbolSource::Pclntab, &TLS_FUNCS);
     if from_symtab != from_pclntab || from_symtab.iter().any(Option::is_none) {
-        return Err(format!(
-            "crypto/tls: symtab {from_symtab:?} != pclntab {from_pclntab:?}"
-        ));
+        return Err(format!("crypto/tls: symtab {from_symtab:?} != pclntab {from_pclntab:?}"));
     }
     let mut symtab: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
     for f in bin.functions_from(SymbolSource::Symtab) {
@@ -218,23 +166,10 @@ fn compare_sources(bin: &GoBinary) -> Result<(), String> {
     let step = pcln.len() / 1000;
     let mut mismatches = Vec::new();
     // "go:" names are linker markers (e.g. go:textfipsstart) without pc tables.
-    for f in pcln
-        .iter()
-        .filter(|f| !f.name.starts_with("go:"))
-        .step_by(step)
-        .take(1000)
-    {
-        let ok = symtab
-            .get(&f.name.replace('·', "."))
-            .is_some_and(|v| v.contains(&(f.vaddr, f.size)));
+    for f in pcln.iter().filter(|f| !f.name.starts_with("go:")).step_by(step).take(1000) {
+        let ok = symtab.get(&f.name.replace('·', ".")).is_some_and(|v| v.contains(&(f.vaddr, f.size)));
         if !ok {
-            mismatches.push(format!(
-                "{} {:#x}+{:#x} vs symtab {:x?}",
-                f.name,
-                f.vaddr,
-                f.size,
-                symtab.get(&f.name)
-            ));
+            mismatches.push(format!("{} {:#x}+{:#x} vs symtab {:x?}", f.name, f.vaddr, f.size, symtab.get(&f.name)));
         }
     }
     if !mismatches.is_empty() {

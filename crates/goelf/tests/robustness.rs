@@ -62,14 +62,7 @@ fn hot_regions(data: &[u8]) -> Vec<(usize, usize)> {
     }
     use object::{Object, ObjectSection};
     let file = object::File::parse(data).unwrap();
-    for name in [
-        ".go.buildinfo",
-        ".go.module",
-        ".noptrdata",
-        ".shstrtab",
-        ".rela",
-        ".dynamic",
-    ] {
+    for name in [".go.buildinfo", ".go.module", ".noptrdata", ".shstrtab", ".rela", ".dynamic"] {
         if let Some((off, size)) = file.section_by_name(name).and_then(|s| s.file_range()) {
             regions.push((off as usize, (size as usize).min(0x800)));
         }
@@ -82,14 +75,7 @@ fn hot_regions(data: &[u8]) -> Vec<(usize, usize)> {
     regions
 }
 
-fn fuzz_fixture(
-    version: &str,
-    variant: &str,
-    arch: &str,
-    seed: u64,
-    cases: usize,
-    budget: Duration,
-) {
+fn fuzz_fixture(version: &str, variant: &str, arch: &str, seed: u64, cases: usize, budget: Duration) {
     let path = fixture(version, variant, "tlsfixture", arch);
     let mut data = std::fs::read(&path).unwrap();
     let regions = hot_regions(&data);
@@ -110,11 +96,7 @@ fn fuzz_fixture(
     // Mutations: 1–4 bytes, 80% inside a hot region, restored after each case.
     let mut done = 0;
     while done < cases && start.elapsed() < budget {
-        let (rs, rl) = if rng.below(5) == 0 {
-            (0, len)
-        } else {
-            regions[rng.below(regions.len())]
-        };
+        let (rs, rl) = if rng.below(5) == 0 { (0, len) } else { regions[rng.below(regions.len())] };
         let edits: Vec<(usize, u8)> = (0..1 + rng.below(4))
             .map(|_| {
                 let at = rs + rng.below(rl);
@@ -145,16 +127,8 @@ fn fuzz_fixture(
         path.display(),
         start.elapsed() - truncated_in
     );
-    assert!(
-        done >= cases / 4,
-        "only {done} mutation cases ran in the time budget"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} panics:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(done >= cases / 4, "only {done} mutation cases ran in the time budget");
+    assert!(failures.is_empty(), "{} panics:\n{}", failures.len(), failures.join("\n"));
 }
 
 // Case counts are sized for an unoptimised test build (~4–10 ms per case): about 3,300
@@ -165,14 +139,7 @@ fn mutated_go1_27_stripped_exe() {
     if skip_fixtures() {
         return;
     }
-    fuzz_fixture(
-        "1.27",
-        "exe-sw",
-        "amd64",
-        0x5eed_0001,
-        2000,
-        Duration::from_secs(12),
-    );
+    fuzz_fixture("1.27", "exe-sw", "amd64", 0x5eed_0001, 2000, Duration::from_secs(12));
 }
 
 #[test]
@@ -180,14 +147,7 @@ fn mutated_go1_27_stripped_pie() {
     if skip_fixtures() {
         return;
     }
-    fuzz_fixture(
-        "1.27",
-        "pie-strip",
-        "amd64",
-        0x5eed_0002,
-        500,
-        Duration::from_secs(6),
-    );
+    fuzz_fixture("1.27", "pie-strip", "amd64", 0x5eed_0002, 500, Duration::from_secs(6));
 }
 
 #[test]
@@ -195,20 +155,6 @@ fn mutated_go1_15_and_arm64() {
     if skip_fixtures() {
         return;
     }
-    fuzz_fixture(
-        "1.15",
-        "exe",
-        "amd64",
-        0x5eed_0003,
-        400,
-        Duration::from_secs(4),
-    );
-    fuzz_fixture(
-        "1.21",
-        "pie-strip",
-        "arm64",
-        0x5eed_0004,
-        400,
-        Duration::from_secs(4),
-    );
+    fuzz_fixture("1.15", "exe", "amd64", 0x5eed_0003, 400, Duration::from_secs(4));
+    fuzz_fixture("1.21", "pie-strip", "arm64", 0x5eed_0004, 400, Duration::from_secs(4));
 }

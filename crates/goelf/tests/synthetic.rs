@@ -81,12 +81,7 @@ fn pclntab(version: PclntabVersion, text_start: u64) -> Vec<u8> {
     for (i, (_, code)) in FUNCS.iter().enumerate() {
         let slot = pcln_at + esz * i;
         let rec = recs_at + 48 * i;
-        let funcoff = (rec
-            - if version == PclntabVersion::V12 {
-                0
-            } else {
-                pcln_at
-            }) as u64;
+        let funcoff = (rec - if version == PclntabVersion::V12 { 0 } else { pcln_at }) as u64;
         let entry_field = if abs { 8 } else { 4 };
         if abs {
             set64(&mut t, slot, entry(i));
@@ -159,17 +154,10 @@ fn elf(version: PclntabVersion, text_start: u64, moduledata: bool) -> Vec<u8> {
     let len = f.len() as u64;
     for (k, (off, flags)) in [(0u64, 5u32), (DATA as u64, 4)].into_iter().enumerate() {
         let ph = 64 + 56 * k;
-        let size = if k == 0 {
-            DATA as u64
-        } else {
-            len - DATA as u64
-        };
+        let size = if k == 0 { DATA as u64 } else { len - DATA as u64 };
         f[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
         f[ph + 4..ph + 8].copy_from_slice(&flags.to_le_bytes());
-        for (j, v) in [off, BASE + off, BASE + off, size, size, 0x1000]
-            .into_iter()
-            .enumerate()
-        {
+        for (j, v) in [off, BASE + off, BASE + off, size, size, 0x1000].into_iter().enumerate() {
             set64(&mut f, ph + 8 + 8 * j, v);
         }
     }
@@ -184,15 +172,9 @@ fn check(data: &[u8], version: PclntabVersion, source: TextStartSource) {
     assert_eq!(info.pclntab_version, Some(version));
     assert_eq!(info.text_start_source, Some(source));
     let funcs = bin.functions();
-    let want: Vec<(String, u64, u64)> = FUNCS
-        .iter()
-        .enumerate()
-        .map(|(i, (n, c))| (n.to_string(), entry(i), c.len() as u64))
-        .collect();
-    let got: Vec<(String, u64, u64)> = funcs
-        .into_iter()
-        .map(|f| (f.name, f.vaddr, f.size))
-        .collect();
+    let want: Vec<(String, u64, u64)> =
+        FUNCS.iter().enumerate().map(|(i, (n, c))| (n.to_string(), entry(i), c.len() as u64)).collect();
+    let got: Vec<(String, u64, u64)> = funcs.into_iter().map(|f| (f.name, f.vaddr, f.size)).collect();
     assert_eq!(got, want, "{version:?}");
     let plan = tls::plan(&bin).unwrap();
     let rets: Vec<u64> = plan.read_returns.iter().map(|r| r.vaddr).collect();
@@ -203,20 +185,12 @@ fn check(data: &[u8], version: PclntabVersion, source: TextStartSource) {
 
 #[test]
 fn layout_go1_2() {
-    check(
-        &elf(PclntabVersion::V12, 0, false),
-        PclntabVersion::V12,
-        TextStartSource::AbsoluteEntries,
-    );
+    check(&elf(PclntabVersion::V12, 0, false), PclntabVersion::V12, TextStartSource::AbsoluteEntries);
 }
 
 #[test]
 fn layout_go1_16() {
-    check(
-        &elf(PclntabVersion::V116, 0, false),
-        PclntabVersion::V116,
-        TextStartSource::AbsoluteEntries,
-    );
+    check(&elf(PclntabVersion::V116, 0, false), PclntabVersion::V116, TextStartSource::AbsoluteEntries);
 }
 
 #[test]

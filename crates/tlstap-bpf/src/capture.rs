@@ -263,7 +263,13 @@ impl<'obj> Capture<'obj> {
         result
     }
 
-    fn attach_at(&mut self, index: u32, binary: &Path, probes: &[ProbeSpec], config: BinaryConfig) -> Result<BinaryHandle, Error> {
+    fn attach_at(
+        &mut self,
+        index: u32,
+        binary: &Path,
+        probes: &[ProbeSpec],
+        config: BinaryConfig,
+    ) -> Result<BinaryHandle, Error> {
         let wire = config.to_wire();
         // SAFETY: tlstap_binary_cfg is repr(C), fully initialised above and, per events.h,
         // free of padding, so all of its bytes are initialised; the slice lives only here.
@@ -325,7 +331,11 @@ impl<'obj> Capture<'obj> {
             let key = index.to_ne_bytes();
             let calls = sum_percpu(self.skel.maps.loss_calls.lookup_percpu(&key, MapFlags::ANY));
             let bytes = sum_percpu(self.skel.maps.loss_bytes.lookup_percpu(&key, MapFlags::ANY));
-            by_cause.push((loss_cause_name(tlstap_loss_cause(index)), calls.map_err(Error::Counters)?, bytes.map_err(Error::Counters)?));
+            by_cause.push((
+                loss_cause_name(tlstap_loss_cause(index)),
+                calls.map_err(Error::Counters)?,
+                bytes.map_err(Error::Counters)?,
+            ));
         }
         Ok(LossCounts { by_cause })
     }

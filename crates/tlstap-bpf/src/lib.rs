@@ -36,6 +36,6 @@ pub mod packets_skel {
 }
 
 pub use capture::{
-    configure_libbpf_logging, BinaryConfig, BinaryHandle, Capture, CaptureOptions, ConnLayout, Error, LossCounts, ProbeKind,
-    ProbeSpec,
+    configure_libbpf_logging, BinaryConfig, BinaryHandle, Capture, CaptureOptions, ConnLayout, Error, LossCounts,
+    ProbeKind, ProbeSpec,
 };

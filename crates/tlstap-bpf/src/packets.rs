@@ -126,7 +126,8 @@ impl<'obj> PacketCapture<'obj> {
             rodata.syn_pids = syn_pids;
         }
         let skel = open.load().map_err(PacketError::Load)?;
-        let mut capture = PacketCapture { links: Vec::new(), filters: Vec::new(), _qdisc: None, skel, attach: TcAttach::Tcx };
+        let mut capture =
+            PacketCapture { links: Vec::new(), filters: Vec::new(), _qdisc: None, skel, attach: TcAttach::Tcx };
         let tcx = if opts.tcx { capture.attach_tcx(opts) } else { Err(io::Error::other("not tried")) };
         if let Err(tcx) = tcx {
             capture.links.clear();
@@ -151,11 +152,13 @@ impl<'obj> PacketCapture<'obj> {
         let ifindex = i32::try_from(opts.ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let mut links = Vec::new();
         for (prog, _) in self.programs(opts) {
-            let tcx_opts = libbpf_sys::bpf_tcx_opts { sz: size_of::<libbpf_sys::bpf_tcx_opts>() as _, ..Default::default() };
+            let tcx_opts =
+                libbpf_sys::bpf_tcx_opts { sz: size_of::<libbpf_sys::bpf_tcx_opts>() as _, ..Default::default() };
             // SAFETY: the program pointer comes from a loaded program that outlives the call;
             // `tcx_opts` is initialised with its own size as libbpf's ABI requires; libbpf only
             // reads both.
-            let ptr = unsafe { libbpf_sys::bpf_program__attach_tcx(prog.as_libbpf_object().as_ptr(), ifindex, &tcx_opts) };
+            let ptr =
+                unsafe { libbpf_sys::bpf_program__attach_tcx(prog.as_libbpf_object().as_ptr(), ifindex, &tcx_opts) };
             let ptr = NonNull::new(ptr).ok_or_else(io::Error::last_os_error)?;
             // SAFETY: libbpf returned a valid, newly created link that nothing else owns.
             links.push(unsafe { Link::from_ptr(ptr) });
@@ -281,7 +284,9 @@ pub fn decode(record: &[u8]) -> Result<PacketChunk<'_>, DecodeError> {
     let end = PACKET_HDR_LEN + hdr.chunk_len as usize;
     let payload = record
         .get(PACKET_HDR_LEN..end)
-        .filter(|_| hdr.chunk_off.checked_add(hdr.chunk_len).is_some_and(|e| e <= hdr.cap_len) && hdr.cap_len <= hdr.packet_len)
+        .filter(|_| {
+            hdr.chunk_off.checked_add(hdr.chunk_len).is_some_and(|e| e <= hdr.cap_len) && hdr.cap_len <= hdr.packet_len
+        })
         .ok_or(DecodeError::PayloadPastEnd { payload: hdr.chunk_len, record: record.len() })?;
     Ok(PacketChunk {
         ts_ns: hdr.ts_ns,
@@ -349,7 +354,15 @@ mod tests {
             if preexisting {
                 tc(&["qdisc", "add", "dev", "lo", "clsact"]);
             }
-            let opts = PacketOptions { ifindex: 1, ringbuf_bytes: 1 << 20, ingress: false, egress: true, tcp_only: false, l2_len: 14, tcx };
+            let opts = PacketOptions {
+                ifindex: 1,
+                ringbuf_bytes: 1 << 20,
+                ingress: false,
+                egress: true,
+                tcp_only: false,
+                l2_len: 14,
+                tcx,
+            };
             let mut storage = MaybeUninit::uninit();
             let capture = PacketCapture::start(&mut storage, &opts).unwrap();
             let expected = if tcx { TcAttach::Tcx } else { TcAttach::Clsact { created_qdisc: !preexisting } };

@@ -107,11 +107,8 @@ fn decode_data(record: &[u8]) -> Result<Chunk<'_>, DecodeError> {
     };
     let read_fault = hdr.flags & tlstap_data_flags::TLSTAP_DATA_READ_FAULT.0 != 0;
     // A faulted chunk carries no bytes; it stood for a whole chunk of the call (or its rest).
-    let span = if read_fault {
-        hdr.call_len.saturating_sub(hdr.chunk_off).min(CHUNK_MAX)
-    } else {
-        payload.len() as u64
-    };
+    let span =
+        if read_fault { hdr.call_len.saturating_sub(hdr.chunk_off).min(CHUNK_MAX) } else { payload.len() as u64 };
     Ok(Chunk {
         meta: CallMeta {
             call_id: hdr.call_id,

@@ -113,9 +113,10 @@ pub struct Stats {
 pub enum Event<'a> {
     Attach(AttachEvent<'a>),
     /// A binary's probes were removed (no process runs it any more).
-    Detach { binary: &'a std::path::Path },
+    Detach {
+        binary: &'a std::path::Path,
+    },
     Data(DataEvent<'a>),
     Secret(SecretEvent<'a>),
     Stats(&'a Stats),
 }
-

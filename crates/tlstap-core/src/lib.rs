@@ -3,8 +3,8 @@
 //! The one exception is [`secret_file`], which opens (never reads) the files secrets go to.
 pub mod event;
 pub mod hex;
-pub mod pcapng;
 pub mod ordering;
+pub mod pcapng;
 pub mod reassembly;
 pub mod secret_file;
 pub mod sink;

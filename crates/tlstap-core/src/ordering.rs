@@ -69,7 +69,12 @@ impl Sequencer {
     }
 
     /// Takes a complete call; emits it and any held calls it unblocks, in order.
-    pub fn offer<E>(&mut self, call: Call<'_>, now: Instant, mut emit: impl FnMut(Call<'_>) -> Result<(), E>) -> Result<(), E> {
+    pub fn offer<E>(
+        &mut self,
+        call: Call<'_>,
+        now: Instant,
+        mut emit: impl FnMut(Call<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let seq = call.meta.seq;
         let stream = self.streams.entry(StreamKey::of(&call.meta)).or_insert_with(|| Stream {
             // The first call seen of a stream sets the expectation (capture may start late).
@@ -79,7 +84,9 @@ impl Sequencer {
         });
         stream.last_seen = now;
         if seq > stream.next_seq {
-            stream.held.insert(seq, Held { meta: call.meta, data: call.data.to_vec(), truncated: call.truncated, since: now });
+            stream
+                .held
+                .insert(seq, Held { meta: call.meta, data: call.data.to_vec(), truncated: call.truncated, since: now });
             return Ok(());
         }
         // seq < next_seq: BPF restarted the count (its map entry was evicted): pass it on.

@@ -152,7 +152,11 @@ impl Reassembler {
 
     /// Emits, as truncated, calls that waited longer than [`STALE_AFTER`] (all of them when
     /// `now` is `None`, at the end of a capture).
-    pub fn flush_stale<E>(&mut self, now: Option<Instant>, mut emit: impl FnMut(Call<'_>) -> Result<(), E>) -> Result<(), E> {
+    pub fn flush_stale<E>(
+        &mut self,
+        now: Option<Instant>,
+        mut emit: impl FnMut(Call<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let stale: Vec<u64> = self
             .pending
             .iter()
@@ -217,10 +221,7 @@ mod tests {
     fn interleaved_calls_are_joined_in_order() {
         let mut r = Reassembler::new();
         let (a, b) = (meta(7, 6), meta(8, 4));
-        let out = run(
-            &mut r,
-            &[chunk(a, 0, b"abc"), chunk(b, 0, b"wx"), chunk(a, 3, b"def"), chunk(b, 2, b"yz")],
-        );
+        let out = run(&mut r, &[chunk(a, 0, b"abc"), chunk(b, 0, b"wx"), chunk(a, 3, b"def"), chunk(b, 2, b"yz")]);
         assert_eq!(out, vec![(7, b"abcdef".to_vec(), false), (8, b"wxyz".to_vec(), false)]);
     }
 

@@ -33,7 +33,12 @@ struct FileId {
 impl FileId {
     fn of(path: &Path) -> Option<FileId> {
         let m = std::fs::metadata(path).ok()?;
-        Some(FileId { dev: m.dev(), ino: m.ino(), size: m.size(), mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec() })
+        Some(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        })
     }
 }
 
@@ -89,9 +94,8 @@ impl Discovery {
         let comm_ok = self.comm.as_deref().is_none_or(|want| {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == truncate_comm(want))
         });
-        let uid_ok = self.uid.is_none_or(|want| {
-            std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == want)
-        });
+        let uid_ok =
+            self.uid.is_none_or(|want| std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == want));
         comm_ok && uid_ok
     }
 
@@ -110,7 +114,13 @@ impl Discovery {
     }
 
     /// Looks at the binary of `pid` and hooks it if it is a Go TLS program not hooked yet.
-    fn consider(&mut self, pid: u32, exec_ts: Option<u64>, capture: &mut Capture<'_>, pipeline: &mut Pipeline) -> Result<()> {
+    fn consider(
+        &mut self,
+        pid: u32,
+        exec_ts: Option<u64>,
+        capture: &mut Capture<'_>,
+        pipeline: &mut Pipeline,
+    ) -> Result<()> {
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
         let Some(id) = FileId::of(&exe) else { return Ok(()) }; // gone, or a kernel thread
         if let Some(hooked) = self.hooked.get_mut(&id) {
@@ -171,7 +181,12 @@ impl Discovery {
 
     /// Releases binaries idle for longer than [`LINGER`] (all of them when `now` is None, at
     /// the end of the capture), telling the sinks.
-    pub fn release_idle(&mut self, now: Option<Instant>, capture: &mut Capture<'_>, pipeline: &mut Pipeline) -> Result<()> {
+    pub fn release_idle(
+        &mut self,
+        now: Option<Instant>,
+        capture: &mut Capture<'_>,
+        pipeline: &mut Pipeline,
+    ) -> Result<()> {
         let idle: Vec<FileId> = self
             .hooked
             .iter()

@@ -26,6 +26,7 @@ pub fn open_sink(format: Format, output: Option<&Path>) -> Result<Box<dyn Sink>>
 /// The NSS key log file: created 0600 (appending keeps an existing file's mode), each line
 /// written and flushed by itself.
 pub fn open_keylog_sink(path: &Path) -> Result<Box<dyn Sink>> {
-    let file = open_secret_file(path, OpenMode::Append).with_context(|| format!("cannot open key log {}", path.display()))?;
+    let file =
+        open_secret_file(path, OpenMode::Append).with_context(|| format!("cannot open key log {}", path.display()))?;
     Ok(Box::new(KeylogSink::new(file)))
 }

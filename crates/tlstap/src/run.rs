@@ -164,7 +164,8 @@ fn capture(
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second Ctrl-C ends tlstap at once, should the orderly stop hang.
-        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop)).context("installing signal handlers")?;
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .context("installing signal handlers")?;
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handlers")?;
     }
 
@@ -187,7 +188,12 @@ fn capture(
         Some(target) => {
             let probes = target.probes(probe_set)?;
             let handle = capture.attach(&target.path, &probes, target.bpf_config())?;
-            let attach = AttachEvent { binary: &target.path, go_version: &target.go_version, abi: target.abi_name(), probes: handle.probes };
+            let attach = AttachEvent {
+                binary: &target.path,
+                go_version: &target.go_version,
+                abi: target.abi_name(),
+                probes: handle.probes,
+            };
             pipeline.write(&Event::Attach(attach)).or_else(quiet_if_broken_pipe)?;
             None
         }

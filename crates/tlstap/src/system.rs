@@ -15,7 +15,8 @@ const UPROBE_MULTI_KERNEL: (u32, u32) = (6, 6);
 
 impl Kernel {
     pub fn detect() -> Result<Self> {
-        let text = std::fs::read_to_string("/proc/sys/kernel/osrelease").context("reading /proc/sys/kernel/osrelease")?;
+        let text =
+            std::fs::read_to_string("/proc/sys/kernel/osrelease").context("reading /proc/sys/kernel/osrelease")?;
         Kernel::from_release(text.trim())
     }
 

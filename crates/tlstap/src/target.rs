@@ -93,7 +93,12 @@ impl Target {
     /// The uprobes of the wanted probe set, with the cookie information BPF needs.
     pub fn probes(&self, set: ProbeSet) -> Result<Vec<ProbeSpec>> {
         let stack_abi = self.abi == Abi::Stack;
-        let spec = |p: &goelf::tls::ProbePoint, kind| ProbeSpec { file_offset: p.file_offset, vaddr: p.vaddr, kind, stack_abi };
+        let spec = |p: &goelf::tls::ProbePoint, kind| ProbeSpec {
+            file_offset: p.file_offset,
+            vaddr: p.vaddr,
+            kind,
+            stack_abi,
+        };
         let mut probes = Vec::new();
         if set.data {
             probes.push(spec(&self.plan.write_entry, ProbeKind::WriteEntry));
@@ -102,7 +107,10 @@ impl Target {
         }
         if set.secrets {
             let keylog = self.plan.keylog_entry.as_ref().with_context(|| {
-                format!("{} has no crypto/tls.(*Config).writeKeyLog: its TLS secrets cannot be captured", self.path.display())
+                format!(
+                    "{} has no crypto/tls.(*Config).writeKeyLog: its TLS secrets cannot be captured",
+                    self.path.display()
+                )
             })?;
             probes.push(spec(keylog, ProbeKind::Keylog));
         }

@@ -143,7 +143,12 @@ fn ipv6_connection() {
     let manifest = dir.path("server.jsonl");
     let server = Server::start(&server_bin, &manifest, &["--addr", "[::1]:0"]);
     let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap()]);
-    run_client(&client_bin, &server.addr, &dir.path("client.jsonl"), &["--requests", "3", "--sizes", "10", "--conns", "2"]);
+    run_client(
+        &client_bin,
+        &server.addr,
+        &dir.path("client.jsonl"),
+        &["--requests", "3", "--sizes", "10", "--conns", "2"],
+    );
     let pid = server.proc.pid();
     let capture = tlstap.stop();
     server.stop();
@@ -191,7 +196,9 @@ fn two_processes_of_one_binary_are_kept_apart() {
             let (client_bin, addr, manifest) = (&client_bin, &server.addr, dir.path(&format!("client-{i}.jsonl")));
             // Different traffic, so that the two heaps (and the buffers in them) diverge.
             let sizes = ["10,2000", "70000,5,300"][i];
-            scope.spawn(move || run_client(client_bin, addr, &manifest, &["--requests", "300", "--conns", "8", "--sizes", sizes]));
+            scope.spawn(move || {
+                run_client(client_bin, addr, &manifest, &["--requests", "300", "--conns", "8", "--sizes", sizes])
+            });
         }
     });
     let pids = servers.each_ref().map(|s| s.proc.pid());

@@ -86,7 +86,18 @@ fn nothing_lost_under_load() {
     let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap()]);
     let nonce = "0123456789abcdef";
     let out = Command::new("hey")
-        .args(["-n", "20000", "-c", "32", "-m", "POST", "-H", &format!("X-Nonce: {nonce}"), "-d", &format!("{nonce}-load")])
+        .args([
+            "-n",
+            "20000",
+            "-c",
+            "32",
+            "-m",
+            "POST",
+            "-H",
+            &format!("X-Nonce: {nonce}"),
+            "-d",
+            &format!("{nonce}-load"),
+        ])
         .arg(format!("https://{}/echo?size=64", server.addr))
         .output()
         .unwrap();
@@ -184,7 +195,8 @@ fn loss_is_counted_and_marked() {
     assert!(stats["lost_by_cause"]["ringbuf_full"].as_u64().unwrap() > 0, "{stats}");
     assert!(capture.stderr.contains("ringbuf_full="), "summary names the cause: {}", capture.stderr);
     assert!(capture.stderr.contains("a larger --ringbuf-mb"), "and the remedy: {}", capture.stderr);
-    let big: Vec<_> = capture.data("write").into_iter().filter(|(_, _, r)| r["len"].as_u64().unwrap() > 8 << 20).collect();
+    let big: Vec<_> =
+        capture.data("write").into_iter().filter(|(_, _, r)| r["len"].as_u64().unwrap() > 8 << 20).collect();
     assert_eq!(big.len(), 2, "both big writes reported, with their real length");
     for (_, data, record) in big {
         assert_eq!(record["truncated"], true);

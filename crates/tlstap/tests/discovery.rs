@@ -29,7 +29,8 @@ fn three_servers_and_short_clients(dir: &TempDir, extra: &[&str]) -> (Capture, V
         let server_manifest = dir.path(&format!("{name}.jsonl"));
         let client_manifest = dir.path(&format!("{name}-client.jsonl"));
         let server = Server::start(&server_bin, &server_manifest, &[]);
-        let client_pid = run_client(&client_bin, &server.addr, &client_manifest, &["--requests", "1", "--sizes", "100"]);
+        let client_pid =
+            run_client(&client_bin, &server.addr, &client_manifest, &["--requests", "1", "--sizes", "100"]);
         hooked.push((server.proc.pid(), server_manifest));
         hooked.push((client_pid, client_manifest));
         server.stop();
@@ -128,13 +129,17 @@ fn a_process_in_its_own_mount_namespace_is_captured() {
     let mut unshare = Command::new("unshare");
     unshare.args(["-m", "--propagation", "private", "sh", "-c", &script]);
     let server = Server::start_with(&mut unshare);
-    let client_pid = run_client(&client_bin, &server.addr, &dir.path("client.jsonl"), &["--requests", "2", "--sizes", "50"]);
+    let client_pid =
+        run_client(&client_bin, &server.addr, &dir.path("client.jsonl"), &["--requests", "2", "--sizes", "50"]);
     let server_pid = server.proc.pid();
     let _ = client_pid;
     let capture = tlstap.stop();
     server.stop();
     assert_capture_matches(&capture, &manifest, server_pid);
-    let attach = capture.records.iter().find(|r| r["type"] == "attach" && r["binary"].as_str().unwrap().ends_with("private-server"));
+    let attach = capture
+        .records
+        .iter()
+        .find(|r| r["type"] == "attach" && r["binary"].as_str().unwrap().ends_with("private-server"));
     assert!(attach.is_some(), "the server was hooked through /proc/PID/exe");
 }
 
@@ -155,7 +160,15 @@ fn nothing_is_left_in_the_kernel_after_exit() {
             .collect()
     };
     let loaded = |ids: &[u64]| -> Vec<u64> {
-        ids.iter().copied().filter(|id| Command::new("bpftool").args(["prog", "show", "id", &id.to_string()]).output().is_ok_and(|o| o.status.success())).collect()
+        ids.iter()
+            .copied()
+            .filter(|id| {
+                Command::new("bpftool")
+                    .args(["prog", "show", "id", &id.to_string()])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .collect()
     };
     let dir = TempDir::new("discovery-leftovers");
     let server_bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "server");

@@ -27,7 +27,13 @@ fn dry_run_as_nobody_on_a_stripped_pie() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for line in ["go:       go1.27", "abi:      register", "pie:      yes", "symbols:  .gopclntab (stripped)", "conn:     tls.Conn.conn +0"] {
+    for line in [
+        "go:       go1.27",
+        "abi:      register",
+        "pie:      yes",
+        "symbols:  .gopclntab (stripped)",
+        "conn:     tls.Conn.conn +0",
+    ] {
         assert!(text.contains(line), "{line:?} in:\n{text}");
     }
     let probes = text.lines().filter(|l| l.starts_with("probe:")).count();
@@ -36,7 +42,11 @@ fn dry_run_as_nobody_on_a_stripped_pie() {
 
 #[test]
 fn dry_run_of_a_stack_abi_binary() {
-    let out = Command::new(TLSTAP).args(["gotls", "--dry-run", "-e"]).arg(fixture("1.15", "exe", "tlsfixture")).output().unwrap();
+    let out = Command::new(TLSTAP)
+        .args(["gotls", "--dry-run", "-e"])
+        .arg(fixture("1.15", "exe", "tlsfixture"))
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(text.contains("abi:      stack") && text.contains("go:       go1.15"), "{text}");

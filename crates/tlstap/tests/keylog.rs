@@ -23,7 +23,8 @@ fn keylog_matches_curl(go_version: &str, variant: &str, with_tshark: bool) {
     let port: u16 = server.addr.rsplit(':').next().unwrap().parse().unwrap();
     let wire = with_tshark.then(|| Tshark::start(&dir.path("wire.pcapng"), port));
     let (ours, curls) = (dir.path("keys.log"), dir.path("curl.keys"));
-    let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap(), "-m", "keylog", "-k", ours.to_str().unwrap()]);
+    let tlstap =
+        Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap(), "-m", "keylog", "-k", ours.to_str().unwrap()]);
     let nonces = [nonce(), nonce()];
     curl_echo(&server.addr, &["--tlsv1.3"], &nonces[0], &curls);
     curl_echo(&server.addr, &["--tlsv1.2", "--tls-max", "1.2"], &nonces[1], &curls);
@@ -45,7 +46,14 @@ fn keylog_matches_curl(go_version: &str, variant: &str, with_tshark: bool) {
         .records
         .iter()
         .filter(|r| r["type"] == "secret")
-        .map(|r| format!("{} {} {}", r["label"].as_str().unwrap(), r["client_random"].as_str().unwrap(), r["secret"].as_str().unwrap()))
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["label"].as_str().unwrap(),
+                r["client_random"].as_str().unwrap(),
+                r["secret"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(secrets, ours_lines);
     assert!(!capture.records.iter().any(|r| r["type"] == "data"), "keylog mode captures no plaintext");
@@ -55,7 +63,10 @@ fn keylog_matches_curl(go_version: &str, variant: &str, with_tshark: bool) {
         let decrypted = tshark_http_fields(&wire, Some(&ours), &fields);
         for n in &nonces {
             assert!(decrypted.contains(&format!("n={n}")), "request with nonce {n} not decrypted:\n{decrypted}");
-            assert!(decrypted.contains(&format!("X-Nonce: {n}")), "response with nonce {n} not decrypted:\n{decrypted}");
+            assert!(
+                decrypted.contains(&format!("X-Nonce: {n}")),
+                "response with nonce {n} not decrypted:\n{decrypted}"
+            );
         }
         let without = tshark_http_fields(&wire, None, &fields);
         assert!(nonces.iter().all(|n| !without.contains(n.as_str())), "tshark decrypted without keys:\n{without}");
@@ -85,7 +96,8 @@ fn keylog_every_version_stripped_pie() {
 
 #[test]
 fn keylog_older_versions() {
-    let list = [("1.22", "pie-strip"), ("1.21", "pie-strip"), ("1.19", "pie-strip"), ("1.19", "cgo"), ("1.15", "pie-strip")];
+    let list =
+        [("1.22", "pie-strip"), ("1.21", "pie-strip"), ("1.19", "pie-strip"), ("1.19", "cgo"), ("1.15", "pie-strip")];
     versions(&list, false);
 }
 

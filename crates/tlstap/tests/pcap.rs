@@ -133,7 +133,10 @@ fn pcap_hooked_server_decrypts_tls13_and_tls12_and_leaves_others_out() {
 
     // The hooked server's packets, each once, handshake included, as tshark saw them.
     assert_eq!(packet_ids(&file, server_port), packet_ids(&wire, server_port), "tlstap's packets vs tshark's");
-    assert!(frames(&file, &format!("tcp.port == {other_port}"), &["frame.number"]).is_empty(), "unhooked server in the file");
+    assert!(
+        frames(&file, &format!("tcp.port == {other_port}"), &["frame.number"]).is_empty(),
+        "unhooked server in the file"
+    );
     let comments = frames(&file, "", &["frame.comment"]);
     assert!(comments.iter().all(|c| c[0] == format!("pid={server_pid} comm=server")), "comments: {comments:?}");
 
@@ -169,16 +172,26 @@ fn pcap_hooked_client_decrypts_tls13_and_tls12() {
     server.stop();
 
     assert_well_formed(&file, started);
-    let nonces: Vec<String> =
-        read_jsonl(&manifest).iter().filter(|r| r["type"] == "request").map(|r| r["nonce"].as_str().unwrap().to_string()).collect();
+    let nonces: Vec<String> = read_jsonl(&manifest)
+        .iter()
+        .filter(|r| r["type"] == "request")
+        .map(|r| r["nonce"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(nonces.len(), 5);
     let (requests, responses) = (decrypted(&file, "http.request.line"), decrypted(&file, "http.response.line"));
     for n in &nonces {
         assert!(requests.contains(&format!("X-Nonce: {n}")), "request {n} not decrypted:\n{requests}");
         assert!(responses.contains(&format!("X-Nonce: {n}")), "response {n} not decrypted:\n{responses}");
     }
-    let versions = frames(&file, "tls.handshake.type == 2", &["tls.handshake.version", "tls.handshake.extensions.supported_version"]);
-    assert!(versions.iter().any(|v| v[1] == "0x0304") && versions.iter().any(|v| v[0] == "0x0303" && v[1].is_empty()), "{versions:?}");
+    let versions = frames(
+        &file,
+        "tls.handshake.type == 2",
+        &["tls.handshake.version", "tls.handshake.extensions.supported_version"],
+    );
+    assert!(
+        versions.iter().any(|v| v[1] == "0x0304") && versions.iter().any(|v| v[0] == "0x0303" && v[1].is_empty()),
+        "{versions:?}"
+    );
     let bare = decrypted(&without_secrets(&file), "http.request.line");
     assert!(nonces.iter().all(|n| !bare.contains(n.as_str())), "decrypted without the DSBs:\n{bare}");
     let comments = frames(&file, "", &["frame.comment"]);
@@ -209,7 +222,11 @@ fn pcap_all_writes_unhooked_traffic_and_a_filter_narrows_it() {
         curl_echo(&other.addr, &["--tlsv1.3"], &nonces[1], &dir.path("curl.keys"));
         let capture = tlstap.stop();
         assert_eq!(capture.stats()["lost"], 0);
-        let ports: Vec<u16> = frames(&file, &filter, &["tcp.srcport", "tcp.dstport"]).concat().iter().map(|p| p.parse().unwrap()).collect();
+        let ports: Vec<u16> = frames(&file, &filter, &["tcp.srcport", "tcp.dstport"])
+            .concat()
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
         assert!(ports.contains(&other_port), "{name}: the unhooked server's packets are missing");
         assert_eq!(ports.contains(&port), name == "all", "{name}: the hooked server's packets");
         // Only the hooked server's secrets are known: its traffic decrypts, the other's not.
@@ -294,7 +311,10 @@ fn pcap_on_a_veth_captures_both_directions_once() {
     assert!(lines.any(|l| l.unwrap().contains("Capturing on")), "tshark did not start capturing");
     std::thread::spawn(move || lines.for_each(drop)); // never block tshark on a full pipe
     let file = dir.path("out.pcapng");
-    let tlstap = Tlstap::start(&dir, &["-m", "pcap", "-i", &ns.host_if, "-w", file.to_str().unwrap(), "-e", server_bin.to_str().unwrap()]);
+    let tlstap = Tlstap::start(
+        &dir,
+        &["-m", "pcap", "-i", &ns.host_if, "-w", file.to_str().unwrap(), "-e", server_bin.to_str().unwrap()],
+    );
     let nonces = [nonce(), nonce()];
     for n in &nonces {
         ns.curl_echo(&server.addr, n);
@@ -308,12 +328,16 @@ fn pcap_on_a_veth_captures_both_directions_once() {
 
     assert_well_formed(&file, started);
     let responses = decrypted(&file, "http.response.line");
-    assert!(nonces.iter().all(|n| responses.contains(&format!("X-Nonce: {n}"))), "not decrypted:
-{responses}");
+    assert!(
+        nonces.iter().all(|n| responses.contains(&format!("X-Nonce: {n}"))),
+        "not decrypted:
+{responses}"
+    );
     let ours = packet_ids(&file, port);
     // Equal counts: a retransmission is there as often as on the wire, nothing twice beyond.
     assert_eq!(ours, packet_ids(&dir.path("wire.pcapng"), port), "tlstap's packets vs tshark's");
-    let directions: Vec<_> = capture.records.iter().filter(|r| r["type"] == "packet").map(|r| r["direction"].as_str().unwrap()).collect();
+    let directions: Vec<_> =
+        capture.records.iter().filter(|r| r["type"] == "packet").map(|r| r["direction"].as_str().unwrap()).collect();
     assert!(directions.contains(&"ingress") && directions.contains(&"egress"), "{directions:?}");
     assert_eq!(capture.stats()["lost"], 0, "{}", capture.stats());
 }
@@ -331,7 +355,7 @@ impl Tun {
         let mut ifreq = [0u8; 40];
         ifreq[..name.len()].copy_from_slice(name.as_bytes());
         ifreq[16..18].copy_from_slice(&(0x0001u16 | 0x1000).to_ne_bytes()); // IFF_TUN | IFF_NO_PI
-        // SAFETY: a valid fd and a 40-byte ifreq that outlives the call.
+                                                                            // SAFETY: a valid fd and a 40-byte ifreq that outlives the call.
         let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), TUNSETIFF, ifreq.as_mut_ptr()) };
         assert_eq!(rc, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
         for args in [vec!["addr", "add", addr, "dev", name], vec!["link", "set", name, "up"]] {
@@ -353,7 +377,8 @@ fn pcap_on_a_tun_writes_raw_ip() {
     let peer = format!("10.{}.{}.2:9", 200 + id % 50, id % 250);
     let file = dir.path("out.pcapng");
     let fixture = fixture(VERSION, VARIANT, "tlsfixture");
-    let args = ["-m", "pcap", "-i", &tun.name, "-w", file.to_str().unwrap(), "-e", fixture.to_str().unwrap(), "--all", "udp"];
+    let args =
+        ["-m", "pcap", "-i", &tun.name, "-w", file.to_str().unwrap(), "-e", fixture.to_str().unwrap(), "--all", "udp"];
     let tlstap = Tlstap::start(&dir, &args);
     let marker = format!("tlstap-raw-{}", nonce());
     std::net::UdpSocket::bind("0.0.0.0:0").unwrap().send_to(marker.as_bytes(), &peer).unwrap();

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Every Go version in the fixture matrix.
-pub const VERSIONS: [&str; 9] = [
-    "1.15", "1.19", "1.21", "1.22", "1.23", "1.24", "1.25", "1.26", "1.27",
-];
+pub const VERSIONS: [&str; 9] = ["1.15", "1.19", "1.21", "1.22", "1.23", "1.24", "1.25", "1.26", "1.27"];
 
 /// True when the caller explicitly asked to skip fixture-based tests.
 pub fn skip_fixtures() -> bool {
@@ -43,10 +41,7 @@ pub fn fixture(version: &str, variant: &str, program: &str, arch: &str) -> PathB
         String::from_utf8_lossy(&out.stderr).trim()
     );
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(
-        path.is_file(),
-        "scripts/fixture.sh printed {path:?}, which is not a file"
-    );
+    assert!(path.is_file(), "scripts/fixture.sh printed {path:?}, which is not a file");
     path
 }
 
@@ -57,11 +52,7 @@ pub fn goroot(version: &str) -> PathBuf {
         .arg(version)
         .output()
         .expect("run scripts/go-toolchain.sh");
-    assert!(
-        out.status.success(),
-        "go-toolchain.sh {version}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "go-toolchain.sh {version}: {}", String::from_utf8_lossy(&out.stderr));
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
@@ -97,9 +88,7 @@ pub fn arm64_is_ret(word: &[u8]) -> bool {
     use yaxpeax_arch::Decoder;
     let mut r = yaxpeax_arch::U8Reader::new(word);
     matches!(
-        yaxpeax_arm::armv8::a64::InstDecoder::default()
-            .decode(&mut r)
-            .map(|i| i.opcode),
+        yaxpeax_arm::armv8::a64::InstDecoder::default().decode(&mut r).map(|i| i.opcode),
         Ok(yaxpeax_arm::armv8::a64::Opcode::RET)
     )
 }

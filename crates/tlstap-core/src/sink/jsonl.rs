@@ -75,12 +75,9 @@ impl<W: Write> JsonlSink<W> {
 impl<W: Write> Sink for JsonlSink<W> {
     fn write_event(&mut self, event: &Event<'_>) -> io::Result<()> {
         let record = match event {
-            Event::Attach(a) => Record::Attach {
-                binary: a.binary,
-                go_version: a.go_version,
-                abi: a.abi,
-                probes: a.probes,
-            },
+            Event::Attach(a) => {
+                Record::Attach { binary: a.binary, go_version: a.go_version, abi: a.abi, probes: a.probes }
+            }
             Event::Data(d) => return self.write_data(d),
             Event::Secret(k) => {
                 self.hex.clear();
@@ -91,12 +88,9 @@ impl<W: Write> Sink for JsonlSink<W> {
                 Record::Secret { ts_ns: k.ts_ns, pid: k.pid, label: k.label, client_random, secret }
             }
             Event::Detach { binary } => Record::Detach { binary },
-            Event::Stats(s) => Record::Stats {
-                events: s.events,
-                bytes: s.bytes,
-                lost: s.lost,
-                lost_by_cause: &s.lost_by_cause,
-            },
+            Event::Stats(s) => {
+                Record::Stats { events: s.events, bytes: s.bytes, lost: s.lost, lost_by_cause: &s.lost_by_cause }
+            }
         };
         serde_json::to_writer(&mut self.out, &record)?;
         self.out.write_all(b"\n")

@@ -80,7 +80,15 @@ mod tests {
     #[test]
     fn cached_timestamps_match_humantime() {
         let mut cache = Rfc3339Cache::default();
-        for ts in [0, 1, 999_999_999, 1_000_000_000, 1_795_768_778_137_571_768, 1_795_768_778_900_000_000, 1_795_768_779_000_000_001] {
+        for ts in [
+            0,
+            1,
+            999_999_999,
+            1_000_000_000,
+            1_795_768_778_137_571_768,
+            1_795_768_778_900_000_000,
+            1_795_768_779_000_000_001,
+        ] {
             let mut out = Vec::new();
             cache.push(&mut out, ts);
             assert_eq!(String::from_utf8(out).unwrap(), rfc3339(ts).to_string(), "{ts}");

@@ -21,10 +21,7 @@ pub struct PcapngSink<W: Write> {
 impl<W: Write> PcapngSink<W> {
     /// Writes the section header, `shb_userappl` = [`USER_APPL`] ("tlstap" and the version).
     pub fn new(out: W) -> io::Result<Self> {
-        Ok(PcapngSink {
-            writer: PcapngWriter::new(out, USER_APPL)?,
-            lines: SecretLines::new(DEFAULT_REMEMBERED_LINES),
-        })
+        Ok(PcapngSink { writer: PcapngWriter::new(out, USER_APPL)?, lines: SecretLines::new(DEFAULT_REMEMBERED_LINES) })
     }
 
     /// See [`PcapngWriter::add_interface`].

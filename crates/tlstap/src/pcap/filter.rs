@@ -70,7 +70,10 @@ impl PacketFilter {
     pub fn compile(expression: &str, dlt: i32) -> Result<PacketFilter> {
         let Ok(text) = CString::new(expression) else { bail!("the filter expression contains a NUL byte") };
         // SAFETY: the sonames are NUL-terminated; dlopen has no other precondition.
-        let library = SONAMES.iter().map(|n| unsafe { libc::dlopen(n.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) }).find(|l| !l.is_null());
+        let library = SONAMES
+            .iter()
+            .map(|n| unsafe { libc::dlopen(n.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) })
+            .find(|l| !l.is_null());
         let Some(library) = library else {
             bail!("a filter expression needs libpcap, which was not found (Debian/Ubuntu: apt-get install libpcap0.8)")
         };
@@ -85,7 +88,9 @@ impl PacketFilter {
                 symbol::<OfflineFilter>(library, c"pcap_offline_filter"),
             )
         };
-        let (Some(open_dead), Some(compile), Some(geterr), Some(close), Some(free_code), Some(offline_filter)) = symbols else {
+        let (Some(open_dead), Some(compile), Some(geterr), Some(close), Some(free_code), Some(offline_filter)) =
+            symbols
+        else {
             // SAFETY: `library` came from dlopen and nothing of it is in use.
             unsafe { libc::dlclose(library) };
             bail!("the libpcap found lacks pcap_compile or pcap_offline_filter (libpcap ≥ 1.0 is needed)");

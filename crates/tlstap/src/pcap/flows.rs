@@ -186,7 +186,8 @@ mod tests {
     fn hooked_server_owns_flows_to_its_listener_only() {
         let table = Table { listeners: vec![(sa("127.0.0.1:8443"), 10)], ..Table::default() };
         let mut flows = Flows::default();
-        let to_hooked = [tcp("127.0.0.1:50000", "127.0.0.1:8443", SYN), tcp("127.0.0.1:8443", "127.0.0.1:50000", SYN_ACK)];
+        let to_hooked =
+            [tcp("127.0.0.1:50000", "127.0.0.1:8443", SYN), tcp("127.0.0.1:8443", "127.0.0.1:50000", SYN_ACK)];
         let to_other = tcp("127.0.0.1:50001", "127.0.0.1:9443", SYN);
         for (i, t) in to_hooked.iter().chain([&to_other]).enumerate() {
             flows.observe(t, i as u64 + 1, 0);

@@ -89,12 +89,13 @@ impl PcapMode {
         let side: Option<Box<dyn Write + Send>> = match &request.side {
             None => None,
             Some(None) => Some(Box::new(io::stdout())),
-            Some(Some(path)) => {
-                Some(Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?))
-            }
+            Some(Some(path)) => Some(Box::new(
+                std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+            )),
         };
         let path = &request.file;
-        let file = open_secret_file(path, OpenMode::Truncate).with_context(|| format!("cannot open pcap file {}", path.display()))?;
+        let file = open_secret_file(path, OpenMode::Truncate)
+            .with_context(|| format!("cannot open pcap file {}", path.display()))?;
         let writer = PacketWriter::new(file, iface.link.linktype, &iface.name, side)
             .with_context(|| format!("writing {}", path.display()))?;
         let setup = Setup {
@@ -133,7 +134,12 @@ impl PcapMode {
 
     /// The sink the capture loop feeds (in place of the text/jsonl sink).
     pub fn sink(&self) -> Box<dyn Sink> {
-        Box::new(Forwarder { tx: self.tx.clone(), failure: Arc::clone(&self.failure), side: self.side, seen: HashSet::new() })
+        Box::new(Forwarder {
+            tx: self.tx.clone(),
+            failure: Arc::clone(&self.failure),
+            side: self.side,
+            seen: HashSet::new(),
+        })
     }
 
     /// Stops capturing and writes everything pending; adds the packet losses to `stats` and

@@ -165,7 +165,10 @@ pub mod tests {
         p.extend_from_slice(&ip);
         p.extend_from_slice(&tcp);
         let t = parse_tcp(&p, 14).unwrap();
-        assert_eq!((t.src, t.dst, t.syn, t.ack), ("[::1]:443".parse().unwrap(), "[::1]:40000".parse().unwrap(), true, true));
+        assert_eq!(
+            (t.src, t.dst, t.syn, t.ack),
+            ("[::1]:443".parse().unwrap(), "[::1]:40000".parse().unwrap(), true, true)
+        );
     }
 
     #[test]

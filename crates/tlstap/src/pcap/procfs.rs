@@ -32,7 +32,14 @@ pub struct Hooked {
 impl Hooked {
     pub fn new(proc_root: &Path, pid: Option<u32>, uid: Option<u32>) -> Hooked {
         let checked = RefCell::new(HashMap::new());
-        Hooked { proc_root: proc_root.to_path_buf(), binaries: HashMap::new(), pid, uid, reported: HashMap::new(), checked }
+        Hooked {
+            proc_root: proc_root.to_path_buf(),
+            binaries: HashMap::new(),
+            pid,
+            uid,
+            reported: HashMap::new(),
+            checked,
+        }
     }
 
     /// A binary was hooked (its processes count from now on).
@@ -55,7 +62,8 @@ impl Hooked {
             return None;
         }
         if let Some(comm) = self.reported.get(&pid) {
-            let comm = if comm.is_empty() { self.comm(pid).unwrap_or_else(|| Arc::from("?")) } else { Arc::clone(comm) };
+            let comm =
+                if comm.is_empty() { self.comm(pid).unwrap_or_else(|| Arc::from("?")) } else { Arc::clone(comm) };
             return Some(Owner { pid, comm });
         }
         let mut checked = self.checked.borrow_mut();
@@ -73,7 +81,8 @@ impl Hooked {
         }
         let exe = std::fs::metadata(dir.join("exe")).ok()?;
         let runs_hooked = self.binaries.values().any(|&b| b == (exe.dev(), exe.ino()));
-        (self.pid == Some(pid) || runs_hooked).then(|| Owner { pid, comm: self.comm(pid).unwrap_or_else(|| Arc::from("?")) })
+        (self.pid == Some(pid) || runs_hooked)
+            .then(|| Owner { pid, comm: self.comm(pid).unwrap_or_else(|| Arc::from("?")) })
     }
 
     fn comm(&self, pid: u32) -> Option<Arc<str>> {
@@ -188,7 +197,10 @@ impl SocketIndex {
             return Some(owner.clone());
         }
         [a, b].into_iter().find_map(|end| {
-            let wildcards = [SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), end.port()), SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), end.port())];
+            let wildcards = [
+                SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), end.port()),
+                SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), end.port()),
+            ];
             let exact = std::iter::once(end);
             // A v6 wildcard listener also accepts IPv4 (dual stack).
             let wild = wildcards.into_iter().filter(|w| end.is_ipv4() || w.is_ipv6());
@@ -236,7 +248,9 @@ fn parse_tcp_row(line: &str) -> Option<TcpRow> {
 fn parse_endpoint(text: &str) -> Option<SocketAddr> {
     let (addr, port) = text.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| -> Option<[u8; 4]> { Some(u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok()?.to_ne_bytes()) };
+    let word = |i: usize| -> Option<[u8; 4]> {
+        Some(u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok()?.to_ne_bytes())
+    };
     let ip = match addr.len() {
         8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
         32 => {
@@ -265,7 +279,10 @@ mod tests {
                   garbage\n";
         let rows = parse_tcp_table(v4);
         assert_eq!(rows.len(), 2);
-        assert_eq!((rows[0].local, rows[0].state, rows[0].inode), ("127.0.0.1:8443".parse().unwrap(), TCP_LISTEN, 4242));
+        assert_eq!(
+            (rows[0].local, rows[0].state, rows[0].inode),
+            ("127.0.0.1:8443".parse().unwrap(), TCP_LISTEN, 4242)
+        );
         assert_eq!(rows[1].remote, "127.0.0.1:8443".parse().unwrap());
         let v6 = "header\n   0: 00000000000000000000000000000000:01BB 00000000000000000000000000000000:0000 0A 0 0 0 0 0 77\n\
                   1: 0000000000000000FFFF00000100007F:01BB 0000000000000000FFFF00000100007F:D431 01 0 0 0 0 0 78\n\

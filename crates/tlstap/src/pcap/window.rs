@@ -41,7 +41,13 @@ impl Assembler {
     pub fn push(&mut self, chunk: &PacketChunk<'_>) -> Option<Packet> {
         if chunk.offset == 0 && chunk.payload.len() == chunk.cap_len as usize {
             let data = chunk.payload.to_vec();
-            return Some(Packet { ts_ns: chunk.ts_ns, ingress: chunk.ingress, orig_len: chunk.packet_len, data, syn_pid: chunk.syn_pid });
+            return Some(Packet {
+                ts_ns: chunk.ts_ns,
+                ingress: chunk.ingress,
+                orig_len: chunk.packet_len,
+                data,
+                syn_pid: chunk.syn_pid,
+            });
         }
         let partial = self.partial.entry(chunk.packet_id).or_insert_with(|| Partial {
             packet: Packet {
@@ -144,7 +150,16 @@ mod tests {
     use super::*;
 
     fn chunk(id: u64, ts: u64, off: u32, payload: &[u8], cap: u32) -> PacketChunk<'_> {
-        PacketChunk { ts_ns: ts, packet_id: id, ingress: false, packet_len: cap + 2, cap_len: cap, offset: off, payload, syn_pid: 0 }
+        PacketChunk {
+            ts_ns: ts,
+            packet_id: id,
+            ingress: false,
+            packet_len: cap + 2,
+            cap_len: cap,
+            offset: off,
+            payload,
+            syn_pid: 0,
+        }
     }
 
     #[test]

@@ -36,8 +36,15 @@ const SCAN_AGAIN_NS: u64 = 200_000_000;
 pub enum Msg {
     Secret(OwnedSecret),
     /// A hooked process was seen in a probe; with its connection's endpoints when BPF knew them.
-    Process { pid: u32, comm: String, conn: Option<(SocketAddr, SocketAddr)> },
-    Binary { path: PathBuf, hooked: bool },
+    Process {
+        pid: u32,
+        comm: String,
+        conn: Option<(SocketAddr, SocketAddr)>,
+    },
+    Binary {
+        path: PathBuf,
+        hooked: bool,
+    },
     /// A rendered JSON line for the side stream.
     Side(Vec<u8>),
     /// Stop capturing, write everything, reply with the totals.
@@ -163,7 +170,10 @@ pub fn run(setup: Setup, rx: &Receiver<Msg>, ready: Sender<Result<(), String>>) 
     let losses = capture.losses().map_err(|e| format!("{:#}", anyhow::Error::from(e)));
     drop(ring);
     drop(capture);
-    core.tick(None).and_then(|()| core.writer.write_secrets()).and_then(|()| core.writer.flush()).map_err(|e| format!("writing the pcapng file: {e}"))?;
+    core.tick(None)
+        .and_then(|()| core.writer.write_secrets())
+        .and_then(|()| core.writer.flush())
+        .map_err(|e| format!("writing the pcapng file: {e}"))?;
     let inc = incoming.borrow();
     let totals = losses.map(|losses| {
         let mut lost: Vec<(&'static str, u64)> = losses.iter().map(|(cause, packets, _)| (*cause, *packets)).collect();
@@ -182,9 +192,11 @@ pub fn run(setup: Setup, rx: &Receiver<Msg>, ready: Sender<Result<(), String>>) 
     while let Ok(msg) = rx.recv() {
         match msg {
             Msg::Stop => break,
-            Msg::Side(_) | Msg::Secret(_) => {
-                core.on_msg(msg).and_then(|()| core.writer.write_secrets()).and_then(|()| core.writer.flush()).map_err(|e| e.to_string())?
-            }
+            Msg::Side(_) | Msg::Secret(_) => core
+                .on_msg(msg)
+                .and_then(|()| core.writer.write_secrets())
+                .and_then(|()| core.writer.flush())
+                .map_err(|e| e.to_string())?,
             _ => {}
         }
     }
@@ -270,7 +282,8 @@ impl Core {
         let tcp = parse_tcp(&packet.data, self.l2_len);
         let lookup = Lookup { index: &self.index, hooked: &self.hooked };
         let owner = tcp.and_then(|t| self.flows.owner_at_release(&t, &lookup));
-        let wanted = (self.all || owner.is_some()) && self.filter.as_ref().is_none_or(|f| f.matches(&packet.data, packet.orig_len));
+        let wanted = (self.all || owner.is_some())
+            && self.filter.as_ref().is_none_or(|f| f.matches(&packet.data, packet.orig_len));
         if wanted {
             self.writer.packet(packet, packet.ts_ns.saturating_add(self.wall_offset), owner.as_ref())?;
         }

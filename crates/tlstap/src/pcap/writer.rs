@@ -47,7 +47,12 @@ impl std::fmt::Debug for PacketWriter {
 
 impl PacketWriter {
     /// Starts the file: section header and the interface's description.
-    pub fn new(file: File, linktype: u16, ifname: &str, side: Option<Box<dyn Write + Send>>) -> io::Result<PacketWriter> {
+    pub fn new(
+        file: File,
+        linktype: u16,
+        ifname: &str,
+        side: Option<Box<dyn Write + Send>>,
+    ) -> io::Result<PacketWriter> {
         let mut pcapng = PcapngSink::new(BufWriter::with_capacity(256 * 1024, file))?;
         let if_id = pcapng.add_interface(linktype, ifname)?;
         pcapng.flush()?;
@@ -73,7 +78,13 @@ impl PacketWriter {
     /// Writes queued secrets as Decryption Secrets Blocks (duplicates are skipped).
     pub fn write_secrets(&mut self) -> io::Result<()> {
         for s in std::mem::take(&mut self.pending) {
-            let event = SecretEvent { ts_ns: s.ts_ns, pid: s.pid, label: &s.label, client_random: &s.client_random, secret: &s.secret };
+            let event = SecretEvent {
+                ts_ns: s.ts_ns,
+                pid: s.pid,
+                label: &s.label,
+                client_random: &s.client_random,
+                secret: &s.secret,
+            };
             self.pcapng.write_event(&Event::Secret(event))?;
         }
         Ok(())
@@ -159,7 +170,9 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
         match c {
             '"' => out.extend_from_slice(b"\\\""),
             '\\' => out.extend_from_slice(b"\\\\"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => out.extend_from_slice(format!("\\u{:04x}", u32::from(c)).as_bytes()),
+            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+                out.extend_from_slice(format!("\\u{:04x}", u32::from(c)).as_bytes())
+            }
             c => {
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -187,6 +200,8 @@ mod tests {
         );
         let mut line = Vec::new();
         packet_record(&mut line, 8, None, &Packet { ingress: false, ..packet }, "eth0");
-        assert!(String::from_utf8(line).unwrap().contains("\"pid\":null,\"comm\":null,\"len\":60,\"ifname\":\"eth0\",\"direction\":\"egress\""));
+        assert!(String::from_utf8(line)
+            .unwrap()
+            .contains("\"pid\":null,\"comm\":null,\"len\":60,\"ifname\":\"eth0\",\"direction\":\"egress\""));
     }
 }

@@ -223,7 +223,10 @@ impl Tlstap {
                 return;
             }
             if let Some(status) = self.proc.child.try_wait().unwrap() {
-                panic!("tlstap exited with {status} before attaching: {}", std::fs::read_to_string(&self.stderr).unwrap());
+                panic!(
+                    "tlstap exited with {status} before attaching: {}",
+                    std::fs::read_to_string(&self.stderr).unwrap()
+                );
             }
             assert!(Instant::now() < deadline, "tlstap did not attach within 30 s");
             std::thread::sleep(Duration::from_millis(20));
@@ -289,7 +292,9 @@ pub fn manifest_calls(path: &Path) -> Vec<(u64, String, Vec<u8>)> {
     read_jsonl(path)
         .into_iter()
         .filter(|r| r["type"] == "call")
-        .map(|r| (r["conn"].as_u64().unwrap(), r["dir"].as_str().unwrap().to_string(), b64(r["data_b64"].as_str().unwrap())))
+        .map(|r| {
+            (r["conn"].as_u64().unwrap(), r["dir"].as_str().unwrap().to_string(), b64(r["data_b64"].as_str().unwrap()))
+        })
         .collect()
 }
 
@@ -413,7 +418,11 @@ pub fn assert_capture_matches(capture: &Capture, manifest: &Path, pid: u32) {
             let (local, remote) = &conns[conn];
             if local.parse::<std::net::SocketAddr>().is_ok() {
                 assert_eq!(c["kind"], "tcp", "{direction} call {i}: {c}");
-                assert_eq!((c["local"].as_str().unwrap(), c["remote"].as_str().unwrap()), (local.as_str(), remote.as_str()), "{direction} call {i}");
+                assert_eq!(
+                    (c["local"].as_str().unwrap(), c["remote"].as_str().unwrap()),
+                    (local.as_str(), remote.as_str()),
+                    "{direction} call {i}"
+                );
             } else {
                 assert_eq!(c["kind"], "unix", "{direction} call {i}: {c}");
             }
@@ -440,10 +449,15 @@ pub fn assert_streams_match(capture: &Capture, manifest: &Path, pid: u32) {
     for direction in ["write", "read"] {
         let got = capture.data(direction);
         for (conn, (local, remote)) in &conns {
-            let want: Vec<&[u8]> = calls.iter().filter(|c| c.0 == *conn && c.1 == direction).map(|c| c.2.as_slice()).collect();
+            let want: Vec<&[u8]> =
+                calls.iter().filter(|c| c.0 == *conn && c.1 == direction).map(|c| c.2.as_slice()).collect();
             let mine: Vec<&[u8]> = got
                 .iter()
-                .filter(|(p, _, r)| *p == u64::from(pid) && r["conn"]["local"] == local.as_str() && r["conn"]["remote"] == remote.as_str())
+                .filter(|(p, _, r)| {
+                    *p == u64::from(pid)
+                        && r["conn"]["local"] == local.as_str()
+                        && r["conn"]["remote"] == remote.as_str()
+                })
                 .map(|(_, data, _)| data.as_slice())
                 .collect();
             assert_eq!(mine.len(), want.len(), "pid {pid} conn {conn} {direction}: calls");
