@@ -361,11 +361,22 @@ static __always_inline void on_write_entry(struct pt_regs *ctx, __u64 cookie, __
 	emit_call(ctx, cookie, TLSTAP_DIR_WRITE, conn, buf, len, pid_tgid);
 }
 
+/* The key of this goroutine's Read in flight. */
+static __always_inline struct read_key read_key_of(struct pt_regs *ctx, __u64 cookie, __u64 pid_tgid)
+{
+	struct read_key key = {
+		.g = go_goroutine(ctx, cookie & TLSTAP_COOKIE_STACK_ABI, binary_of(cookie)),
+		.tgid = pid_tgid >> 32,
+	};
+
+	return key;
+}
+
 /* func (c *Conn) Read(b []byte) (int, error): save c and b.ptr for the RET. */
 static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie, __u64 pid_tgid)
 {
 	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
-	struct read_key g = { .g = go_goroutine(ctx, stack_abi, binary_of(cookie)), .tgid = pid_tgid >> 32 };
+	struct read_key g = read_key_of(ctx, cookie, pid_tgid);
 	struct read_entry entry = {
 		.conn_ptr = go_arg(ctx, stack_abi, 0),
 		.buf = go_arg(ctx, stack_abi, 1),
@@ -379,7 +390,7 @@ static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie, __u
 static __always_inline void on_read_return(struct pt_regs *ctx, __u64 cookie, __u64 pid_tgid)
 {
 	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
-	struct read_key g = { .g = go_goroutine(ctx, stack_abi, binary_of(cookie)), .tgid = pid_tgid >> 32 };
+	struct read_key g = read_key_of(ctx, cookie, pid_tgid);
 	struct read_entry *entry = bpf_map_lookup_elem(&reads_in_flight, &g);
 	__s64 n = (__s64)(stack_abi ? go_stack_word(ctx, 4) : go_reg(ctx, 0));
 	struct read_entry saved;

@@ -32,14 +32,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
 }
 
-/// Wall-clock nanoseconds since the epoch as RFC 3339 UTC with nanoseconds.
-pub(crate) fn rfc3339(ts_ns: u64) -> humantime::Rfc3339Timestamp {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ts_ns);
-    humantime::format_rfc3339_nanos(t)
-}
-
-/// Renders RFC 3339 timestamps like [`rfc3339`], reusing the date and time part while
-/// consecutive events fall in the same second (nearly always, under load).
+/// Renders wall-clock nanoseconds since the epoch as RFC 3339 UTC with nanoseconds, reusing
+/// the date and time part while consecutive events fall in the same second (nearly always,
+/// under load).
 #[derive(Debug, Default)]
 pub(crate) struct Rfc3339Cache {
     second: Option<u64>,
@@ -76,6 +71,11 @@ pub(crate) fn push_decimal(out: &mut Vec<u8>, n: impl itoa::Integer) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// humantime's own rendering, the reference.
+    fn rfc3339(ts_ns: u64) -> humantime::Rfc3339Timestamp {
+        humantime::format_rfc3339_nanos(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ts_ns))
+    }
 
     #[test]
     fn cached_timestamps_match_humantime() {

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use super::hexdump::write_hexdump;
 use super::keylog::is_nss_label;
-use super::{push_decimal, rfc3339, Rfc3339Cache, Sink};
+use super::{push_decimal, Rfc3339Cache, Sink};
 use crate::event::{DataEvent, Event, SecretEvent};
 use crate::hex::push_hex;
 
@@ -23,34 +23,36 @@ pub enum PayloadStyle {
 pub struct TextSink<W: Write> {
     out: W,
     style: PayloadStyle,
-    /// Reused for a secret's hex so secrets do not allocate.
-    hex: Vec<u8>,
-    /// Reused for each data event's header line.
+    /// Reused for each data event's header line and each secret's line.
     line: Vec<u8>,
     clock: Rfc3339Cache,
 }
 
 impl<W: Write> TextSink<W> {
     pub fn new(out: W, style: PayloadStyle) -> Self {
-        TextSink { out, style, hex: Vec::new(), line: Vec::new(), clock: Rfc3339Cache::default() }
+        TextSink { out, style, line: Vec::new(), clock: Rfc3339Cache::default() }
     }
 
     /// `<time> pid=N secret LABEL CLIENT_RANDOM_HEX SECRET_HEX`, then a blank line. A label
     /// that is not an NSS label token is shown quoted and escaped, so it cannot forge lines.
     fn write_secret(&mut self, ev: &SecretEvent<'_>) -> io::Result<()> {
-        write!(self.out, "{} pid={} secret ", rfc3339(ev.ts_ns), ev.pid)?;
+        let line = &mut self.line;
+        line.clear();
+        self.clock.push(line, ev.ts_ns);
+        line.extend_from_slice(b" pid=");
+        push_decimal(line, ev.pid);
+        line.extend_from_slice(b" secret ");
         if is_nss_label(ev.label) {
-            self.out.write_all(ev.label.as_bytes())?;
+            line.extend_from_slice(ev.label.as_bytes());
         } else {
-            write!(self.out, "{:?}", ev.label)?;
+            write!(line, "{:?}", ev.label)?;
         }
-        self.hex.clear();
-        self.hex.push(b' ');
-        push_hex(&mut self.hex, ev.client_random);
-        self.hex.push(b' ');
-        push_hex(&mut self.hex, ev.secret);
-        self.hex.extend_from_slice(b"\n\n");
-        self.out.write_all(&self.hex)
+        line.push(b' ');
+        push_hex(line, ev.client_random);
+        line.push(b' ');
+        push_hex(line, ev.secret);
+        line.extend_from_slice(b"\n\n");
+        self.out.write_all(line)
     }
 
     /// The header line is assembled in a reused buffer and written once: going through
