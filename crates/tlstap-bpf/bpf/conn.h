@@ -16,20 +16,44 @@ static __always_inline __u64 read_user_u64(__u64 addr, bool *ok)
 	return v;
 }
 
+/*
+ * A field of a kernel struct copied whole into buf by one read: the field's offset in the
+ * running kernel (CO-RE) must lie inside buf, which the verifier checks against that offset
+ * as a constant. One read of the struct's head instead of one per field: each kernel read is
+ * a helper call, and this runs on every data event.
+ */
+#define HEAD_FIELD(buf, type, field)                                                           \
+	(*(typeof(((type *)0)->field) *)((buf) + bpf_core_field_offset(type, field)))
+
+/* The fdtable head that holds max_fds and fd. */
+#define FDT_HEAD_LEN 16
+
+/* The sock_common head that holds the IPv4 addresses, the ports and the family. */
+#define SOCK_HEAD_LEN 24
+
 /* Fills the addresses of a TCP socket. */
 static __always_inline void read_sock(struct tlstap_conn *c, struct sock *sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u8 head[SOCK_HEAD_LEN];
+	__u16 family;
 
 	c->sock_id = (__u64)sk;
+	if (bpf_core_field_offset(struct sock_common, skc_family) + 2 > SOCK_HEAD_LEN ||
+	    bpf_core_field_offset(struct sock_common, skc_num) + 2 > SOCK_HEAD_LEN ||
+	    bpf_core_field_offset(struct sock_common, skc_rcv_saddr) + 4 > SOCK_HEAD_LEN ||
+	    bpf_core_field_offset(struct sock_common, skc_daddr) + 4 > SOCK_HEAD_LEN ||
+	    bpf_core_field_offset(struct sock_common, skc_dport) + 2 > SOCK_HEAD_LEN ||
+	    bpf_probe_read_kernel(head, sizeof(head), &sk->__sk_common))
+		return;
+	family = HEAD_FIELD(head, struct sock_common, skc_family);
 	c->family = family;
-	c->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	c->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	/* Explicit sizes: BPF_CORE_READ_INTO would take sizeof(*array), one byte. */
+	c->local_port = HEAD_FIELD(head, struct sock_common, skc_num);
+	c->remote_port = bpf_ntohs(HEAD_FIELD(head, struct sock_common, skc_dport));
 	if (family == AF_INET) {
-		bpf_core_read(c->local_addr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(c->remote_addr, 4, &sk->__sk_common.skc_daddr);
+		__builtin_memcpy(c->local_addr, head + bpf_core_field_offset(struct sock_common, skc_rcv_saddr), 4);
+		__builtin_memcpy(c->remote_addr, head + bpf_core_field_offset(struct sock_common, skc_daddr), 4);
 	} else if (family == AF_INET6) {
+		/* Explicit sizes: BPF_CORE_READ_INTO would take sizeof(*array), one byte. */
 		bpf_core_read(c->local_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
 		bpf_core_read(c->remote_addr, 16, &sk->__sk_common.skc_v6_daddr);
 	}
@@ -46,7 +70,8 @@ static __always_inline void resolve_conn(struct pt_regs *ctx, __u64 cookie,
 					 struct tlstap_conn *c)
 {
 	__u64 probe_vaddr = cookie >> TLSTAP_COOKIE_VADDR_SHIFT;
-	__u64 bias, itab, data, type, netfd, sysfd = 0;
+	__u64 bias, iface[2] = {}, itab, data, type, netfd, sysfd = 0;
+	__u8 fdt_head[FDT_HEAD_LEN];
 	struct task_struct *task;
 	struct fdtable *fdt;
 	struct file **fds, *file;
@@ -59,8 +84,11 @@ static __always_inline void resolve_conn(struct pt_regs *ctx, __u64 cookie,
 	if (!cfg || !(cfg->flags & TLSTAP_BINARY_CONN_LAYOUT) || !probe_vaddr)
 		return;
 	bias = PT_REGS_IP(ctx) - probe_vaddr;
-	itab = read_user_u64(conn_ptr + cfg->tls_conn_conn, &ok);
-	data = read_user_u64(conn_ptr + cfg->tls_conn_conn + 8, &ok);
+	/* A Go interface value is two words: itab, data. */
+	if (bpf_probe_read_user(iface, sizeof(iface), (void *)(conn_ptr + cfg->tls_conn_conn)))
+		ok = false;
+	itab = iface[0];
+	data = iface[1];
 	/* itab: {inter *interfacetype, _type *_type, ...} in every Go release. */
 	type = itab ? read_user_u64(itab + 8, &ok) : 0;
 	if (!ok) {
@@ -83,13 +111,17 @@ static __always_inline void resolve_conn(struct pt_regs *ctx, __u64 cookie,
 	task = (struct task_struct *)bpf_get_current_task();
 	/* Each link of a CO-RE chain is one kernel read: walk to the table once. */
 	fdt = BPF_CORE_READ(task, files, fdt);
-	max_fds = fdt ? BPF_CORE_READ(fdt, max_fds) : 0;
+	if (!fdt || bpf_core_field_offset(struct fdtable, max_fds) + 4 > FDT_HEAD_LEN ||
+	    bpf_core_field_offset(struct fdtable, fd) + 8 > FDT_HEAD_LEN ||
+	    bpf_probe_read_kernel(fdt_head, sizeof(fdt_head), fdt))
+		ok = false;
+	max_fds = ok ? HEAD_FIELD(fdt_head, struct fdtable, max_fds) : 0;
 	if (!ok || (__s32)sysfd < 0 || sysfd >= max_fds) {
 		c->kind = TLSTAP_CONN_FAULT;
 		return;
 	}
 	c->fd = (__s32)sysfd;
-	fds = BPF_CORE_READ(fdt, fd);
+	fds = HEAD_FIELD(fdt_head, struct fdtable, fd);
 	if (bpf_probe_read_kernel(&file, sizeof(file), fds + sysfd) || !file)
 		return;
 	sock = BPF_CORE_READ(file, private_data);

@@ -7,20 +7,22 @@
 #ifndef TLSTAP_GO_ABI_H
 #define TLSTAP_GO_ABI_H
 
+#define ctx_reg(ctx, name) ({ __u64 __v = (ctx)->name; barrier_var(__v); __v; })
+
 /* Integer argument/result register i of Go's register ABI (ABIInternal). */
 static __always_inline __u64 go_reg(struct pt_regs *ctx, int i)
 {
 #if defined(__TARGET_ARCH_x86)
 	switch (i) {
-	case 0: return BPF_CORE_READ(ctx, ax);
-	case 1: return BPF_CORE_READ(ctx, bx);
-	case 2: return BPF_CORE_READ(ctx, cx);
-	case 3: return BPF_CORE_READ(ctx, di);
-	case 4: return BPF_CORE_READ(ctx, si);
-	case 5: return BPF_CORE_READ(ctx, r8);
-	case 6: return BPF_CORE_READ(ctx, r9);
-	case 7: return BPF_CORE_READ(ctx, r10);
-	default: return BPF_CORE_READ(ctx, r11);
+	case 0: return ctx_reg(ctx, ax);
+	case 1: return ctx_reg(ctx, bx);
+	case 2: return ctx_reg(ctx, cx);
+	case 3: return ctx_reg(ctx, di);
+	case 4: return ctx_reg(ctx, si);
+	case 5: return ctx_reg(ctx, r8);
+	case 6: return ctx_reg(ctx, r9);
+	case 7: return ctx_reg(ctx, r10);
+	default: return ctx_reg(ctx, r11);
 	}
 #else
 	return ((struct user_pt_regs *)ctx)->regs[i & 15];
@@ -51,16 +53,19 @@ static __always_inline __u64 go_arg(struct pt_regs *ctx, bool stack_abi, int i)
 }
 
 /* The running goroutine's g, which identifies a call from its entry to its RET. */
-static __always_inline __u64 go_goroutine(struct pt_regs *ctx, bool stack_abi,
-					  const struct tlstap_binary_cfg *cfg)
+static __always_inline __u64 go_goroutine(struct pt_regs *ctx, __u64 cookie)
 {
 #if defined(__TARGET_ARCH_x86)
+	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
+	const struct tlstap_binary_cfg *cfg;
 	struct task_struct *task;
 	__u64 below_fs = 8, fsbase, g = 0;
 
 	if (!stack_abi)
-		return BPF_CORE_READ(ctx, r14);
-	/* ABI0 on amd64: g lives in thread-local storage just below the FS base. */
+		return ctx_reg(ctx, r14);
+	/* ABI0 on amd64: g lives in thread-local storage just below the FS base. Looked up only
+	 * here: the register ABI, the common case, needs no map. */
+	cfg = binary_of(cookie);
 	if (cfg && cfg->g_below_fs)
 		below_fs = cfg->g_below_fs;
 	task = (struct task_struct *)bpf_get_current_task();

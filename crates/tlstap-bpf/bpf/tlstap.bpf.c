@@ -99,8 +99,28 @@ struct {
 	__type(value, __u64);
 } loss_bytes SEC(".maps");
 
-/* Unique call ids across CPUs. */
-__u64 next_call_id = 0;
+/*
+ * Call ids, unique across CPUs: the CPU number above CALL_ID_CPU_SHIFT, that CPU's counter
+ * below. Per CPU, because one shared counter's cache line moved between CPUs on every call.
+ */
+#define CALL_ID_CPU_SHIFT 48
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} call_counters SEC(".maps");
+
+static __always_inline __u64 next_call_id(void)
+{
+	__u32 zero = 0;
+	__u64 *counter = bpf_map_lookup_elem(&call_counters, &zero);
+	/* Atomic: a preempted program may share this CPU's counter with the next one. */
+	__u64 n = counter ? __sync_fetch_and_add(counter, 1) : 0;
+
+	return ((__u64)bpf_get_smp_processor_id() << CALL_ID_CPU_SHIFT) | (n & ((1ull << CALL_ID_CPU_SHIFT) - 1));
+}
 
 /* Keeps every wire type in BTF so that libbpf-cargo generates its Rust twin. Never used. */
 struct tlstap_wire_types _wire_types = {};
@@ -288,7 +308,7 @@ static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 d
 		return;
 	e.src = src;
 	e.len = len;
-	e.call_id = __sync_fetch_and_add(&next_call_id, 1);
+	e.call_id = next_call_id();
 	e.conn_ptr = conn_ptr;
 	e.ts_ns = bpf_ktime_get_ns();
 	e.pid_tgid = pid_tgid;
@@ -302,7 +322,11 @@ static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 d
 		count_loss(TLSTAP_LOSS_RINGBUF_FULL, len - (__u64)CHUNK_LOOP_MAX * TLSTAP_CHUNK_MAX);
 		chunks = CHUNK_LOOP_MAX;
 	}
-	bpf_loop(chunks, emit_chunk_cb, &e, 0);
+	/* Most calls are one chunk: skip bpf_loop's indirect calls for them. */
+	if (chunks == 1)
+		emit_chunk_cb(0, &e);
+	else
+		bpf_loop(chunks, emit_chunk_cb, &e, 0);
 }
 
 /* --- Probe points ---------------------------------------------------------------------- */
@@ -365,7 +389,7 @@ static __always_inline void on_write_entry(struct pt_regs *ctx, __u64 cookie, __
 static __always_inline struct read_key read_key_of(struct pt_regs *ctx, __u64 cookie, __u64 pid_tgid)
 {
 	struct read_key key = {
-		.g = go_goroutine(ctx, cookie & TLSTAP_COOKIE_STACK_ABI, binary_of(cookie)),
+		.g = go_goroutine(ctx, cookie),
 		.tgid = pid_tgid >> 32,
 	};
 
