@@ -20,3 +20,11 @@ if ((${#missing[@]})); then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Rust: Debian's rustc (1.63) is too old for this workspace; a fresh machine gets stable from
+# rustup, with rustfmt and clippy (test.sh checks style and lints). Callers put ~/.cargo/bin on PATH.
+if ! command -v cargo >/dev/null 2>&1 && [[ ! -x $HOME/.cargo/bin/cargo ]]; then
+  echo "deps.sh: installing Rust (stable) with rustup into ~/.cargo" >&2
+  command -v curl >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+    sh -s -- -y --no-modify-path --profile minimal --default-toolchain stable -c rustfmt -c clippy
+fi

@@ -31,9 +31,12 @@ case $variant in
   pie-sw)    flags=(-buildmode=pie -ldflags=-s\ -w) ;;
   exe-strip) flags=(-ldflags=-s\ -w) strip=1 ;;
   pie-strip) flags=(-buildmode=pie -ldflags=-s\ -w) strip=1 ;;
+  exe-objcopy) flags=(-ldflags=-s\ -w) strip=2 ;;
   cgo)       flags=(-tags=netcgo -ldflags=-linkmode=external) cgo=1 ;;
   cgo-pie)   flags=(-buildmode=pie -tags=netcgo -ldflags=-linkmode=external) cgo=1 ;;
-  *) die "unknown variant (want exe pie exe-sw pie-sw exe-strip pie-strip cgo cgo-pie)" ;;
+  cgo-strip) flags=(-tags=netcgo "-ldflags=-linkmode=external -s -w") cgo=1 strip=1 ;;
+  cgo-pie-strip) flags=(-buildmode=pie -tags=netcgo "-ldflags=-linkmode=external -s -w") cgo=1 strip=1 ;;
+  *) die "unknown variant (want exe pie exe-sw pie-sw exe-strip pie-strip exe-objcopy cgo cgo-pie cgo-strip cgo-pie-strip)" ;;
 esac
 case $arch in
   amd64) triplet=x86_64-linux-gnu ;;
@@ -84,6 +87,7 @@ if ((strip)); then
   # Host binaries: strip; foreign ones: the cross strip (host objcopy cannot read
   # them), installed from Debian's binutils-<triplet> when missing.
   s=(strip --strip-all)
+  ((strip == 2)) && s=(objcopy --strip-all)
   if [[ $arch != "$host" ]]; then
     s=("$triplet-strip" --strip-all)
     command -v "${s[0]}" >/dev/null || { apt-get install -y "binutils-$triplet" ||

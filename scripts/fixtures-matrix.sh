@@ -9,14 +9,16 @@ newest=${versions[${#versions[@]}-1]}
 
 # "VERSION ARCH VARIANT PROGRAM" for every build.
 builds=()
+# The analysis matrix (crates/goelf/tests/matrix.rs, BUILDS) checks every one of these for
+# every version; keep the two lists the same.
 for v in "${versions[@]}"; do
-  for var in exe pie exe-sw pie-strip; do builds+=("$v amd64 $var tlsfixture"); done
+  for var in exe pie exe-sw pie-strip exe-objcopy cgo cgo-pie cgo-strip cgo-pie-strip; do
+    builds+=("$v amd64 $var tlsfixture")
+  done
+  for var in exe pie pie-strip; do builds+=("$v arm64 $var tlsfixture"); done
 done
-for v in 1.19 "$newest"; do
-  builds+=("$v amd64 cgo tlsfixture" "$v amd64 cgo-pie tlsfixture")
-  builds+=("$v arm64 exe tlsfixture" "$v arm64 pie-strip tlsfixture")
-done
-builds+=("1.19 amd64 exe notls")
+for v in 1.15 1.19 "$newest"; do builds+=("$v amd64 exe notls"); done
+builds+=("$newest amd64 exe oddconn")
 
 # Combinations that cannot work, with the reason (none known today; e.g.
 # ["1.15 arm64 cgo"]="why"). Matched on "VERSION ARCH VARIANT".

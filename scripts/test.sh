@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh --test
+export PATH="$HOME/.cargo/bin:$PATH"
 # Build the fixture matrix up front so test time is test time (cached across runs).
 bash scripts/fixtures-matrix.sh
 # Under CI a privileged test that cannot run is a failure, not a skip.

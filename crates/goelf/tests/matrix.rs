@@ -8,16 +8,22 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use goelf::{tls, Abi, Arch, Function, GoBinary, SymbolSource};
+use goelf::{tls, Abi, Arch, Function, GoBinary, SymbolSource, TextStartSource};
 
 /// (arch, variant, unstripped twin) built for every version.
-const BUILDS: [(&str, &str, Option<&str>); 9] = [
+/// scripts/fixtures-matrix.sh builds the same list up front.
+const BUILDS: [(&str, &str, Option<&str>); 12] = [
     ("amd64", "exe", None),
     ("amd64", "pie", None),
     ("amd64", "exe-sw", Some("exe")),
     ("amd64", "pie-strip", Some("pie")),
+    ("amd64", "exe-objcopy", Some("exe")),
     ("amd64", "cgo", None),
     ("amd64", "cgo-pie", None),
+    // External linking puts C code before runtime.text: a stripped binary's function table
+    // base must come from the binary's own data (Go 1.26+ zero pcHeader.textStart).
+    ("amd64", "cgo-strip", Some("cgo")),
+    ("amd64", "cgo-pie-strip", Some("cgo-pie")),
     ("arm64", "exe", None),
     ("arm64", "pie", None),
     ("arm64", "pie-strip", Some("pie")),
@@ -54,7 +60,7 @@ fn check_binary(version: &str, arch: &str, variant: &str, data: &[u8], twin: Opt
         Arch::Arm64 if minor >= 18 => Abi::Register,
         _ => Abi::Stack,
     };
-    let stripped = variant.ends_with("-sw") || variant.ends_with("-strip");
+    let stripped = variant.ends_with("-sw") || variant.ends_with("-strip") || variant.ends_with("-objcopy");
     let checks = [
         ("major", info.go_version.major == 1),
         ("minor", info.go_version.minor == minor),
@@ -65,6 +71,17 @@ fn check_binary(version: &str, arch: &str, variant: &str, data: &[u8], twin: Opt
         ("has_symtab", info.has_symtab != stripped),
         ("symbol source", info.symbol_source == if stripped { SymbolSource::Pclntab } else { SymbolSource::Symtab }),
         ("pclntab found", info.pclntab_version.is_some()),
+        // Where the function table's base came from: each release's own record of it, never a
+        // fallback (the .text section is wrong under external linking).
+        (
+            "text start source",
+            info.text_start_source
+                == Some(match minor {
+                    ..18 => TextStartSource::AbsoluteEntries,
+                    18..=25 => TextStartSource::PcHeader,
+                    _ => TextStartSource::Moduledata,
+                }),
+        ),
     ];
     for (what, ok) in checks {
         if !ok {
@@ -81,6 +98,10 @@ fn check_binary(version: &str, arch: &str, variant: &str, data: &[u8], twin: Opt
         return Err("writeKeyLog / writeRecordLocked not found".into());
     }
     check_returns(&bin, want_arch, &read, data, &plan.read_returns)?;
+    let entries = [Some(&plan.write_entry), Some(&plan.read_entry), plan.keylog_entry.as_ref()];
+    for entry in entries.into_iter().flatten() {
+        check_entry(&bin, want_arch, data, entry)?;
+    }
     let mut points = vec![&plan.write_entry, &plan.read_entry];
     points.extend(&plan.read_returns);
     points.extend(plan.keylog_entry.iter().chain(&plan.write_record_entry));
@@ -128,7 +149,14 @@ fn check_returns(
             starts.iter().filter(|&&(_, m)| m == iced_x86::Mnemonic::Ret).map(|&(a, _)| a).collect()
         }
         Arch::Arm64 => (0..code.len() / 4)
-            .filter(|i| arm64_is_ret(&code[i * 4..i * 4 + 4]))
+            .filter(|i| {
+                let word = &code[i * 4..i * 4 + 4];
+                // Two readings that must agree: the decoder's, and the encoding of RET Xn
+                // (1101011001011111000000nnnnn00000) read off the word by hand.
+                let raw = u32::from_le_bytes(word.try_into().unwrap()) & 0xffff_fc1f == 0xd65f_0000;
+                assert_eq!(raw, arm64_is_ret(word), "{:#x}", f.vaddr + 4 * *i as u64);
+                raw
+            })
             .map(|i| f.vaddr + 4 * i as u64)
             .collect(),
     };
@@ -137,6 +165,29 @@ fn check_returns(
     }
     if bin.ret_addresses(f).map_err(|e| e.to_string())? != addrs {
         return Err("ret_addresses disagrees with the plan".into());
+    }
+    Ok(())
+}
+
+/// An entry probe lies inside its function, on an instruction boundary of a full decode of
+/// the function (attaching anywhere else corrupts the target), past the first instruction
+/// when the function starts with a stack check (the first runs again after a stack growth).
+fn check_entry(bin: &GoBinary, arch: Arch, data: &[u8], p: &tls::ProbePoint) -> Result<(), String> {
+    let f = bin.function(p.symbol).ok_or(format!("{} vanished", p.symbol))?;
+    if p.vaddr < f.vaddr || p.vaddr >= f.vaddr + f.size {
+        return Err(format!("{} entry {:#x} outside {:#x}+{:#x}", p.symbol, p.vaddr, f.vaddr, f.size));
+    }
+    let code = bytes_via_sections(data, f.vaddr, f.size as usize).ok_or("code not in a section")?;
+    let on_boundary = match arch {
+        Arch::Amd64 => amd64_instruction_starts(code, f.vaddr).iter().any(|&(a, _)| a == p.vaddr),
+        Arch::Arm64 => (p.vaddr - f.vaddr) % 4 == 0,
+    };
+    if !on_boundary {
+        return Err(format!("{} entry {:#x} is not an instruction start", p.symbol, p.vaddr));
+    }
+    // Every crypto/tls function of these fixtures grows its stack: none starts at instruction 0.
+    if p.vaddr == f.vaddr {
+        return Err(format!("{} entry at the first instruction, before the stack check", p.symbol));
     }
     Ok(())
 }

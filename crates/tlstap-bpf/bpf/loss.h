@@ -6,14 +6,18 @@
 #ifndef TLSTAP_LOSS_H
 #define TLSTAP_LOSS_H
 
-/* `calls` and `bytes` are per-CPU arrays indexed by the object's loss-cause enum. */
-static __always_inline void add_loss(void *calls, void *bytes, __u32 cause, __u64 missing)
+/*
+ * `calls` and `bytes` are per-CPU arrays indexed by the object's loss-cause enum; `affected`
+ * is 0 for a further loss in a call (or packet) already counted.
+ */
+static __always_inline void add_loss(void *calls, void *bytes, __u32 cause, __u64 affected,
+				     __u64 missing)
 {
 	__u64 *n = bpf_map_lookup_elem(calls, &cause);
 	__u64 *b = bpf_map_lookup_elem(bytes, &cause);
 
 	if (n)
-		*n += 1;
+		*n += affected;
 	if (b)
 		*b += missing;
 }

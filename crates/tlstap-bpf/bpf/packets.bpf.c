@@ -72,7 +72,7 @@ struct tlstap_wire_types _wire_types = {};
 
 static __always_inline void count_loss(__u32 cause, __u64 bytes)
 {
-	add_loss(&packet_loss_packets, &packet_loss_bytes, cause, bytes);
+	add_loss(&packet_loss_packets, &packet_loss_bytes, cause, 1, bytes);
 }
 
 /* One packet being copied; lives on the program's stack, read by the bpf_loop callback. */

@@ -127,7 +127,7 @@ struct tlstap_wire_types _wire_types = {};
 
 static __always_inline void count_loss(__u32 cause, __u64 bytes)
 {
-	add_loss(&loss_calls, &loss_bytes, cause, bytes);
+	add_loss(&loss_calls, &loss_bytes, cause, 1, bytes);
 }
 
 /* The next sequence number of this (process, conn, direction). */
@@ -171,7 +171,15 @@ struct emit_ctx {
 	char comm[TLSTAP_COMM_LEN];
 	__u64 seq;
 	struct tlstap_conn conn;
+	bool lost; /* a loss of this call is counted already */
 };
+
+/* Bytes of a call lost: the call counts once (under its first cause), the bytes every time. */
+static __always_inline void count_call_loss(struct emit_ctx *e, __u32 cause, __u64 bytes)
+{
+	add_loss(&loss_calls, &loss_bytes, cause, e->lost ? 0 : 1, bytes);
+	e->lost = true;
+}
 
 static __always_inline void fill_hdr(struct tlstap_data_hdr *h, struct emit_ctx *e, __u64 off,
 				     __u64 n)
@@ -233,6 +241,7 @@ static __always_inline __u64 data_wakeup_flag(void)
 		if (bpf_probe_read_user(r->data, n, (void *)(e->src + off))) {                 \
 			r->h.chunk_len = 0;                                                    \
 			r->h.flags = TLSTAP_DATA_READ_FAULT;                                   \
+			count_call_loss(e, TLSTAP_LOSS_READ_FAULT, n);                         \
 		}                                                                              \
 		bpf_ringbuf_submit(r, data_wakeup_flag());                                     \
 		return 0;                                                                      \
@@ -269,7 +278,7 @@ static long emit_chunk_cb(__u32 i, void *data)
 	left = e->len - off;
 	n = left > TLSTAP_CHUNK_MAX ? TLSTAP_CHUNK_MAX : left;
 	if (emit_chunk(e, off, n) < 0)
-		count_loss(TLSTAP_LOSS_RINGBUF_FULL, n);
+		count_call_loss(e, TLSTAP_LOSS_RINGBUF_FULL, n);
 	return 0;
 }
 
@@ -319,7 +328,7 @@ static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 d
 	resolve_conn(ctx, cookie, binary_of(cookie), conn_ptr, &e.conn);
 	chunks = (len + TLSTAP_CHUNK_MAX - 1) / TLSTAP_CHUNK_MAX;
 	if (chunks > CHUNK_LOOP_MAX) {
-		count_loss(TLSTAP_LOSS_RINGBUF_FULL, len - (__u64)CHUNK_LOOP_MAX * TLSTAP_CHUNK_MAX);
+		count_call_loss(&e, TLSTAP_LOSS_RINGBUF_FULL, len - (__u64)CHUNK_LOOP_MAX * TLSTAP_CHUNK_MAX);
 		chunks = CHUNK_LOOP_MAX;
 	}
 	/* Most calls are one chunk: skip bpf_loop's indirect calls for them. */

@@ -73,6 +73,8 @@ pub struct Secret<'a> {
     pub secret: &'a [u8],
     /// Some bytes could not be read, or were longer than the record holds.
     pub incomplete: bool,
+    /// BPF could not read some bytes (it counted the loss as read_fault).
+    pub read_fault: bool,
 }
 
 /// Decodes one ring-buffer record.
@@ -138,7 +140,9 @@ fn decode_conn(c: &tlstap_conn) -> WireConn {
     };
     let ip = |bytes: &[u8; 16]| match c.family {
         AF_INET => Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
-        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
+        // A dual-stack socket (Go's default listener, ":port") holds an IPv4 peer as
+        // ::ffff:a.b.c.d; Go shows it as a.b.c.d, and so does tlstap.
+        AF_INET6 => Some(Ipv6Addr::from(*bytes).to_canonical()),
         _ => None,
     };
     let (local, remote) = match (kind, ip(&c.local_addr), ip(&c.remote_addr)) {
@@ -195,6 +199,7 @@ fn decode_secret(record: &[u8]) -> Result<Secret<'_>, DecodeError> {
         client_random,
         secret,
         incomplete: fault || l_cut || r_cut || s_cut,
+        read_fault: fault,
     })
 }
 

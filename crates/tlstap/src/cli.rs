@@ -45,6 +45,11 @@ pub struct GotlsArgs {
     #[arg(long)]
     pub catch_exec: bool,
 
+    /// With no --elfpath/--pid: seconds a binary stays hooked after its last process exited,
+    /// so that a program run again and again (a CLI in a loop, a cron job) is hooked at no cost.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub linger: u64,
+
     /// Explain on stderr why processes are not hooked, and how fast new ones are.
     #[arg(short = 'v', long)]
     pub verbose: bool,

@@ -47,13 +47,9 @@ struct Hooked {
     /// The path the first process showed for it (inside its mount namespace).
     shown_path: PathBuf,
     pids: HashSet<u32>,
-    /// When its last process exited; it is released after [`LINGER`] unless one comes back.
+    /// When its last process exited; it is released after `linger` unless one comes back.
     idle_since: Option<Instant>,
 }
-
-/// How long a binary stays hooked after its last process exited: a program run again and
-/// again (a CLI in a loop, a cron job) is then hooked at no cost instead of re-attached.
-const LINGER: Duration = Duration::from_secs(10);
 
 /// What is known about the binaries of the host's processes.
 pub struct Discovery {
@@ -66,11 +62,23 @@ pub struct Discovery {
     /// Process name filter (as BPF applies it), for the processes found at start.
     comm: Option<String>,
     uid: Option<u32>,
+    /// How long a binary stays hooked after its last process exited (--linger): a program run
+    /// again and again (a CLI in a loop, a cron job) is then hooked at no cost.
+    linger: Duration,
 }
 
 impl Discovery {
-    pub fn new(probes: ProbeSet, comm: Option<String>, uid: Option<u32>, verbose: bool) -> Self {
-        Discovery { probes, verbose, analyses: HashMap::new(), hooked: HashMap::new(), pids: HashMap::new(), comm, uid }
+    pub fn new(probes: ProbeSet, comm: Option<String>, uid: Option<u32>, linger: Duration, verbose: bool) -> Self {
+        Discovery {
+            probes,
+            verbose,
+            analyses: HashMap::new(),
+            hooked: HashMap::new(),
+            pids: HashMap::new(),
+            comm,
+            uid,
+            linger,
+        }
     }
 
     /// Binaries hooked now.
@@ -132,18 +140,38 @@ impl Discovery {
         let verbose = self.verbose;
         // The path as the process sees it (in its own mount namespace): for people to read.
         let shown_path = std::fs::read_link(&exe).unwrap_or_else(|_| exe.clone());
-        let analysis = Rc::clone(self.analyses.entry(id).or_insert_with(|| {
-            let outcome = Target::analyze_named(&exe, &shown_path).map_err(|e| format!("{e:#}"));
-            if let (Err(why), true) = (&outcome, verbose) {
-                eprintln!("tlstap: not hooking pid {pid}: {why}");
+        let analysis = match self.analyses.get(&id) {
+            Some(analysis) => Rc::clone(analysis),
+            None => {
+                let outcome = Target::analyze_named(&exe, &shown_path);
+                // A file that could not be read (its process exited meanwhile) says nothing
+                // about the binary: only what its bytes showed is remembered.
+                let unreadable =
+                    outcome.as_ref().err().is_some_and(|e| e.root_cause().downcast_ref::<std::io::Error>().is_some());
+                let outcome = Rc::new(outcome.map_err(|e| format!("{e:#}")));
+                if let (Err(why), true) = (outcome.as_ref(), verbose) {
+                    eprintln!("tlstap: not hooking pid {pid}: {why}");
+                }
+                if !unreadable {
+                    self.analyses.insert(id, Rc::clone(&outcome));
+                }
+                outcome
             }
-            Rc::new(outcome)
-        }));
+        };
         let Ok(target) = analysis.as_ref() else { return Ok(()) };
         if target.check_runnable().is_err() {
             return Ok(());
         }
-        let probes = target.probes(self.probes)?;
+        let probes = match target.probes(self.probes) {
+            Ok(probes) => probes,
+            Err(err) => {
+                // E.g. -k and a binary without writeKeyLog: other binaries are still hooked.
+                if verbose {
+                    eprintln!("tlstap: not hooking pid {pid}: {err:#}");
+                }
+                return Ok(());
+            }
+        };
         let handle = match capture.attach(&exe, &probes, target.bpf_config()) {
             Ok(handle) => handle,
             Err(err) => {
@@ -179,7 +207,7 @@ impl Discovery {
         }
     }
 
-    /// Releases binaries idle for longer than [`LINGER`] (all of them when `now` is None, at
+    /// Releases binaries idle for longer than `linger` (all of them when `now` is None, at
     /// the end of the capture), telling the sinks.
     pub fn release_idle(
         &mut self,
@@ -187,12 +215,13 @@ impl Discovery {
         capture: &mut Capture<'_>,
         pipeline: &mut Pipeline,
     ) -> Result<()> {
+        let linger = self.linger;
         let idle: Vec<FileId> = self
             .hooked
             .iter()
             .filter(|(_, h)| match now {
                 None => true,
-                Some(now) => h.idle_since.is_some_and(|since| now.duration_since(since) >= LINGER),
+                Some(now) => h.idle_since.is_some_and(|since| now.duration_since(since) >= linger),
             })
             .map(|(&id, _)| id)
             .collect();

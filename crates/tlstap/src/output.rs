@@ -1,6 +1,5 @@
 //! Builds the sink the user asked for, writing to stdout or a file, buffered.
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
@@ -10,9 +9,13 @@ use tlstap_core::sink::{JsonlSink, KeylogSink, PayloadStyle, Sink, TextSink};
 
 use crate::cli::Format;
 
+/// `-o FILE` is opened as secret files are (created 0600, someone else's symlink refused): the
+/// plaintext of TLS connections holds passwords and tokens, and secret records go there too.
 pub fn open_sink(format: Format, output: Option<&Path>) -> Result<Box<dyn Sink>> {
     let out: Box<dyn Write> = match output {
-        Some(path) => Box::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
+        Some(path) => Box::new(
+            open_secret_file(path, OpenMode::Truncate).with_context(|| format!("cannot create {}", path.display()))?,
+        ),
         None => Box::new(io::stdout().lock()),
     };
     let out = BufWriter::with_capacity(64 * 1024, out);

@@ -31,6 +31,8 @@ pub struct Pipeline {
     pub bytes: u64,
     pub secrets: u64,
     pub decode_errors: u64,
+    /// Secrets dropped because a field was longer than the record holds.
+    pub secrets_cut: u64,
     /// Set when a sink failed; stops the ring-buffer callback.
     error: Option<io::Error>,
     /// Something was written since the last flush.
@@ -51,6 +53,7 @@ impl Pipeline {
             bytes: 0,
             secrets: 0,
             decode_errors: 0,
+            secrets_cut: 0,
             error: None,
             dirty: false,
         }
@@ -71,7 +74,12 @@ impl Pipeline {
     /// The ring-buffer callback: a negative return stops the current poll.
     pub fn on_record(&mut self, record: &[u8]) -> i32 {
         if self.error.is_some() {
-            return -1;
+            // The capture is ending on an output error; processes held by --catch-exec must
+            // still be heard of, so that they are continued.
+            if let Ok(Record::Process(process)) = wire::decode(record) {
+                self.processes.push(process);
+            }
+            return 0;
         }
         let now = Instant::now();
         let result = match wire::decode(record) {
@@ -82,8 +90,11 @@ impl Pipeline {
             }
             Ok(Record::Secret(secret)) => self.secret(&secret),
             Ok(Record::Process(process)) => {
-                if process.exited {
-                    self.cgroups.forget(process.pid);
+                // Read a new process's cgroup now, while it surely exists: a short-lived client
+                // has exited by the time its events are written. An exited one's entry stays
+                // for its events still in flight; the pid's next exec replaces it.
+                if !process.exited {
+                    self.cgroups.learn(process.pid);
                 }
                 self.processes.push(process);
                 Ok(())
@@ -104,6 +115,14 @@ impl Pipeline {
     }
 
     fn secret(&mut self, s: &Secret<'_>) -> io::Result<()> {
+        // A secret with a byte missing would decrypt nothing and mislead: drop it, counted.
+        // (BPF counted a read fault already; a field longer than the record is counted here.)
+        if s.incomplete {
+            if !s.read_fault {
+                self.secrets_cut += 1;
+            }
+            return Ok(());
+        }
         self.secrets += 1;
         let label = String::from_utf8_lossy(s.label);
         write_all(
@@ -199,8 +218,11 @@ impl Cgroups {
         self.by_pid.entry(pid).or_insert_with(|| system::cgroup_of(pid)).as_deref()
     }
 
-    fn forget(&mut self, pid: u32) {
-        self.by_pid.remove(&pid);
+    fn learn(&mut self, pid: u32) {
+        if self.by_pid.len() >= CONN_CACHE_MAX {
+            self.by_pid.clear();
+        }
+        self.by_pid.insert(pid, system::cgroup_of(pid));
     }
 }
 

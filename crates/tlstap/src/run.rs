@@ -41,6 +41,8 @@ struct Request {
     scope: Scope,
     comm: Option<String>,
     catch_exec: bool,
+    /// Host-wide: how long a binary stays hooked after its last process exited.
+    linger: Duration,
     verbose: bool,
     /// Capture plaintext (Read/Write probes).
     data: bool,
@@ -85,6 +87,7 @@ impl Request {
             scope,
             comm: args.comm,
             catch_exec: args.catch_exec,
+            linger: Duration::from_secs(args.linger),
             verbose: args.verbose,
             data,
             secrets: args.mode != Mode::Text || args.keylog_file.is_some(),
@@ -198,7 +201,8 @@ fn capture(
             None
         }
         None => {
-            let mut discovery = Discovery::new(probe_set, request.comm.clone(), request.uid, request.verbose);
+            let mut discovery =
+                Discovery::new(probe_set, request.comm.clone(), request.uid, request.linger, request.verbose);
             discovery.scan(&mut capture, &mut pipeline)?;
             if request.verbose {
                 eprintln!("tlstap: {} Go TLS binaries hooked; watching for new processes", discovery.hooked_binaries());
@@ -220,6 +224,7 @@ fn capture(
         stats.lost_by_cause.insert(cause, calls);
     }
     stats.lost_by_cause.insert("decode_error", pipeline.decode_errors);
+    stats.lost_by_cause.insert("secret_too_long", pipeline.secrets_cut);
     let pcap_summary = pcap.as_mut().map(|p| p.finish(&mut stats)).transpose()?.unwrap_or_default();
     stats.lost = stats.lost_by_cause.values().sum();
     pipeline.write(&Event::Stats(&stats)).and_then(|()| pipeline.tick(None)).or_else(quiet_if_broken_pipe)?;
@@ -239,7 +244,7 @@ fn capture(
 fn drain_until_stopped(
     capture: &mut Capture<'_>,
     pipeline: &mut Pipeline,
-    mut discovery: Option<&mut Discovery>,
+    discovery: Option<&mut Discovery>,
     stop: &AtomicBool,
 ) -> Result<()> {
     let events = capture.events_map()?;
@@ -247,6 +252,28 @@ fn drain_until_stopped(
     let mut builder = libbpf_rs::RingBufferBuilder::new();
     builder.add(&events, |record: &[u8]| pipeline.borrow_mut().on_record(record)).context("opening the ring buffer")?;
     let ring = builder.build().context("opening the ring buffer")?;
+    let outcome = poll_until_stopped(&ring, capture, &pipeline, discovery, stop);
+    if outcome.is_err() {
+        // An output error ends the capture early: a process held by --catch-exec must not stay
+        // stopped, whether its exec record was read already or still waits in the ring.
+        capture.stop_process_reports();
+        let _ = ring.consume();
+        for process in pipeline.borrow_mut().take_processes() {
+            if process.held {
+                system::continue_process(process.pid);
+            }
+        }
+    }
+    outcome
+}
+
+fn poll_until_stopped(
+    ring: &libbpf_rs::RingBuffer<'_>,
+    capture: &mut Capture<'_>,
+    pipeline: &std::cell::RefCell<&mut Pipeline>,
+    mut discovery: Option<&mut Discovery>,
+    stop: &AtomicBool,
+) -> Result<()> {
     let mut stopping = false;
     let mut loss_report = LossReport::new();
     loop {
@@ -266,13 +293,20 @@ fn drain_until_stopped(
                 return Err(err).context("reading the ring buffer");
             }
         }
-        // Held processes are continued here too, so this runs even when stopping.
+        // Held processes are continued here too, so this runs even when stopping. Every held
+        // process is continued even after one process's handling failed.
+        let mut failed = None;
         for process in p.take_processes() {
-            if let Some(discovery) = discovery.as_deref_mut() {
-                discovery.on_process(&process, capture, &mut p)?;
-            } else if process.held {
-                system::continue_process(process.pid);
+            match discovery.as_deref_mut() {
+                Some(discovery) if failed.is_none() => {
+                    failed = discovery.on_process(&process, capture, &mut p).err();
+                }
+                _ if process.held => system::continue_process(process.pid),
+                _ => {}
             }
+        }
+        if let Some(err) = failed {
+            return Err(err);
         }
         if stopping {
             // Events already in the ring when the signal came are part of the capture.

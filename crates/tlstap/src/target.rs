@@ -80,7 +80,7 @@ impl Target {
         let host = if cfg!(target_arch = "x86_64") { Arch::Amd64 } else { Arch::Arm64 };
         if self.arch != host {
             bail!(
-                "{} is a {} binary, but this tlstap runs on {}: run a tlstap built for {}",
+                "{} is built for {}, but this tlstap runs on {}: run a tlstap built for {}",
                 self.path.display(),
                 self.arch.goarch(),
                 host.goarch(),

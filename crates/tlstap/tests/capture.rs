@@ -55,8 +55,9 @@ fn version_matrix(go_version: &str, variants: &[&str]) {
 
 /// Plain, PIE, `-s -w`, and PIE stripped again by `strip --strip-all`.
 const VARIANTS: &[&str] = &["exe", "pie", "exe-sw", "pie-strip"];
-/// Externally linked with the cgo resolver, so `.text` does not start at `runtime.text`.
-const CGO_VARIANTS: &[&str] = &["cgo", "cgo-pie"];
+/// Externally linked with the cgo resolver, so `.text` does not start at `runtime.text`; and
+/// stripped (function table base from the binary's data), and `objcopy --strip-all`.
+const CGO_VARIANTS: &[&str] = &["cgo", "cgo-pie", "cgo-pie-strip", "exe-objcopy"];
 
 // Newest first: new releases are what break layouts.
 #[test]
@@ -66,7 +67,7 @@ fn go1_27() {
 
 #[test]
 fn go1_26() {
-    version_matrix("1.26", VARIANTS);
+    version_matrix("1.26", &[VARIANTS, &["cgo-strip"]].concat());
 }
 
 #[test]
@@ -156,6 +157,33 @@ fn ipv6_connection() {
     assert_capture_matches(&capture, &manifest, pid);
 }
 
+/// A dual-stack listener (Go's usual ":port") accepting an IPv4 client: the kernel socket is
+/// IPv6 and holds the peer as ::ffff:127.0.0.1; the program sees 127.0.0.1, and so must the user.
+#[test]
+fn ipv4_client_of_a_dual_stack_listener() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("dualstack");
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let (server_bin, client_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "client"));
+    let manifest = dir.path("server.jsonl");
+    let server = Server::start(&server_bin, &manifest, &["--addr", ":0"]);
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap()]);
+    run_client(
+        &client_bin,
+        &format!("127.0.0.1:{port}"),
+        &dir.path("client.jsonl"),
+        &["--requests", "2", "--sizes", "10"],
+    );
+    let pid = server.proc.pid();
+    let capture = tlstap.stop();
+    server.stop();
+    assert!(manifest_conns(&manifest).values().all(|(l, _)| l.starts_with("127.0.0.1:")), "IPv4 as Go shows it");
+    assert_capture_matches(&capture, &manifest, pid);
+}
+
 /// Kernels before 6.6 have no uprobe_multi: one perf-event link per offset, same capture.
 #[test]
 fn per_offset_links_capture_the_same() {
@@ -209,4 +237,35 @@ fn two_processes_of_one_binary_are_kept_apart() {
     for (pid, manifest) in pids.iter().zip(&manifests) {
         assert_streams_match(&capture, manifest, *pid);
     }
+}
+
+/// SIGTERM ends a capture as Ctrl-C does: exit 0 and one summary line on stderr whose counts
+/// are those of the events written; every probe is gone afterwards.
+#[test]
+fn sigterm_prints_one_summary_line_and_detaches() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("sigterm");
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let (server_bin, client_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "client"));
+    let manifest = dir.path("server.jsonl");
+    let server = Server::start(&server_bin, &manifest, &[]);
+    let mut tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap()]);
+    run_client(&client_bin, &server.addr, &dir.path("client.jsonl"), &["--requests", "4", "--sizes", "10,2000"]);
+    let server_pid = server.proc.pid();
+    let ids = program_ids_of(tlstap.proc.pid());
+    tlstap.proc.signal(libc::SIGTERM);
+    let status = tlstap.proc.wait_timeout(std::time::Duration::from_secs(30));
+    let stderr = std::fs::read_to_string(&tlstap.stderr).unwrap();
+    assert!(status.success(), "SIGTERM exits 0: {status}, {stderr}");
+    let records = read_jsonl(&tlstap.out);
+    let data: Vec<_> = records.iter().filter(|r| r["type"] == "data").collect();
+    let bytes: u64 = data.iter().map(|r| r["len"].as_u64().unwrap()).sum();
+    assert_eq!(stderr, format!("tlstap: {} events, {bytes} bytes, 0 lost\n", data.len()), "one summary line");
+    assert_eq!(data.len(), manifest_calls(&manifest).len(), "every call of the server");
+    assert!(data.iter().all(|r| r["pid"] == server_pid), "only the hooked server");
+    assert!(!ids.is_empty(), "tlstap's programs were loaded");
+    assert_programs_unloaded(&ids);
+    server.stop();
 }

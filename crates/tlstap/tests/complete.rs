@@ -203,3 +203,60 @@ fn loss_is_counted_and_marked() {
         assert!((data.len() as u64) < record["len"].as_u64().unwrap());
     }
 }
+
+/// What a capture cannot know is said, and nothing else is lost: TLS over the program's own
+/// net.Conn wrapper shows `{"fd":null,"kind":"unknown"}` with every byte; a write from memory
+/// the probe cannot read (a fresh file mapping) is marked truncated with its real length and
+/// counted as `read_fault`.
+#[test]
+fn unknown_connections_and_unreadable_memory_are_said() {
+    if !privileged() {
+        return;
+    }
+    use std::io::{BufRead as _, Write as _};
+    let dir = TempDir::new("oddconn");
+    let bin = copy_binary(&fixture("1.27", "exe", "oddconn"), &dir, "oddconn");
+    let mut odd = Proc::spawn(
+        Command::new(&bin).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()),
+        "oddconn",
+    );
+    let mut stdout = std::io::BufReader::new(odd.child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "READY\n");
+    let tlstap = Tlstap::start(&dir, &["-e", bin.to_str().unwrap()]);
+    writeln!(odd.child.stdin.take().unwrap()).unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "DONE\n", "oddconn failed");
+    assert!(odd.wait_timeout(std::time::Duration::from_secs(10)).success());
+    let capture = tlstap.stop();
+
+    let text = |direction: &str| -> Vec<String> {
+        capture.data(direction).iter().map(|(_, d, _)| String::from_utf8_lossy(d).into_owned()).collect()
+    };
+    let (writes, reads) = (text("write"), text("read"));
+    for i in 0..3 {
+        for want in [format!("PING-wrapped-{i}"), format!("PONG-wrapped-{i}")] {
+            assert!(writes.contains(&want), "write {want} missing: {writes:?}");
+            assert!(reads.contains(&want), "read {want} missing: {reads:?}");
+        }
+    }
+    for r in capture.records.iter().filter(|r| r["type"] == "data") {
+        assert_eq!(r["conn"]["kind"], "unknown", "{r}");
+        assert!(r["conn"]["fd"].is_null(), "{r}");
+        assert!(r["conn"]["local"].is_null() && r["conn"]["remote"].is_null(), "{r}");
+    }
+    // The mapped write: its length, no bytes, truncated; the server's reads of it are whole.
+    let mapped: Vec<_> = capture.data("write").into_iter().filter(|(_, _, r)| r["len"] == 65_536).collect();
+    assert_eq!(mapped.len(), 1, "one 64 KiB write");
+    assert_eq!(mapped[0].2["truncated"], true);
+    assert!(mapped[0].1.len() < 65_536);
+    let got: Vec<u8> = capture.data("read").iter().flat_map(|(_, d, _)| d.clone()).collect();
+    let pattern: Vec<u8> = (0..65_536).map(|i| b'a' + (i % 26) as u8).collect();
+    assert!(got.windows(pattern.len()).any(|w| w == pattern.as_slice()), "the server read the mapped bytes whole");
+    let stats = capture.stats();
+    assert_eq!(stats["lost_by_cause"]["read_fault"], 1, "one call lost bytes: {stats}");
+    assert_eq!(stats["lost"], 1, "{stats}");
+    assert!(capture.stderr.contains("read_fault=1"), "summary: {}", capture.stderr);
+}

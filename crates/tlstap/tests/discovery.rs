@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -47,8 +48,13 @@ fn catch_exec_captures_new_processes_from_their_first_byte() {
     }
     let dir = TempDir::new("discovery-catch");
     let (capture, hooked) = three_servers_and_short_clients(&dir, &["--catch-exec"]);
+    // Each event names its process's cgroup (v2 path), short-lived clients' too.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup v2 path");
     for (pid, manifest) in &hooked {
         assert_capture_matches(&capture, manifest, *pid);
+        let events = capture.records.iter().filter(|r| r["type"] == "data" && r["pid"] == *pid);
+        assert!(events.clone().all(|r| r["cgroup"] == own), "cgroup of pid {pid}");
     }
     // Every binary of this test was released again when its process exited (other Go TLS
     // programs on the host are hooked too, and may still run).
@@ -96,16 +102,140 @@ fn non_go_and_go_without_tls_are_ignored_quietly() {
     }
     let dir = TempDir::new("discovery-quiet");
     let notls = copy_binary(&fixture("1.19", "exe", "notls"), &dir, "notls");
+    let not_go = copy_binary(Path::new("/bin/true"), &dir, "not-go");
     // --catch-exec holds these short-lived processes until tlstap has looked at them.
     let tlstap = Tlstap::start_host(&dir, &["--catch-exec"]);
-    assert!(Command::new(&notls).status().unwrap().success());
-    assert!(Command::new("/bin/true").status().unwrap().success());
+    // Twice each: a file is analysed once, whatever the outcome, so one line each.
+    for _ in 0..2 {
+        assert!(Command::new(&notls).status().unwrap().success());
+        assert!(Command::new(&not_go).status().unwrap().success());
+    }
     std::thread::sleep(Duration::from_millis(300));
     let capture = tlstap.stop();
-    let about = |name: &str| capture.stderr.lines().filter(|l| l.contains(name)).count();
-    assert_eq!(about("notls"), 1, "one verbose line for the Go binary without TLS:\n{}", capture.stderr);
-    assert!(about("error") == 0, "{}", capture.stderr);
-    assert!(!capture.records.iter().any(|r| r["type"] == "attach" && r["binary"].as_str().unwrap().contains("notls")));
+    let about = |name: &Path| capture.stderr.lines().filter(|l| l.contains(name.to_str().unwrap())).count();
+    assert_eq!(about(&notls), 1, "one verbose line for the Go binary without TLS:\n{}", capture.stderr);
+    assert_eq!(about(&not_go), 1, "one verbose line for the non-Go binary:\n{}", capture.stderr);
+    assert!(about(Path::new("error")) == 0, "{}", capture.stderr);
+    let ours = dir.0.to_str().unwrap();
+    assert!(
+        !capture.records.iter().any(|r| r["type"] == "attach" && r["binary"].as_str().unwrap().starts_with(ours)),
+        "nothing of this test hooked"
+    );
+}
+
+/// --comm selects processes by name host-wide, and narrows --elfpath too (filters compose).
+#[test]
+fn comm_selects_processes_and_composes_with_elfpath() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("discovery-comm");
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let (wanted_bin, other_bin) = (copy_binary(&fixture, &dir, "srv-wanted"), copy_binary(&fixture, &dir, "srv-other"));
+    let client_bin = copy_binary(&fixture, &dir, "client");
+    let (wanted_manifest, other_manifest) = (dir.path("wanted.jsonl"), dir.path("other.jsonl"));
+    let wanted = Server::start(&wanted_bin, &wanted_manifest, &[]);
+    let other = Server::start(&other_bin, &other_manifest, &[]);
+    let talk = |addr: &str, name: &str| {
+        run_client(&client_bin, addr, &dir.path(name), &["--requests", "2", "--sizes", "40"]);
+    };
+
+    let tlstap = Tlstap::start_host(&dir, &["--comm", "srv-wanted"]);
+    talk(&wanted.addr, "c1.jsonl");
+    talk(&other.addr, "c2.jsonl");
+    let capture = tlstap.stop();
+    let attached: Vec<&str> =
+        capture.records.iter().filter(|r| r["type"] == "attach").filter_map(|r| r["binary"].as_str()).collect();
+    assert_eq!(attached, vec![wanted_bin.to_str().unwrap()], "only the named process's binary is hooked");
+    assert_capture_matches(&capture, &wanted_manifest, wanted.proc.pid());
+    let pids: std::collections::HashSet<u64> =
+        capture.records.iter().filter(|r| r["type"] == "data").filter_map(|r| r["pid"].as_u64()).collect();
+    assert_eq!(pids, [u64::from(wanted.proc.pid())].into(), "no other process's data");
+
+    // -e names one binary, --comm another process name: nothing of it passes.
+    let tlstap = Tlstap::start(&dir, &["-e", other_bin.to_str().unwrap(), "--comm", "srv-wanted"]);
+    talk(&other.addr, "c3.jsonl");
+    let capture = tlstap.stop();
+    assert_eq!(capture.data("write").len() + capture.data("read").len(), 0, "--comm narrows --elfpath");
+    wanted.stop();
+    other.stop();
+}
+
+/// A binary whose last process exited is released while tlstap goes on (after --linger), and
+/// hooked again when it runs again.
+#[test]
+fn a_binary_is_released_when_its_last_process_exits() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("discovery-linger");
+    let server_bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "lingering");
+    let client_bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "client");
+    let tlstap = Tlstap::start_host(&dir, &["--linger", "0", "--comm", "lingering"]);
+    let ours = |kind: &str| {
+        read_jsonl(&tlstap.out)
+            .iter()
+            .filter(|r| r["type"] == kind && r["binary"] == server_bin.to_str().unwrap())
+            .count()
+    };
+    let wait_for = |kind: &str, n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ours(kind) < n {
+            assert!(std::time::Instant::now() < deadline, "no {kind} record #{n} while tlstap runs");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    for round in 1..=2 {
+        let manifest = dir.path(&format!("server-{round}.jsonl"));
+        let server = Server::start(&server_bin, &manifest, &[]);
+        wait_for("attach", round);
+        run_client(&client_bin, &server.addr, &dir.path("client.jsonl"), &["--requests", "1", "--sizes", "10"]);
+        server.stop();
+        // Released while tlstap still runs: the record comes before any stop.
+        wait_for("detach", round);
+    }
+    let capture = tlstap.stop();
+    assert_eq!(capture.stats()["lost"], 0);
+}
+
+/// An output error ends the capture (one line, non-zero exit) but never leaves a process that
+/// --catch-exec held stopped.
+#[test]
+fn catch_exec_continues_held_processes_when_output_fails() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("discovery-full");
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let server_bin = copy_binary(&fixture, &dir, "server");
+    let client_bin = copy_binary(&fixture, &dir, "held-client");
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    let stderr = dir.path("tlstap.stderr");
+    let mut tlstap = Proc::spawn(
+        Command::new(TLSTAP)
+            .args(["gotls", "-v", "--catch-exec", "--comm", "held-client", "--format", "jsonl", "-o", "/dev/full"])
+            .stderr(std::fs::File::create(&stderr).unwrap()),
+        "tlstap",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&stderr).unwrap().contains("watching for new processes") {
+        assert!(std::time::Instant::now() < deadline, "tlstap not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Held at exec, hooked (the attach record cannot be written), continued: it completes.
+    for i in 0..3 {
+        run_client(&client_bin, &server.addr, &dir.path(&format!("client-{i}.jsonl")), &["--requests", "1"]);
+    }
+    let status = tlstap.wait_timeout(Duration::from_secs(30));
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{said}");
+    let errors: Vec<&str> = said.lines().filter(|l| l.starts_with("tlstap: error")).collect();
+    assert_eq!(errors.len(), 1, "{said}");
+    assert!(errors[0].contains("No space left on device"), "{said}");
+    server.stop();
 }
 
 #[test]
@@ -149,43 +279,15 @@ fn nothing_is_left_in_the_kernel_after_exit() {
     if !privileged() {
         return;
     }
-    // The ids of the loaded programs named like tlstap's.
-    let ours = || -> Vec<u64> {
-        let out = Command::new("bpftool").args(["prog", "show", "-j"]).output().expect("bpftool");
-        let progs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-        progs
-            .iter()
-            .filter(|p| ["go_tls_multi", "go_tls_single", "on_exec", "on_exit"].iter().any(|n| p["name"] == *n))
-            .filter_map(|p| p["id"].as_u64())
-            .collect()
-    };
-    let loaded = |ids: &[u64]| -> Vec<u64> {
-        ids.iter()
-            .copied()
-            .filter(|id| {
-                Command::new("bpftool")
-                    .args(["prog", "show", "id", &id.to_string()])
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            })
-            .collect()
-    };
     let dir = TempDir::new("discovery-leftovers");
     let server_bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "server");
     let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
-    let before = ours();
     let tlstap = Tlstap::start_host(&dir, &[]);
-    let ids: Vec<u64> = ours().into_iter().filter(|id| !before.contains(id)).collect();
+    let ids = program_ids_of(tlstap.proc.pid());
     assert!(ids.len() >= 3, "tlstap's uprobe and tracepoint programs are loaded while it runs: {ids:?}");
     let links_before = Command::new("bpftool").args(["link", "show"]).output().unwrap().stdout;
     assert!(!links_before.is_empty(), "tlstap's links exist while it runs");
     tlstap.stop();
     server.stop();
-    // The kernel frees programs once their last link is gone, after an RCU grace period.
-    // A program stays loaded while any link to it does, so no program means no link either.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !loaded(&ids).is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(loaded(&ids), Vec::<u64>::new(), "tlstap's programs (and so its links) are gone after it exits");
+    assert_programs_unloaded(&ids);
 }

@@ -56,7 +56,7 @@ fn go_without_crypto_tls() {
 #[test]
 fn foreign_architecture() {
     let arm64 = fixture_for_arch("1.19", "exe", "tlsfixture", "arm64");
-    fails_with(&mut gotls(&arm64), "is a arm64 binary, but this tlstap runs on amd64");
+    fails_with(&mut gotls(&arm64), "is built for arm64, but this tlstap runs on amd64");
 }
 
 #[test]
@@ -144,4 +144,23 @@ fn bpf_forbidden_by_seccomp() {
     unsafe { std::os::unix::process::CommandExt::pre_exec(&mut cmd, deny_bpf_syscall) };
     let stderr = fails_with(&mut cmd, "loading the BPF programs into the kernel");
     assert!(stderr.contains("seccomp") && stderr.contains("Operation not permitted"), "{stderr:?}");
+}
+
+/// A key log path that is someone else's symlink could point the secrets anywhere: refused.
+#[test]
+fn keylog_through_a_foreign_symlink() {
+    if !privileged() {
+        return; // making a symlink owned by another user needs root
+    }
+    let dir = TempDir::new("foreign-link");
+    let link = dir.path("keys.log");
+    std::os::unix::fs::symlink(dir.path("elsewhere"), &link).unwrap();
+    let c_link = std::ffi::CString::new(link.to_str().unwrap()).unwrap();
+    // SAFETY: lchown has no memory-safety preconditions; the path is a valid C string.
+    assert_eq!(unsafe { libc::lchown(c_link.as_ptr(), 65534, 65534) }, 0);
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let mut cmd = gotls(&fixture);
+    cmd.args(["-m", "keylog", "-k"]).arg(&link);
+    fails_with(&mut cmd, "refusing to follow a symlink owned by uid 65534");
+    assert!(!dir.path("elsewhere").exists(), "nothing written through the link");
 }

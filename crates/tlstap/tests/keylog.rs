@@ -28,6 +28,7 @@ fn keylog_matches_curl(go_version: &str, variant: &str, with_tshark: bool) {
     let nonces = [nonce(), nonce()];
     curl_echo(&server.addr, &["--tlsv1.3"], &nonces[0], &curls);
     curl_echo(&server.addr, &["--tlsv1.2", "--tls-max", "1.2"], &nonces[1], &curls);
+    let tlstap_out = tlstap.out.clone();
     let capture = tlstap.stop();
     let wire = wire.map(Tshark::stop);
     server.stop();
@@ -40,6 +41,8 @@ fn keylog_matches_curl(go_version: &str, variant: &str, with_tshark: bool) {
     assert!(missing.is_empty(), "go{go_version} {variant}: lines curl wrote but tlstap did not: {missing:?}");
     assert_eq!(ours_lines.len(), std::fs::read_to_string(&ours).unwrap().lines().count(), "no duplicate lines");
     assert_eq!(std::fs::metadata(&ours).unwrap().permissions().mode() & 0o777, 0o600);
+    // The -o output holds the same secrets (and plaintext, in other modes): 0600 too.
+    assert_eq!(std::fs::metadata(&tlstap_out).unwrap().permissions().mode() & 0o777, 0o600);
 
     // The same secrets in the JSONL stream, with exact lengths.
     let secrets: BTreeSet<String> = capture

@@ -146,8 +146,24 @@ fn pcap_hooked_server_decrypts_tls13_and_tls12_and_leaves_others_out() {
     assert!(packets.iter().all(|p| p["pid"] == server_pid && p["comm"] == "server" && p["ifname"] == "lo"));
     assert_eq!(capture.stats()["lost"], 0, "{}", capture.stats());
     assert!(capture.stderr.contains(&format!(", {} packets", packets.len())), "summary: {}", capture.stderr);
-    // -k writes the same secrets as an NSS key log: 4 lines for TLS 1.3, 1 for TLS 1.2.
-    assert_eq!(std::fs::read_to_string(&keys).unwrap().lines().count(), 5);
+    // -k writes the same secrets as an NSS key log: 4 lines for TLS 1.3, 1 for TLS 1.2; the
+    // side stream has them as secret records.
+    let keylog = std::fs::read_to_string(&keys).unwrap();
+    assert_eq!(keylog.lines().count(), 5);
+    let secret_lines: std::collections::BTreeSet<String> = capture
+        .records
+        .iter()
+        .filter(|r| r["type"] == "secret")
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["label"].as_str().unwrap(),
+                r["client_random"].as_str().unwrap(),
+                r["secret"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(secret_lines, keylog.lines().map(str::to_string).collect(), "secrets in the JSONL side stream");
     assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o600);
 }
 

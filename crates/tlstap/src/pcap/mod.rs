@@ -222,13 +222,17 @@ impl Forwarder {
 impl Sink for Forwarder {
     fn write_event(&mut self, event: &Event<'_>) -> io::Result<()> {
         match event {
-            Event::Secret(s) => self.send(Msg::Secret(OwnedSecret {
-                ts_ns: s.ts_ns,
-                pid: s.pid,
-                label: s.label.to_string(),
-                client_random: s.client_random.to_vec(),
-                secret: s.secret.to_vec(),
-            })),
+            Event::Secret(s) => {
+                // Secrets show in the JSONL side stream too, as in every mode that captures them.
+                self.side_line(event)?;
+                self.send(Msg::Secret(OwnedSecret {
+                    ts_ns: s.ts_ns,
+                    pid: s.pid,
+                    label: s.label.to_string(),
+                    client_random: s.client_random.to_vec(),
+                    secret: s.secret.to_vec(),
+                }))
+            }
             Event::Data(d) => {
                 let endpoint = |a: Option<&String>| a.and_then(|a| a.parse::<SocketAddr>().ok());
                 let conn = d.conn.and_then(|c| Some((endpoint(c.local.as_ref())?, endpoint(c.remote.as_ref())?)));

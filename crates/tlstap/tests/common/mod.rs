@@ -434,6 +434,16 @@ pub fn assert_capture_matches(capture: &Capture, manifest: &Path, pid: u32) {
         let distinct: std::collections::HashSet<_> = ids.values().collect();
         assert_eq!(distinct.len(), ids.len(), "{direction}: connections share an id");
     }
+    // The process's name on every event: the name of the file it runs (15 bytes, as the
+    // kernel keeps it); fixtures run from copies named after their role.
+    let comms: std::collections::HashSet<&str> = capture
+        .records
+        .iter()
+        .filter(|r| r["type"] == "data" && r["pid"] == pid)
+        .map(|r| r["comm"].as_str().expect("comm"))
+        .collect();
+    assert_eq!(comms.len(), 1, "one comm per process: {comms:?}");
+    assert!(comms.iter().all(|c| !c.is_empty() && c.len() <= 15), "{comms:?}");
     let stats = capture.stats();
     assert_eq!(stats["lost"], 0, "stats: {stats}");
     assert!(capture.stderr.contains(" 0 lost"), "summary: {}", capture.stderr);
@@ -465,4 +475,43 @@ pub fn assert_streams_match(capture: &Capture, manifest: &Path, pid: u32) {
             assert!(mine == want, "pid {pid} conn {conn} {direction}: {}", first_difference(&mine, &want));
         }
     }
+}
+
+/// The ids of the BPF programs process `pid` holds (its program and link descriptors).
+pub fn program_ids_of(pid: u32) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .expect("fdinfo")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:").and_then(|v| v.trim().parse().ok()))
+                .collect::<Vec<u64>>()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The programs `ids` are unloaded (within 10 s). The kernel frees a program once its last
+/// link is gone, after an RCU grace period; a program stays loaded while any link to it does,
+/// so no program means no link either (Debian's bpftool cannot name uprobe_multi links' files).
+pub fn assert_programs_unloaded(ids: &[u64]) {
+    let loaded = || -> Vec<u64> {
+        ids.iter()
+            .copied()
+            .filter(|id| {
+                Command::new("bpftool")
+                    .args(["prog", "show", "id", &id.to_string()])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !loaded().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(loaded(), Vec::<u64>::new(), "tlstap's programs (and so its links) are gone after it exits");
 }
