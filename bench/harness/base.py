@@ -106,8 +106,9 @@ class BaseBench:
         shutil.copy2(src or self.fixture, dst)  # a new inode: its own uprobes
         return dst
 
-    def start_server(self, binary):
-        p = PROCS.spawn([binary, "server", "--manifest", "/dev/null"], stdout=subprocess.PIPE,
+    def start_server(self, binary, prefix=()):
+        """prefix: a command the server runs under (e.g. taskset -c 1), which execs it."""
+        p = PROCS.spawn([*prefix, binary, "server", "--manifest", "/dev/null"], stdout=subprocess.PIPE,
                         stderr=subprocess.DEVNULL)
         r, _, _ = select.select([p.stdout], [], [], 30)
         line = p.stdout.readline().decode() if r else ""
@@ -116,12 +117,12 @@ class BaseBench:
             raise RuntimeError(f"fixture server did not listen: {line!r}")
         return p, line.split()[1]
 
-    def start_tlstap(self, argv, ready, out=None, env=None, timeout=60):
+    def start_tlstap(self, argv, ready, out=None, env=None, timeout=60, prefix=()):
         """Starts tlstap; ready: 'record' (first JSONL line of `out`, a file path or None for
         stdout) or ('link', path) (an uprobe link on path). Returns (Popen, seconds to ready)."""
         err = open(os.path.join(self.wd, f"tlstap-{time.monotonic_ns()}.err"), "w+")
         t0 = time.monotonic()
-        p = PROCS.spawn([self.tlstap, "gotls", *argv], stop_sig=signal.SIGINT,
+        p = PROCS.spawn([*prefix, self.tlstap, "gotls", *argv], stop_sig=signal.SIGINT,
                         stdout=subprocess.PIPE if (ready == "record" and out is None) else subprocess.DEVNULL,
                         stderr=err, env=env)
         p.errfile = err
@@ -175,9 +176,9 @@ class BaseBench:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def hey(self, addr, n, c):
+    def hey(self, addr, n, c, prefix=()):
         url = f"https://{addr}/echo?size=64"
-        p = PROCS.spawn(["hey", "-n", str(n), "-c", str(c), "-m", "POST", "-H", f"X-Nonce: {NONCE}",
+        p = PROCS.spawn([*prefix, "hey", "-n", str(n), "-c", str(c), "-m", "POST", "-H", f"X-Nonce: {NONCE}",
                          "-d", f"{NONCE}-bench", url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out = p.stdout.read().decode(errors="replace")  # hey stops by itself: n requests, 20 s timeout each
         rc, ru = PROCS.reap(p, 60) or (None, None)

@@ -19,6 +19,7 @@ from . import common
 from .base import BaseBench
 from .common import HERE, log
 from .overhead import OverheadMixin
+from .pinned import PinnedMixin
 from .procfs import PROCS
 from .profiling import ProfilingMixin
 from .report import ReportMixin
@@ -26,8 +27,8 @@ from .startup import StartupMixin
 from .throughput import ThroughputMixin
 
 
-class Bench(BaseBench, OverheadMixin, ProfilingMixin, ThroughputMixin, StartupMixin, ReportMixin):
-    """One benchmark run: setup and primitives (base), the three measurements, the report."""
+class Bench(BaseBench, OverheadMixin, PinnedMixin, ProfilingMixin, ThroughputMixin, StartupMixin, ReportMixin):
+    """One benchmark run: setup and primitives (base), the four measurements, the report."""
 
 
 def main():
@@ -42,7 +43,7 @@ def main():
     ap.add_argument("--tp-hey-requests-8m", type=int, default=16)
     ap.add_argument("--tp-hey-conns", type=int, default=4)
     ap.add_argument("--startup-reps", type=int, default=5)
-    ap.add_argument("--only", default="overhead,throughput,startup", help="comma list of sections")
+    ap.add_argument("--only", default="overhead,pinned,throughput,startup", help="comma list of sections")
     ap.add_argument("--go", default="1.27", help="Go version of the fixture (default 1.27)")
     ap.add_argument("--tlstap", help="use this tlstap binary (no cargo build)")
     ap.add_argument("--no-build", action="store_true", help="use target/release/tlstap as it is")
@@ -78,6 +79,8 @@ def main():
     only = set(a.only.split(","))
     if "overhead" in only:
         b.overhead()
+    if "pinned" in only:
+        b.pinned()
     if "throughput" in only:
         b.throughput()
     if "startup" in only:
