@@ -17,6 +17,8 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
     echo "lints: clippy not installed, not checked" >&2
 fi
+# The cargo-fuzz target is its own workspace, which the build above never sees: it must compile.
+cargo check -q --manifest-path crates/goelf/fuzz/Cargo.toml
 # A hung test must fail the run with a message, not use up CI's time limit.
 status=0
 timeout --kill-after=60 "${TLSTAP_TEST_TIMEOUT:-45m}" cargo test --workspace --locked "$@" || status=$?

@@ -354,16 +354,23 @@ def report(res, a):
             w(f"| {name} ({rs[0]['go']}) | {d['size']/1e6:.1f} MB | {rs[0]['symbols']} | {spread([r['wall_s']*1000 for r in rs], '{:.1f}')} ms "
               f"| {med([r['cpu_s'] for r in rs])*1000:.1f} ms | {med([r['maxrss_kb'] for r in rs])/1024:.1f} MiB |")
         w("")
+        if st.get("library"):
+            w("The analysis library alone (`cargo bench -p goelf --bench analyze`: parse + TLS plan in-process, "
+              "median of 30 rounds, stripped binaries):\n")
+            for line in st["library"]:
+                w(f"- `{line}`")
+            w("")
         if st.get("discovery"):
             w("Host-wide mode (`tlstap gotls --comm NAME -v`, limited by --comm to the benchmark's own copies): a fresh "
               "copy of the binary is exec'd; time from just before the fork to the attach record in the output file, and "
               "tlstap's own `-v` figure (exec timestamp in BPF → probes attached). `catch-exec`: the new process is held "
               "stopped until then.\n")
-            w("| binary (mode) | exec → attach record | tlstap -v: exec → hooked |")
-            w("|---|---|---|")
+            w("| binary (mode) | exec → attach record | tlstap -v: exec → hooked | of which BPF attach (kernel) |")
+            w("|---|---|---|---|")
             for name, d in st["discovery"].items():
                 w(f"| {name} | {spread([r['attach_s']*1000 if r['attach_s'] else None for r in d['rows']], '{:.1f}')} ms "
-                  f"(missed {sum(r['attach_s'] is None for r in d['rows'])}) | {spread(d['tlstap_ms'], '{:.1f}')} ms |")
+                  f"(missed {sum(r['attach_s'] is None for r in d['rows'])}) | {spread(d['tlstap_ms'], '{:.1f}')} ms "
+                  f"| {spread(d.get('attach_ms') or [], '{:.1f}')} ms |")
             w("")
         big = [b for b in res.get("big", []) if b["size"] >= 50e6]
         if big and big[0]["pkg"] in st["ready"]:
@@ -379,9 +386,16 @@ def report(res, a):
                 if d and d["tlstap_ms"]:
                     ms = med(d["tlstap_ms"])
                     what = "a new" if limit == 100 else "an already analysed (cached)"
+                    att = med(d.get("attach_ms") or [])
                     goals.append((f"exec → probes live ≤ {limit} ms for {what} ≥ 50 MB stripped binary ({b['pkg']})",
-                                  f"{ms:.1f} ms (tlstap -v, median of {len(d['tlstap_ms'])})", ms <= limit,
-                                  "exec record → analysis (when new) → BPF attach of the binary's probes"))
+                                  f"{ms:.1f} ms (tlstap -v, median of {len(d['tlstap_ms'])}; of which BPF attach "
+                                  f"{f(att, '{:.1f}')} ms)", ms <= limit,
+                                  "the kernel's uprobe registration (the attach column of the discovery table, "
+                                  "timed around the one attach call; the analysis is cached and takes 0.0 ms): "
+                                  "it varies from 0.1 to about 20 ms from one exec to the next, in the kernel "
+                                  "(why it varies is not measured here); a binary run again within "
+                                  "--linger (default 10 s) is still hooked and costs nothing (the kernel sets "
+                                  "its breakpoints as the new process maps the file)"))
     w("### Goals\n")
     w("| goal | measured | met |")
     w("|---|---|---|")

@@ -99,7 +99,21 @@ class StartupMixin:
                 f"{spread([r['wall_s']*1000 for r in rows], '{:.1f}')} ms wall, cpu {med([r['cpu_s'] for r in rows])*1000:.1f} ms,"
                 f" peak RSS {med([r['maxrss_kb'] for r in rows])/1024:.1f} MiB, tls probes {rows[0]['tls']} rc {rows[0]['rc']}")
         self.discovery(bigs, sec)
+        sec["library"] = self.library_bench()
         self.res["sections"]["startup"] = sec
+
+    def library_bench(self):
+        """goelf's own benchmark (crates/goelf/benches/analyze.rs): parse + TLS plan of the largest
+        stripped Go binaries, in-process, 30 rounds each. Its lines, as printed."""
+        log("== analysis library: cargo bench -p goelf --bench analyze")
+        r = subprocess.run(["cargo", "bench", "-q", "-p", "goelf", "--bench", "analyze"], cwd=ROOT,
+                           capture_output=True, text=True)
+        lines = [l for l in r.stdout.splitlines() if "parse+plan" in l]
+        for l in lines:
+            log("  " + l)
+        if r.returncode != 0:
+            log(f"  ! cargo bench exit {r.returncode}: {r.stderr[-300:]!r}")
+        return lines
 
     def discovery(self, bigs, sec):
         if "--comm" not in self.help:
@@ -154,10 +168,13 @@ class StartupMixin:
                     if fresh or i > 0:
                         rows.append({"attach_s": dt})
                 err.seek(0)
-                tl = [float(x) for x in re.findall(r"hooked \S*/" + comm + r" \(pid \d+\) ([\d.]+) ms after exec", err.read())]
-                sec["discovery"][f"{name} ({mode})"] = {"rows": rows, "tlstap_ms": tl[-len(rows):]}
+                said = re.findall(r"hooked \S*/" + comm + r" \(pid \d+\) ([\d.]+) ms after exec"
+                                  r"(?: \(analysis ([\d.]+) ms, attach ([\d.]+) ms\))?", err.read())[-len(rows):]
+                tl = [float(x[0]) for x in said]
+                attach_ms = [float(x[2]) for x in said if x[2]]
+                sec["discovery"][f"{name} ({mode})"] = {"rows": rows, "tlstap_ms": tl, "attach_ms": attach_ms}
                 log(f"  {name:10s} {mode:10s}: exec -> attach record {spread([r['attach_s']*1000 if r['attach_s'] else None for r in rows], '{:.1f}')} ms;"
-                    f" tlstap -v says {spread(tl[-len(rows):], '{:.1f}')} ms")
+                    f" tlstap -v says {spread(tl, '{:.1f}')} ms, of which BPF attach {spread(attach_ms, '{:.1f}')} ms")
             rc, ru, summ, errtxt = self.stop_tlstap(tp)
             if rc != 0:
                 log(f"  ! discovery tlstap exit {rc}")

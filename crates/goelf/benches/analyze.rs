@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p goelf` — or name binaries: `TLSTAP_BENCH_BINARY=/path/a:/path/b`.
 //! Candidates otherwise: Go programs in /usr/local/bin, /usr/lib/google-cloud-sdk/bin,
-//! /usr/bin, and the `go` commands of the toolchains in ~/.cache/tlstap/go.
+//! /usr/bin, the Debian packages bench/run unpacks (rclone, prometheus: ≥ 50 MB, stripped) in
+//! ~/.cache/tlstap/bench/x, and the `go` commands of the toolchains in ~/.cache/tlstap/go.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test/tool code: panics are failures
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,9 @@ fn candidates() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> =
         ["/usr/local/bin", "/usr/lib/google-cloud-sdk/bin", "/usr/bin"].iter().map(PathBuf::from).collect();
     if let Ok(home) = std::env::var("HOME") {
+        if let Ok(entries) = std::fs::read_dir(Path::new(&home).join(".cache/tlstap/bench/x")) {
+            dirs.extend(entries.flatten().map(|e| e.path().join("usr/bin")));
+        }
         if let Ok(entries) = std::fs::read_dir(Path::new(&home).join(".cache/tlstap/go")) {
             dirs.extend(entries.flatten().map(|e| e.path().join("go/bin")));
         }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use libbpf_rs::skel::{OpenSkel as _, SkelBuilder as _};
 use libbpf_rs::{Link, MapCore as _, MapFlags, OpenObject, UprobeMultiOpts, UprobeOpts};
 
+use crate::ring::RingReader;
 use crate::skel::types::{
     tlstap_binary_cfg, tlstap_binary_flags, tlstap_cookie_bits, tlstap_loss_cause, tlstap_probe_kind,
 };
@@ -150,7 +151,7 @@ pub enum Error {
     #[error("attaching to the sched_process_exec/exit tracepoints")]
     Tracepoint(#[source] libbpf_rs::Error),
     #[error("opening the ring buffer")]
-    RingBuffer(#[source] libbpf_rs::Error),
+    RingBuffer(#[source] std::io::Error),
 }
 
 /// Bytes and calls lost, by cause, as counted in BPF.
@@ -320,8 +321,8 @@ impl<'obj> Capture<'obj> {
 
     /// A handle of its own on the ring buffer the records arrive in, so that reading it does
     /// not borrow the capture (which attaches and detaches meanwhile).
-    pub fn events_map(&self) -> Result<libbpf_rs::MapHandle, Error> {
-        libbpf_rs::MapHandle::try_from(&self.skel.maps.events).map_err(Error::RingBuffer)
+    pub fn reader<'cb>(&self, callback: impl FnMut(&[u8]) -> i32 + 'cb) -> Result<RingReader<'cb>, Error> {
+        RingReader::new(&self.skel.maps.events, callback).map_err(Error::RingBuffer)
     }
 
     /// Sums the per-CPU loss counters.

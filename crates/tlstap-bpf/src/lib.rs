@@ -1,9 +1,12 @@
 //! The BPF side of tlstap: the programs (bpf/*.bpf.c, built by build.rs), their loading and
-//! attaching ([`capture`]), and decoding of their ring-buffer records ([`wire`]).
+//! attaching ([`capture`]), reading their ring buffers ([`ring`]) and decoding the records
+//! ([`wire`]).
 //! The only crate that needs clang, libbpf and root.
 
 pub mod capture;
+pub mod clock;
 pub mod packets;
+pub mod ring;
 pub mod wire;
 
 /// The libbpf-rs skeleton generated from bpf/tlstap.bpf.c, with the Rust twins of every type
@@ -39,3 +42,4 @@ pub use capture::{
     configure_libbpf_logging, BinaryConfig, BinaryHandle, Capture, CaptureOptions, ConnLayout, Error, LossCounts,
     ProbeKind, ProbeSpec,
 };
+pub use ring::RingReader;

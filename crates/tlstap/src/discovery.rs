@@ -140,6 +140,7 @@ impl Discovery {
         let verbose = self.verbose;
         // The path as the process sees it (in its own mount namespace): for people to read.
         let shown_path = std::fs::read_link(&exe).unwrap_or_else(|_| exe.clone());
+        let started = Instant::now();
         let analysis = match self.analyses.get(&id) {
             Some(analysis) => Rc::clone(analysis),
             None => {
@@ -172,6 +173,7 @@ impl Discovery {
                 return Ok(());
             }
         };
+        let analysed = Instant::now();
         let handle = match capture.attach(&exe, &probes, target.bpf_config()) {
             Ok(handle) => handle,
             Err(err) => {
@@ -183,8 +185,14 @@ impl Discovery {
             }
         };
         if let (Some(ts), true) = (exec_ts, verbose) {
-            let ms = system::monotonic_ns().saturating_sub(ts) as f64 / 1e6;
-            eprintln!("tlstap: hooked {} (pid {pid}) {ms:.1} ms after exec", shown_path.display());
+            let ms = tlstap_bpf::clock::monotonic_ns().saturating_sub(ts) as f64 / 1e6;
+            let ms_of = |d: Duration| d.as_secs_f64() * 1e3;
+            eprintln!(
+                "tlstap: hooked {} (pid {pid}) {ms:.1} ms after exec (analysis {:.1} ms, attach {:.1} ms)",
+                shown_path.display(),
+                ms_of(analysed - started),
+                ms_of(analysed.elapsed())
+            );
         }
         pipeline.write(&Event::Attach(AttachEvent {
             binary: &shown_path,

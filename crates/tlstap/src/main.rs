@@ -3,7 +3,6 @@
 mod cli;
 mod discovery;
 mod output;
-mod pcap;
 mod pipeline;
 mod run;
 mod system;

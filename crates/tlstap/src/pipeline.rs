@@ -48,7 +48,7 @@ impl Pipeline {
             conns: ConnNames::default(),
             cgroups: Cgroups::default(),
             processes: Vec::new(),
-            wall_offset: system::monotonic_to_wall_offset(),
+            wall_offset: tlstap_bpf::clock::monotonic_to_wall_offset(),
             events: 0,
             bytes: 0,
             secrets: 0,

@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use tlstap_bpf::{Capture, CaptureOptions};
+use tlstap_bpf::{Capture, CaptureOptions, RingReader};
 use tlstap_core::event::{AttachEvent, Event, Stats};
 use tlstap_core::sink::Sink;
+use tlstap_pcap::{PcapMode, PcapRequest};
 
 use crate::cli::{Format, GotlsArgs, Mode};
 use crate::discovery::Discovery;
 use crate::output::{open_keylog_sink, open_sink};
-use crate::pcap::{PcapMode, PcapRequest};
 use crate::pipeline::Pipeline;
 use crate::system::{self, Kernel};
 use crate::target::{binary_of_pid, ProbeSet, Target};
@@ -61,9 +61,28 @@ struct Request {
     pcap: Option<PcapRequest>,
 }
 
+/// Pcap mode's options, checked; None outside pcap mode (where they are refused).
+fn pcap_request(args: &GotlsArgs) -> Result<Option<PcapRequest>> {
+    if args.mode != Mode::Pcap {
+        if args.pcap_file.is_some() || args.ifname.is_some() || args.all || !args.filter.is_empty() {
+            bail!("-w/--pcapfile, -i/--ifname, --all and a FILTER belong to -m pcap");
+        }
+        return Ok(None);
+    }
+    let file = args.pcap_file.clone().context("-m pcap needs -w/--pcapfile FILE")?;
+    let ifname = args.ifname.clone().context("-m pcap needs -i/--ifname IFACE")?;
+    let side = match (args.format, args.hex) {
+        (Format::Jsonl, false) => Some(args.output.clone()),
+        _ if args.output.is_some() => bail!("in -m pcap, -o/--output is for the --format jsonl side stream"),
+        _ => None,
+    };
+    let filter = (!args.filter.is_empty()).then(|| args.filter.join(" "));
+    Ok(Some(PcapRequest { ifname, file, all: args.all, filter, side, pid: args.pid, uid: args.uid }))
+}
+
 impl Request {
     fn resolve(args: GotlsArgs) -> Result<Request> {
-        let pcap = PcapRequest::resolve(&args)?;
+        let pcap = pcap_request(&args)?;
         let data = match args.mode {
             Mode::Text | Mode::Pcap => true,
             Mode::Keylog if args.keylog_file.is_none() => bail!("-m keylog needs -k/--keylogfile FILE"),
@@ -108,7 +127,11 @@ impl Request {
 pub fn gotls(args: GotlsArgs) -> Result<()> {
     let request = Request::resolve(args)?;
     let target = match &request.scope {
-        Scope::Binary(path) => Some(Target::analyze(path)?),
+        Scope::Binary(path) => {
+            // /proc/PID/exe (--pid) is attached through, and shown as the file it points to.
+            let shown = std::fs::read_link(path).ok().filter(|_| path.starts_with("/proc"));
+            Some(Target::analyze_named(path, shown.as_deref().unwrap_or(path))?)
+        }
         Scope::Host => None,
     };
     if let Some(target) = &target {
@@ -133,7 +156,7 @@ pub fn gotls(args: GotlsArgs) -> Result<()> {
 fn print_plan(target: &Target) -> io::Result<()> {
     use std::io::Write as _;
     let mut out = io::stdout().lock();
-    writeln!(out, "binary:   {}", target.path.display())?;
+    writeln!(out, "binary:   {}", target.shown_path.display())?;
     writeln!(out, "go:       {}", target.go_version)?;
     writeln!(out, "arch:     {}", target.arch.goarch())?;
     writeln!(out, "abi:      {}", target.abi_name())?;
@@ -192,7 +215,7 @@ fn capture(
             let probes = target.probes(probe_set)?;
             let handle = capture.attach(&target.path, &probes, target.bpf_config())?;
             let attach = AttachEvent {
-                binary: &target.path,
+                binary: &target.shown_path,
                 go_version: &target.go_version,
                 abi: target.abi_name(),
                 probes: handle.probes,
@@ -247,11 +270,8 @@ fn drain_until_stopped(
     discovery: Option<&mut Discovery>,
     stop: &AtomicBool,
 ) -> Result<()> {
-    let events = capture.events_map()?;
     let pipeline = std::cell::RefCell::new(pipeline);
-    let mut builder = libbpf_rs::RingBufferBuilder::new();
-    builder.add(&events, |record: &[u8]| pipeline.borrow_mut().on_record(record)).context("opening the ring buffer")?;
-    let ring = builder.build().context("opening the ring buffer")?;
+    let ring = capture.reader(|record: &[u8]| pipeline.borrow_mut().on_record(record))?;
     let outcome = poll_until_stopped(&ring, capture, &pipeline, discovery, stop);
     if outcome.is_err() {
         // An output error ends the capture early: a process held by --catch-exec must not stay
@@ -268,7 +288,7 @@ fn drain_until_stopped(
 }
 
 fn poll_until_stopped(
-    ring: &libbpf_rs::RingBuffer<'_>,
+    ring: &RingReader<'_>,
     capture: &mut Capture<'_>,
     pipeline: &std::cell::RefCell<&mut Pipeline>,
     mut discovery: Option<&mut Discovery>,
@@ -288,11 +308,7 @@ fn poll_until_stopped(
         let polled = if stopping { ring.consume() } else { ring.poll(POLL_INTERVAL).and_then(|()| ring.consume()) };
         let mut p = pipeline.borrow_mut();
         p.take_error()?;
-        if let Err(err) = polled {
-            if err.kind() != libbpf_rs::ErrorKind::Interrupted {
-                return Err(err).context("reading the ring buffer");
-            }
-        }
+        polled.context("reading the ring buffer")?;
         // Held processes are continued here too, so this runs even when stopping. Every held
         // process is continued even after one process's handling failed.
         let mut failed = None;

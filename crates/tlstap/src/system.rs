@@ -66,18 +66,6 @@ pub fn check_privileges() -> Result<()> {
     bail!("permission denied: tlstap needs root (or CAP_BPF and CAP_PERFMON) to load BPF programs; run it with sudo")
 }
 
-/// Nanoseconds to add to a CLOCK_MONOTONIC stamp (BPF's bpf_ktime_get_ns) for wall-clock time.
-pub fn monotonic_to_wall_offset() -> u64 {
-    let wall = clock_ns(libc::CLOCK_REALTIME);
-    let mono = clock_ns(libc::CLOCK_MONOTONIC);
-    wall.saturating_sub(mono)
-}
-
-/// CLOCK_MONOTONIC now, the clock of BPF's timestamps.
-pub fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
-
 /// Sends SIGCONT to a process BPF stopped at exec (--catch-exec). A process that is gone
 /// meanwhile is no error.
 pub fn continue_process(pid: u32) {
@@ -90,14 +78,6 @@ pub fn continue_process(pid: u32) {
 pub fn cgroup_of(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
-}
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it. Both clocks used
-    // here always exist on Linux, so the call cannot fail and `ts` stays well-formed.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
 
 #[cfg(test)]

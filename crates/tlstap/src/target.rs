@@ -20,7 +20,11 @@ pub struct ProbeSet {
 /// A Go binary ready to be hooked.
 #[derive(Debug)]
 pub struct Target {
+    /// The path probes are attached through (for --pid, /proc/PID/exe: valid in any mount
+    /// namespace).
     pub path: PathBuf,
+    /// The path shown to people (for --pid, where /proc/PID/exe points).
+    pub shown_path: PathBuf,
     pub go_version: String,
     pub abi: Abi,
     pub arch: Arch,
@@ -34,11 +38,6 @@ pub struct Target {
 }
 
 impl Target {
-    /// Reads and analyses `path`.
-    pub fn analyze(path: &Path) -> Result<Target> {
-        Target::analyze_named(path, path)
-    }
-
     /// Reads `path` (e.g. /proc/PID/exe) and analyses it, naming it `name` in messages.
     pub fn analyze_named(path: &Path, name: &Path) -> Result<Target> {
         let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", name.display()))?;
@@ -64,6 +63,7 @@ impl Target {
         let g_below_fs = goelf::types::g_below_fs(&bin).and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
         Ok(Target {
             path: path.to_path_buf(),
+            shown_path: name.to_path_buf(),
             go_version: info.go_version.raw.clone(),
             abi: info.abi,
             arch: info.arch,

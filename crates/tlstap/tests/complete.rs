@@ -140,6 +140,8 @@ fn pid_filter_in_bpf() {
         let pids: std::collections::BTreeSet<u64> = capture.data("write").iter().map(|(p, _, _)| *p).collect();
         assert_eq!(pids, [u64::from(one.proc.pid())].into(), "{args:?}");
         assert_eq!(capture.data("write").len(), 2, "{args:?}: two responses of server one");
+        let attach = capture.records.iter().find(|r| r["type"] == "attach").unwrap();
+        assert_eq!(attach["binary"], server_bin.to_str().unwrap(), "the binary's path, not /proc/PID/exe");
     }
     one.stop();
     two.stop();
@@ -259,4 +261,59 @@ fn unknown_connections_and_unreadable_memory_are_said() {
     assert_eq!(stats["lost_by_cause"]["read_fault"], 1, "one call lost bytes: {stats}");
     assert_eq!(stats["lost"], 1, "{stats}");
     assert!(capture.stderr.contains("read_fault=1"), "summary: {}", capture.stderr);
+}
+
+/// A Read already waiting when tlstap attaches returns without the state its entry would have
+/// saved: its bytes are lost and counted as `no_entry_state`, never guessed; the connection's
+/// later reads are captured.
+#[test]
+fn a_read_begun_before_attach_is_counted_not_guessed() {
+    if !privileged() {
+        return;
+    }
+    use std::io::{BufRead as _, Write as _};
+    let dir = TempDir::new("no-entry");
+    let server_bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "server");
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    // A client that connects (the server's goroutine then waits in Read), waits for a line on
+    // stdin, then makes two requests on that connection.
+    let script = r#"
+import http.client, ssl, sys
+host, port = sys.argv[1].rsplit(":", 1)
+c = http.client.HTTPSConnection(host, int(port), context=ssl._create_unverified_context())
+c.connect()
+print("CONNECTED", flush=True)
+sys.stdin.readline()
+for body in (b"first-request-body", b"second-request-body"):
+    c.request("POST", "/echo?size=5", body=body)
+    c.getresponse().read()
+print("DONE", flush=True)
+"#;
+    let mut client = Proc::spawn(
+        Command::new("python3")
+            .args(["-c", script, &server.addr])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped()),
+        "python client",
+    );
+    let mut stdout = std::io::BufReader::new(client.child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "CONNECTED\n");
+    std::thread::sleep(std::time::Duration::from_millis(200)); // the server reaches its Read
+    let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap()]);
+    writeln!(client.child.stdin.take().unwrap()).unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "DONE\n");
+    assert!(client.wait_timeout(std::time::Duration::from_secs(10)).success());
+    let capture = tlstap.stop();
+    server.stop();
+    let reads: Vec<u8> = capture.data("read").iter().flat_map(|(_, d, _)| d.clone()).collect();
+    let reads = String::from_utf8_lossy(&reads);
+    assert!(!reads.contains("first-request-body"), "the Read begun before attach is not made up: {reads}");
+    assert!(reads.contains("second-request-body"), "later reads are captured: {reads}");
+    let stats = capture.stats();
+    assert!(stats["lost_by_cause"]["no_entry_state"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(capture.stderr.contains("no_entry_state="), "summary: {}", capture.stderr);
 }

@@ -93,6 +93,20 @@ fn not_root() {
     fails_with(&mut cmd, "permission denied");
 }
 
+/// Root without the capabilities BPF needs (a container's usual root): the same one line.
+#[test]
+fn root_without_bpf_capabilities() {
+    if !privileged() {
+        return; // dropping capabilities from root needs root
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--inh-caps=-all", "--bounding-set=-bpf,-perfmon,-sys_admin"])
+        .arg(TLSTAP)
+        .args(["gotls", "--elfpath"])
+        .arg(fixture("1.19", "exe", "tlsfixture"));
+    fails_with(&mut cmd, "permission denied: tlstap needs root (or CAP_BPF and CAP_PERFMON)");
+}
+
 #[test]
 fn keylog_mode_needs_a_file() {
     let fixture = fixture("1.19", "exe", "tlsfixture");

@@ -51,3 +51,26 @@ fn dry_run_of_a_stack_abi_binary() {
     assert!(out.status.success());
     assert!(text.contains("abi:      stack") && text.contains("go:       go1.15"), "{text}");
 }
+
+/// The analysis of an arm64 binary (cross-built, stripped PIE) runs on any host: the offsets
+/// --dry-run prints are the library's plan for that file.
+#[test]
+fn dry_run_of_an_arm64_binary_prints_the_plan() {
+    let binary = fixture_for_arch("1.27", "pie-strip", "tlsfixture", "arm64");
+    let out = Command::new(TLSTAP).args(["gotls", "--dry-run", "-e"]).arg(&binary).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("arch:     arm64") && text.contains("abi:      register"), "{text}");
+    let data = std::fs::read(&binary).unwrap();
+    let bin = goelf::GoBinary::parse(&data).unwrap();
+    let plan = goelf::tls::plan(&bin).unwrap();
+    let mut points = vec![&plan.write_entry, &plan.read_entry];
+    points.extend(&plan.read_returns);
+    points.extend(&plan.keylog_entry);
+    let printed: Vec<&str> = text.lines().filter(|l| l.starts_with("probe:")).collect();
+    assert_eq!(printed.len(), points.len(), "{text}");
+    for (line, p) in printed.iter().zip(points) {
+        let want = format!("vaddr {:#x} file offset {:#x}", p.vaddr, p.file_offset);
+        assert!(line.ends_with(&want), "{line:?} should end with {want:?}");
+    }
+}

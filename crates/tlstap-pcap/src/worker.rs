@@ -12,6 +12,7 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tlstap_bpf::clock::monotonic_ns;
 use tlstap_bpf::packets::{self as bpf_packets, PacketCapture, PacketOptions, TcAttach};
 
 use super::filter::PacketFilter;
@@ -108,9 +109,8 @@ pub fn run(setup: Setup, rx: &Receiver<Msg>, ready: Sender<Result<(), String>>) 
     };
     let attach = capture.attach_kind();
     let incoming = RefCell::new(Incoming::default());
-    let mut builder = libbpf_rs::RingBufferBuilder::new();
-    builder
-        .add(capture.ring(), |record: &[u8]| {
+    let ring = capture
+        .reader(|record: &[u8]| {
             let mut inc = incoming.borrow_mut();
             match bpf_packets::decode(record) {
                 Ok(chunk) => {
@@ -123,7 +123,6 @@ pub fn run(setup: Setup, rx: &Receiver<Msg>, ready: Sender<Result<(), String>>) 
             0
         })
         .map_err(|e| format!("opening the packet ring buffer: {e}"))?;
-    let ring = builder.build().map_err(|e| format!("opening the packet ring buffer: {e}"))?;
     let _ = ready.send(Ok(()));
 
     let mut core = Core {
@@ -140,11 +139,7 @@ pub fn run(setup: Setup, rx: &Receiver<Msg>, ready: Sender<Result<(), String>>) 
         writer,
     };
     let finish = loop {
-        if let Err(err) = ring.poll(POLL) {
-            if err.kind() != libbpf_rs::ErrorKind::Interrupted {
-                return Err(format!("reading the packet ring buffer: {err}"));
-            }
-        }
+        ring.poll(POLL).map_err(|err| format!("reading the packet ring buffer: {err}"))?;
         core.arrive(&incoming);
         let mut finish = None;
         while finish.is_none() {
@@ -289,12 +284,4 @@ impl Core {
         }
         Ok(wanted)
     }
-}
-
-/// CLOCK_MONOTONIC now, the clock of BPF's `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }

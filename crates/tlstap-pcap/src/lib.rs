@@ -1,7 +1,7 @@
 //! Pcap mode (`-m pcap -i IFACE -w FILE [--all] [FILTER…]`): the hooked processes' TCP
 //! connections as captured on an interface, with their TLS secrets embedded, in a pcapng file
-//! Wireshark decrypts as it is. This module is the mode's face to `run`: it checks the request,
-//! starts the packet thread ([`worker`]) and gives the capture loop a [`Sink`] that forwards
+//! Wireshark decrypts as it is. This crate root is the mode's face to the command: it takes the
+//! request, starts the packet thread ([`worker`]) and gives the capture loop a [`Sink`] that forwards
 //! secrets, processes and hooked binaries to it; [`PcapMode::finish`] ends it with its totals.
 //! It must not print plaintext: in this mode data events only tell which process is whose.
 
@@ -28,44 +28,28 @@ use tlstap_core::event::{Event, Stats};
 use tlstap_core::secret_file::{open_secret_file, OpenMode};
 use tlstap_core::sink::{JsonlSink, Sink};
 
-use crate::cli::{Format, GotlsArgs, Mode};
 use filter::PacketFilter;
 use iface::Interface;
 use worker::{Msg, Setup, Totals};
 use writer::{OwnedSecret, PacketWriter};
 
-/// `-m pcap`'s own options, checked.
-#[derive(Debug)]
+/// Pcap mode's own options (the command line checks and builds them).
+#[derive(Debug, Clone)]
 pub struct PcapRequest {
-    ifname: String,
-    file: PathBuf,
-    all: bool,
-    filter: Option<String>,
+    /// Interface to capture on.
+    pub ifname: String,
+    /// The pcapng file (created 0600).
+    pub file: PathBuf,
+    /// Every packet the filter passes, not only the hooked processes' connections.
+    pub all: bool,
+    /// A tcpdump filter expression.
+    pub filter: Option<String>,
     /// The JSON Lines side stream: `Some(None)` is stdout.
-    side: Option<Option<PathBuf>>,
-    pid: Option<u32>,
-    uid: Option<u32>,
-}
-
-impl PcapRequest {
-    /// None outside pcap mode (where pcap-only options are refused).
-    pub fn resolve(args: &GotlsArgs) -> Result<Option<PcapRequest>> {
-        if args.mode != Mode::Pcap {
-            if args.pcap_file.is_some() || args.ifname.is_some() || args.all || !args.filter.is_empty() {
-                bail!("-w/--pcapfile, -i/--ifname, --all and a FILTER belong to -m pcap");
-            }
-            return Ok(None);
-        }
-        let file = args.pcap_file.clone().context("-m pcap needs -w/--pcapfile FILE")?;
-        let ifname = args.ifname.clone().context("-m pcap needs -i/--ifname IFACE")?;
-        let side = match (args.format, args.hex) {
-            (Format::Jsonl, false) => Some(args.output.clone()),
-            _ if args.output.is_some() => bail!("in -m pcap, -o/--output is for the --format jsonl side stream"),
-            _ => None,
-        };
-        let filter = (!args.filter.is_empty()).then(|| args.filter.join(" "));
-        Ok(Some(PcapRequest { ifname, file, all: args.all, filter, side, pid: args.pid, uid: args.uid }))
-    }
+    pub side: Option<Option<PathBuf>>,
+    /// Only this process's connections.
+    pub pid: Option<u32>,
+    /// Only this user's processes' connections.
+    pub uid: Option<u32>,
 }
 
 /// The running packet thread.
@@ -89,8 +73,10 @@ impl PcapMode {
         let side: Option<Box<dyn Write + Send>> = match &request.side {
             None => None,
             Some(None) => Some(Box::new(io::stdout())),
+            // Secrets go there too: created as secret files are.
             Some(Some(path)) => Some(Box::new(
-                std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+                open_secret_file(path, OpenMode::Truncate)
+                    .with_context(|| format!("cannot create {}", path.display()))?,
             )),
         };
         let path = &request.file;
@@ -106,7 +92,7 @@ impl PcapMode {
             pid: request.pid,
             uid: request.uid,
             ringbuf_bytes,
-            wall_offset: crate::system::monotonic_to_wall_offset(),
+            wall_offset: tlstap_bpf::clock::monotonic_to_wall_offset(),
         };
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
