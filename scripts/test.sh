@@ -21,6 +21,9 @@ fi
 cargo check -q --manifest-path crates/goelf/fuzz/Cargo.toml
 # A hung test must fail the run with a message, not use up CI's time limit.
 status=0
+rm -rf target/tmp/measurements
 timeout --kill-after=60 "${TLSTAP_TEST_TIMEOUT:-45m}" cargo test --workspace --locked "$@" || status=$?
+# What tests measured without judging (e.g. what host-wide capture misses without --catch-exec).
+for m in target/tmp/measurements/*.txt; do [[ -e $m ]] && { echo "measurement ($m):"; cat "$m"; }; done
 if [[ $status == 124 ]]; then echo "tests: still running after ${TLSTAP_TEST_TIMEOUT:-45m}; stopped" >&2; fi
 exit "$status"

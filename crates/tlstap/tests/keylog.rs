@@ -97,6 +97,22 @@ fn keylog_every_version_stripped_pie() {
     versions(&list, false);
 }
 
+/// The other binary kinds (plain, PIE, `-s -w`, cgo, stripped cgo PIE), newest and oldest
+/// register-ABI releases: the probe point and the secrets' reading do not depend on them.
+#[test]
+fn keylog_every_binary_kind() {
+    let list = [
+        ("1.27", "exe"),
+        ("1.27", "pie"),
+        ("1.27", "exe-sw"),
+        ("1.27", "cgo"),
+        ("1.27", "cgo-pie-strip"),
+        ("1.21", "exe-objcopy"),
+        ("1.19", "exe-sw"),
+    ];
+    versions(&list, false);
+}
+
 #[test]
 fn keylog_older_versions() {
     let list =

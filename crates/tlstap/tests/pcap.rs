@@ -76,6 +76,16 @@ fn assert_well_formed(file: &Path, started_ns: u128) {
     assert!(stamps.windows(2).all(|w| w[0] < w[1]), "stamps not strictly increasing");
     let (first, last) = (stamps[0], stamps[stamps.len() - 1]);
     assert!(first >= started_ns - 1_000_000_000 && last <= now_ns(), "stamps {first}..{last} are not of this run");
+    // No snap length: every packet whole.
+    let cut = frames(file, "frame.cap_len != frame.len", &["frame.number"]);
+    assert!(cut.is_empty(), "packets cut short: {cut:?}");
+}
+
+/// `lo` is written as Ethernet (the kernel gives TC programs a zeroed Ethernet header there).
+fn assert_ethernet(file: &Path) {
+    let info = Command::new("capinfos").arg(file).output().unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("File encapsulation:  Ethernet"), "capinfos:\n{info}");
 }
 
 /// (ports, seq, ack, len, flags) of each frame on `port`: one packet's identity on the wire.
@@ -110,6 +120,7 @@ fn pcap_hooked_server_decrypts_tls13_and_tls12_and_leaves_others_out() {
     let file = dir.path("out.pcapng");
     let keys = dir.path("keys.log");
     let tlstap = start_pcap(&dir, &file, &["-e", server_bin.to_str().unwrap(), "-k", keys.to_str().unwrap()]);
+    let programs = program_ids_of(tlstap.proc.pid());
     let nonces = [nonce(), nonce()];
     let other_nonce = nonce();
     curl_echo(&server.addr, &["--tlsv1.3"], &nonces[0], &dir.path("curl.keys"));
@@ -121,7 +132,11 @@ fn pcap_hooked_server_decrypts_tls13_and_tls12_and_leaves_others_out() {
     server.stop();
     other.stop();
 
+    // The TC program (tcx link or clsact filter) and the uprobes are gone with tlstap.
+    assert!(programs.len() >= 2, "uprobe and TC programs loaded: {programs:?}");
+    assert_programs_unloaded(&programs);
     assert_well_formed(&file, started);
+    assert_ethernet(&file);
     let (requests, responses) = (decrypted(&file, "http.request.uri"), decrypted(&file, "http.response.line"));
     for n in &nonces {
         assert!(requests.contains(&format!("n={n}")), "request {n} not decrypted from the file alone:\n{requests}");
@@ -214,6 +229,28 @@ fn pcap_hooked_client_decrypts_tls13_and_tls12() {
     let expected: Vec<String> = pids.iter().map(|p| format!("pid={p} comm=client")).collect();
     assert!(comments.iter().all(|c| expected.contains(&c[0])), "comments: {comments:?}");
     assert_eq!(capture.stats()["lost"], 0, "{}", capture.stats());
+}
+
+/// Without --all, a filter narrows the hooked processes' packets: here to one direction.
+#[test]
+fn pcap_filter_narrows_the_hooked_traffic() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("pcap-narrow");
+    let server_bin = copy_binary(&fixture(VERSION, VARIANT, "tlsfixture"), &dir, "server");
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    let port = port_of(&server.addr);
+    let file = dir.path("narrow.pcapng");
+    let port_text = port.to_string();
+    let tlstap = start_pcap(&dir, &file, &["-e", server_bin.to_str().unwrap(), "tcp", "src", "port", &port_text]);
+    curl_echo(&server.addr, &["--tlsv1.3"], &nonce(), &dir.path("curl.keys"));
+    let capture = tlstap.stop();
+    server.stop();
+    let sources: Vec<String> = frames(&file, "", &["tcp.srcport"]).concat();
+    assert!(!sources.is_empty(), "the server's packets are written");
+    assert!(sources.iter().all(|p| *p == port_text), "only the server's side: {sources:?}");
+    assert_eq!(capture.stats()["lost"], 0);
 }
 
 #[test]

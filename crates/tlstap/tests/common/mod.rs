@@ -515,3 +515,12 @@ pub fn assert_programs_unloaded(ids: &[u64]) {
     }
     assert_eq!(loaded(), Vec::<u64>::new(), "tlstap's programs (and so its links) are gone after it exits");
 }
+
+/// Records a measurement a test makes (not a verdict): printed by scripts/test.sh after the
+/// suite, from target/tmp/measurements/NAME.txt.
+pub fn write_measurement(name: &str, text: &str) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("measurements");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.txt")), text).unwrap();
+    eprint!("{text}");
+}
