@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building tlstap needs on Debian 12 (as root): clang for the BPF programs,
 # libelf/zlib/pkg-config for the vendored libbpf. With --test, also what the tests need:
-# Debian's Go (fixtures), tshark, curl, hey, bpftool, iproute2 (tc, netns) and libpcap (pcap-mode
+# Debian's Go (fixtures), gccgo (a refused build), tshark, curl, hey, bpftool, iproute2 (tc, netns) and libpcap (pcap-mode
 # filters). Idempotent and quiet when all is there.
 set -euo pipefail
 pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc)
 if [[ ${1:-} == --test ]]; then
-  pkgs+=(golang-go golang-1.19-go tshark curl openssl hey bpftool util-linux python3-pip binutils iproute2 libpcap0.8)
+  pkgs+=(golang-go golang-1.19-go gccgo tshark curl openssl hey bpftool util-linux python3-pip binutils iproute2 libpcap0.8)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

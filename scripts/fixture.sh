@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Usage: scripts/fixture.sh GOVERSION VARIANT PROGRAM [GOARCH]
 #   GOVERSION: as for go-toolchain.sh (1.15, 1.19, 1.21 ... 1.27, or exact)
-#   VARIANT:   exe pie exe-sw pie-sw exe-strip pie-strip cgo cgo-pie
+#   VARIANT:   exe pie exe-sw pie-sw exe-strip pie-strip exe-objcopy cgo cgo-pie cgo-strip
+#              cgo-pie-strip c-shared (a shared library: tlstap refuses it)
 #   PROGRAM:   a directory under testdata/go (tlsfixture, notls)
-#   GOARCH:    amd64 (default) or arm64
+#   GOARCH:    amd64 (default) or arm64; 386 and riscv64 (exe only) as ports tlstap refuses
 # Prints only the absolute path of the built binary; builds it unless cached in
 # ${TLSTAP_CACHE:-$HOME/.cache/tlstap}/fixtures/VER/ARCH/VARIANT/HASH/PROGRAM, where
 # HASH covers the program's sources, the variant, the exact Go and this script's version.
@@ -34,14 +35,19 @@ case $variant in
   exe-objcopy) flags=(-ldflags=-s\ -w) strip=2 ;;
   cgo)       flags=(-tags=netcgo -ldflags=-linkmode=external) cgo=1 ;;
   cgo-pie)   flags=(-buildmode=pie -tags=netcgo -ldflags=-linkmode=external) cgo=1 ;;
+  c-shared)  flags=(-buildmode=c-shared) cgo=1 ;;
   cgo-strip) flags=(-tags=netcgo "-ldflags=-linkmode=external -s -w") cgo=1 strip=1 ;;
   cgo-pie-strip) flags=(-buildmode=pie -tags=netcgo "-ldflags=-linkmode=external -s -w") cgo=1 strip=1 ;;
-  *) die "unknown variant (want exe pie exe-sw pie-sw exe-strip pie-strip exe-objcopy cgo cgo-pie cgo-strip cgo-pie-strip)" ;;
+  *) die "unknown variant (want exe pie exe-sw pie-sw exe-strip pie-strip exe-objcopy cgo cgo-pie cgo-strip cgo-pie-strip c-shared)" ;;
 esac
 case $arch in
   amd64) triplet=x86_64-linux-gnu ;;
   arm64) triplet=aarch64-linux-gnu ;;
-  *) die "unsupported GOARCH (want amd64 or arm64)" ;;
+  # Ports tlstap refuses, built to test that it says so: plain builds only.
+  386|riscv64)
+    [[ $variant == exe ]] || die "only the exe variant is built for GOARCH=$arch"
+    triplet=none ;;
+  *) die "unsupported GOARCH (want amd64 or arm64; 386 and riscv64 as refused examples)" ;;
 esac
 host=$([[ $(uname -m) == x86_64 ]] && echo amd64 || echo arm64)
 cc=gcc

@@ -319,3 +319,62 @@ print("DONE", flush=True)
     assert!(stats["lost_by_cause"]["no_entry_state"].as_u64().unwrap() >= 1, "{stats}");
     assert!(capture.stderr.contains("no_entry_state="), "summary: {}", capture.stderr);
 }
+
+/// At a terminal, growing loss is reported while the capture runs (at most every 5 s), not only
+/// in the summary at the end.
+#[test]
+fn loss_is_reported_at_a_terminal_while_capturing() {
+    if !privileged() {
+        return;
+    }
+    use std::io::Read as _;
+    let dir = TempDir::new("loss-tty");
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let (server_bin, client_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "client"));
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    let out = dir.path("tty-capture.jsonl");
+    // `script` runs tlstap on a pseudo-terminal: its stderr is a terminal, as a person's is.
+    let cmd = format!("{TLSTAP} gotls -e {} --ringbuf-mb 1 --format jsonl -o {}", client_bin.display(), out.display());
+    let mut term = Proc::spawn(
+        Command::new("script")
+            .args(["-qfec", &cmd, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped()),
+        "script",
+    );
+    let mut screen = term.child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let seen = std::sync::Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = screen.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !read_jsonl(&out).iter().any(|r| r["type"] == "attach") {
+        assert!(std::time::Instant::now() < deadline, "tlstap did not attach: {}", seen.lock().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let args = ["--requests", "1", "--sizes", "8388608", "--write-chunk", "-1"];
+    run_client(&client_bin, &server.addr, &dir.path("client.jsonl"), &args);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !seen.lock().unwrap().contains("calls lost so far (ringbuf_full=") {
+        assert!(std::time::Instant::now() < deadline, "no loss report on the terminal: {}", seen.lock().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // tlstap itself, not `script` (whose command line holds tlstap's): anchored at its start.
+    let pattern = format!("^{TLSTAP} gotls -e {}", client_bin.display());
+    let pkill = Command::new("pkill").args(["-INT", "-f", &pattern]).status().unwrap();
+    assert!(pkill.success());
+    assert!(term.wait_timeout(std::time::Duration::from_secs(30)).success(), "{}", seen.lock().unwrap());
+    reader.join().unwrap();
+    server.stop();
+    let said = seen.lock().unwrap().clone();
+    assert!(said.contains("ringbuf_full="), "the summary names the cause too: {said}");
+}

@@ -53,6 +53,34 @@ fn go_without_crypto_tls() {
     fails_with(&mut gotls(&fixture("1.19", "exe", "notls")), "crypto/tls");
 }
 
+/// Go programs that use crypto/tls but that tlstap cannot hook: each refused by its reason.
+#[test]
+fn unsupported_go_builds_that_use_tls() {
+    let i386 = fixture_for_arch("1.27", "exe", "tlsfixture", "386");
+    fails_with(&mut gotls(&i386), "32-bit ELF (x86 (386)) is not supported");
+    let riscv = fixture_for_arch("1.27", "exe", "tlsfixture", "riscv64");
+    fails_with(&mut gotls(&riscv), "unsupported architecture");
+    let shared = fixture("1.27", "c-shared", "tlsfixture");
+    fails_with(&mut gotls(&shared), "a Go c-shared library");
+}
+
+/// gccgo's binaries run another runtime with another calling convention: refused by name.
+#[test]
+fn gccgo_binary() {
+    let dir = TempDir::new("gccgo");
+    let src = dir.path("main.go");
+    std::fs::write(
+        &src,
+        "package main\n\nimport (\n\t\"crypto/tls\"\n\t\"fmt\"\n)\n\nfunc main() { fmt.Println(tls.VersionTLS13) }\n",
+    )
+    .unwrap();
+    let binary = dir.path("gccgo-tls");
+    let built = Command::new("gccgo").arg("-o").arg(&binary).arg(&src).output();
+    let built = built.unwrap_or_else(|e| panic!("gccgo: {e} (scripts/deps.sh --test installs it)"));
+    assert!(built.status.success(), "gccgo: {}", String::from_utf8_lossy(&built.stderr));
+    fails_with(&mut gotls(&binary), "built by gccgo");
+}
+
 #[test]
 fn foreign_architecture() {
     let arm64 = fixture_for_arch("1.19", "exe", "tlsfixture", "arm64");

@@ -90,7 +90,18 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(cmd: &mut Command, what: &str) -> Proc {
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+        // A binary copied a moment ago can be "busy": another test's child, forked while the
+        // copy's file was open for writing, holds it until that child execs. Wait that out.
+        let mut tries = 0;
+        let child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other.unwrap_or_else(|e| panic!("spawning {what}: {e}")),
+            }
+        };
         Proc { child, what: what.to_string() }
     }
 
