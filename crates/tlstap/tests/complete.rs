@@ -10,6 +10,36 @@ use std::process::Command;
 
 use common::*;
 
+/// A program run in two steps: it says `ready` on stdout and waits for a line on stdin, then
+/// does its work, says `done` and exits (so a test can attach tlstap in between).
+struct Stepped {
+    proc: Proc,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Stepped {
+    fn start(cmd: &mut Command, what: &str, ready: &str) -> Stepped {
+        let mut proc = Proc::spawn(cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()), what);
+        let stdout = std::io::BufReader::new(proc.child.stdout.take().unwrap());
+        let mut stepped = Stepped { proc, stdout };
+        stepped.expect(ready);
+        stepped
+    }
+
+    fn expect(&mut self, said: &str) {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.stdout, &mut line).unwrap();
+        assert_eq!(line.trim_end(), said, "{} said", self.proc.what);
+    }
+
+    /// Lets it go on, and waits for it to finish.
+    fn go(mut self, done: &str) {
+        std::io::Write::write_all(&mut self.proc.child.stdin.take().unwrap(), b"\n").unwrap();
+        self.expect(done);
+        assert!(self.proc.wait_timeout(std::time::Duration::from_secs(10)).success(), "{} exit", self.proc.what);
+    }
+}
+
 /// Captured calls of `pid` in one direction, concatenated, and whether any was truncated.
 fn stream(capture: &Capture, direction: &str, pid: u32) -> (Vec<u8>, usize, bool) {
     let events = capture.data(direction);
@@ -215,23 +245,11 @@ fn unknown_connections_and_unreadable_memory_are_said() {
     if !privileged() {
         return;
     }
-    use std::io::{BufRead as _, Write as _};
     let dir = TempDir::new("oddconn");
     let bin = copy_binary(&fixture("1.27", "exe", "oddconn"), &dir, "oddconn");
-    let mut odd = Proc::spawn(
-        Command::new(&bin).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()),
-        "oddconn",
-    );
-    let mut stdout = std::io::BufReader::new(odd.child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "READY\n");
+    let odd = Stepped::start(&mut Command::new(&bin), "oddconn", "READY");
     let tlstap = Tlstap::start(&dir, &["-e", bin.to_str().unwrap()]);
-    writeln!(odd.child.stdin.take().unwrap()).unwrap();
-    line.clear();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "DONE\n", "oddconn failed");
-    assert!(odd.wait_timeout(std::time::Duration::from_secs(10)).success());
+    odd.go("DONE");
     let capture = tlstap.stop();
 
     let text = |direction: &str| -> Vec<String> {
@@ -271,7 +289,6 @@ fn a_read_begun_before_attach_is_counted_not_guessed() {
     if !privileged() {
         return;
     }
-    use std::io::{BufRead as _, Write as _};
     let dir = TempDir::new("no-entry");
     let server_bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "server");
     let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
@@ -289,24 +306,11 @@ for name in ("first", "second"):
     c.getresponse().read()
 print("DONE", flush=True)
 "#;
-    let mut client = Proc::spawn(
-        Command::new("python3")
-            .args(["-c", script, &server.addr])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped()),
-        "python client",
-    );
-    let mut stdout = std::io::BufReader::new(client.child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "CONNECTED\n");
+    let client =
+        Stepped::start(Command::new("python3").args(["-c", script, &server.addr]), "python client", "CONNECTED");
     std::thread::sleep(std::time::Duration::from_millis(200)); // the server reaches its Read
     let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap()]);
-    writeln!(client.child.stdin.take().unwrap()).unwrap();
-    line.clear();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "DONE\n");
-    assert!(client.wait_timeout(std::time::Duration::from_secs(10)).success());
+    client.go("DONE");
     let capture = tlstap.stop();
     server.stop();
     let reads: Vec<u8> = capture.data("read").iter().flat_map(|(_, d, _)| d.clone()).collect();

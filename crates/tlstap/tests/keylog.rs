@@ -45,20 +45,7 @@ fn keylog_matches_curl(go_version: &str, variant: &str, with_tshark: bool) {
     assert_eq!(std::fs::metadata(&tlstap_out).unwrap().permissions().mode() & 0o777, 0o600);
 
     // The same secrets in the JSONL stream, with exact lengths.
-    let secrets: BTreeSet<String> = capture
-        .records
-        .iter()
-        .filter(|r| r["type"] == "secret")
-        .map(|r| {
-            format!(
-                "{} {} {}",
-                r["label"].as_str().unwrap(),
-                r["client_random"].as_str().unwrap(),
-                r["secret"].as_str().unwrap()
-            )
-        })
-        .collect();
-    assert_eq!(secrets, ours_lines);
+    assert_eq!(capture.secret_lines(), ours_lines);
     assert!(!capture.records.iter().any(|r| r["type"] == "data"), "keylog mode captures no plaintext");
 
     if let Some(wire) = wire {

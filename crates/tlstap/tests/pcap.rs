@@ -165,20 +165,7 @@ fn pcap_hooked_server_decrypts_tls13_and_tls12_and_leaves_others_out() {
     // side stream has them as secret records.
     let keylog = std::fs::read_to_string(&keys).unwrap();
     assert_eq!(keylog.lines().count(), 5);
-    let secret_lines: std::collections::BTreeSet<String> = capture
-        .records
-        .iter()
-        .filter(|r| r["type"] == "secret")
-        .map(|r| {
-            format!(
-                "{} {} {}",
-                r["label"].as_str().unwrap(),
-                r["client_random"].as_str().unwrap(),
-                r["secret"].as_str().unwrap()
-            )
-        })
-        .collect();
-    assert_eq!(secret_lines, keylog.lines().map(str::to_string).collect(), "secrets in the JSONL side stream");
+    assert_eq!(capture.secret_lines(), keylog.lines().map(str::to_string).collect(), "secrets in the side stream");
     assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o600);
 }
 

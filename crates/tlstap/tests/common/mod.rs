@@ -280,6 +280,18 @@ impl Capture {
             .collect()
     }
 
+    /// The secret records as NSS key log lines ("LABEL CLIENT_RANDOM SECRET").
+    pub fn secret_lines(&self) -> std::collections::BTreeSet<String> {
+        self.records
+            .iter()
+            .filter(|r| r["type"] == "secret")
+            .map(|r| {
+                let field = |name: &str| r[name].as_str().expect("secret records have every field").to_string();
+                format!("{} {} {}", field("label"), field("client_random"), field("secret"))
+            })
+            .collect()
+    }
+
     pub fn stats(&self) -> &Value {
         self.records.iter().find(|r| r["type"] == "stats").expect("a stats record")
     }
