@@ -7,6 +7,12 @@
 #ifndef TLSTAP_GO_ABI_H
 #define TLSTAP_GO_ABI_H
 
+/*
+ * A register of the probe's context, read directly (a helper call per register cost more than
+ * the rest of an empty probe). The barrier keeps each load in its own branch: clang otherwise
+ * merges the loads of a switch into one load from a computed context offset, which the
+ * verifier refuses ("dereference of modified ctx ptr").
+ */
 #define ctx_reg(ctx, name) ({ __u64 __v = (ctx)->name; barrier_var(__v); __v; })
 
 /* Integer argument/result register i of Go's register ABI (ABIInternal). */

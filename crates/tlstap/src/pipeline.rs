@@ -269,4 +269,14 @@ mod tests {
         assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_0002));
         assert_eq!(a.len(), 16);
     }
+
+    #[test]
+    fn records_that_do_not_decode_are_counted_not_fatal() {
+        let mut pipeline = Pipeline::new(Vec::new());
+        for record in [&b""[..], b"\x01", &[0xff; 64]] {
+            assert_eq!(pipeline.on_record(record), 0, "the ring goes on");
+        }
+        assert_eq!(pipeline.decode_errors, 3);
+        assert_eq!((pipeline.events, pipeline.bytes), (0, 0));
+    }
 }

@@ -154,7 +154,10 @@ fn ipv6_connection() {
     let capture = tlstap.stop();
     server.stop();
     assert!(manifest_conns(&manifest).values().all(|(l, _)| l.starts_with("[::1]:")));
-    assert_capture_matches(&capture, &manifest, pid);
+    // Two connections in use at once: their calls interleave differently in the fixture's log
+    // and in the capture, so each connection is compared on its own (found by its addresses).
+    assert_streams_match(&capture, &manifest, pid);
+    assert_eq!(capture.stats()["lost"], 0);
 }
 
 /// A dual-stack listener (Go's usual ":port") accepting an IPv4 client: the kernel socket is
