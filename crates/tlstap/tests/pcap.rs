@@ -218,6 +218,37 @@ fn pcap_hooked_client_decrypts_tls13_and_tls12() {
     assert_eq!(capture.stats()["lost"], 0, "{}", capture.stats());
 }
 
+/// Packets the ring buffer cannot take are counted by cause, and the file stays valid.
+#[test]
+fn pcap_loss_is_counted_and_the_file_stays_valid() {
+    if !privileged() {
+        return;
+    }
+    let started = now_ns();
+    let dir = TempDir::new("pcap-loss");
+    let server_bin = copy_binary(&fixture(VERSION, VARIANT, "tlsfixture"), &dir, "server");
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    let file = dir.path("loss.pcapng");
+    // A 1 MiB ring against 64 MiB answers on lo (64 KiB segments at memory speed).
+    let tlstap = start_pcap(&dir, &file, &["-e", server_bin.to_str().unwrap(), "--ringbuf-mb", "1"]);
+    for _ in 0..3 {
+        let (url, nonce) = (format!("https://{}/echo?size=67108864", server.addr), nonce());
+        let out = Command::new("curl")
+            .args(["-sSk", "--fail", "-o", "/dev/null", "-X", "POST", "--data-binary", &nonce, "-H"])
+            .arg(format!("X-Nonce: {nonce}"))
+            .arg(&url)
+            .status()
+            .unwrap();
+        assert!(out.success());
+    }
+    let capture = tlstap.stop();
+    server.stop();
+    let stats = capture.stats();
+    assert!(stats["lost_by_cause"]["packet_ringbuf_full"].as_u64().unwrap() > 0, "{stats}");
+    assert!(capture.stderr.contains("packet_ringbuf_full="), "summary: {}", capture.stderr);
+    assert_well_formed(&file, started);
+}
+
 /// Without --all, a filter narrows the hooked processes' packets: here to one direction.
 #[test]
 fn pcap_filter_narrows_the_hooked_traffic() {
