@@ -59,30 +59,94 @@ static __always_inline void read_sock(struct tlstap_conn *c, struct sock *sk)
 	}
 }
 
+/* Why sock_of_fd found no socket. */
+enum fd_lookup {
+	FD_FOUND,
+	FD_EMPTY,   /* a valid descriptor number with no file or no socket behind it */
+	FD_INVALID, /* the table could not be read, or the number is out of its range */
+};
+
+/*
+ * The struct sock behind descriptor fd of the current task: the task's file table, the file,
+ * its socket. Kernel reads only (cheap next to user reads, which hardened usercopy checks one
+ * by one).
+ */
+static __always_inline enum fd_lookup sock_of_fd(__s32 fd, struct sock **sk)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u8 fdt_head[FDT_HEAD_LEN];
+	struct fdtable *fdt;
+	struct file **fds, *file;
+	struct socket *sock;
+
+	*sk = 0;
+	/* Each link of a CO-RE chain is one kernel read: walk to the table once. */
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || bpf_core_field_offset(struct fdtable, max_fds) + 4 > FDT_HEAD_LEN ||
+	    bpf_core_field_offset(struct fdtable, fd) + 8 > FDT_HEAD_LEN ||
+	    bpf_probe_read_kernel(fdt_head, sizeof(fdt_head), fdt))
+		return FD_INVALID;
+	if (fd < 0 || (unsigned int)fd >= HEAD_FIELD(fdt_head, struct fdtable, max_fds))
+		return FD_INVALID;
+	fds = HEAD_FIELD(fdt_head, struct fdtable, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), fds + fd) || !file)
+		return FD_EMPTY;
+	sock = BPF_CORE_READ(file, private_data);
+	*sk = sock ? BPF_CORE_READ(sock, sk) : 0;
+	return *sk ? FD_FOUND : FD_EMPTY;
+}
+
+static __always_inline bool same_addr(const __u8 *a, const __u8 *b)
+{
+	return *(const __u64 *)a == *(const __u64 *)b && *(const __u64 *)(a + 8) == *(const __u64 *)(b + 8);
+}
+
+/*
+ * The conn an earlier call of this tls.Conn resolved, if it still describes the socket:
+ * the cached descriptor must still hold the same struct sock with the same family, ports and
+ * addresses. A tls.Conn address the Go heap gave to a new connection fails this unless the
+ * new one sits on the same socket, which is then the right answer. Only TCP is cached.
+ */
+static __always_inline bool conn_cache_valid(const struct tlstap_conn *cached, struct tlstap_conn *c)
+{
+	struct sock *sk;
+
+	if (cached->kind != TLSTAP_CONN_TCP || sock_of_fd(cached->fd, &sk) != FD_FOUND ||
+	    (__u64)sk != cached->sock_id)
+		return false;
+	__builtin_memset(c, 0, sizeof(*c));
+	c->kind = TLSTAP_CONN_TCP;
+	c->fd = cached->fd;
+	read_sock(c, sk);
+	return c->family == cached->family && c->local_port == cached->local_port &&
+	       c->remote_port == cached->remote_port && same_addr(c->local_addr, cached->local_addr) &&
+	       same_addr(c->remote_addr, cached->remote_addr);
+}
+
 /*
  * tls.Conn.conn (net.Conn) -> itab -> type check -> *net.TCPConn/UnixConn -> conn.fd (*netFD)
  * -> pfd.Sysfd -> this task's file table -> struct socket -> struct sock. Offsets and type
  * addresses come from the binary (userspace reads its runtime type data); the load bias of a
- * PIE is the instruction pointer less the probe's address in the file's view.
+ * PIE is the instruction pointer less the probe's address in the file's view. `cached` is
+ * what the last call on this tls.Conn found (see conn_cache_valid): when it still holds, the
+ * four user reads of the Go side are skipped, which were most of a probe's time. True when
+ * `cached` was used.
  */
-static __always_inline void resolve_conn(struct pt_regs *ctx, __u64 cookie,
+static __always_inline bool resolve_conn(struct pt_regs *ctx, __u64 cookie,
 					 const struct tlstap_binary_cfg *cfg, __u64 conn_ptr,
-					 struct tlstap_conn *c)
+					 const struct tlstap_conn *cached, struct tlstap_conn *c)
 {
 	__u64 probe_vaddr = cookie >> TLSTAP_COOKIE_VADDR_SHIFT;
 	__u64 bias, iface[2] = {}, itab, data, type, netfd, sysfd = 0;
-	__u8 fdt_head[FDT_HEAD_LEN];
-	struct task_struct *task;
-	struct fdtable *fdt;
-	struct file **fds, *file;
-	struct socket *sock;
 	struct sock *sk;
-	unsigned int max_fds;
 	bool ok = true;
 
+	if (cached && conn_cache_valid(cached, c))
+		return true;
+	__builtin_memset(c, 0, sizeof(*c));
 	c->fd = -1;
 	if (!cfg || !(cfg->flags & TLSTAP_BINARY_CONN_LAYOUT) || !probe_vaddr)
-		return;
+		return false;
 	bias = PT_REGS_IP(ctx) - probe_vaddr;
 	/* A Go interface value is two words: itab, data. */
 	if (bpf_probe_read_user(iface, sizeof(iface), (void *)(conn_ptr + cfg->tls_conn_conn)))
@@ -93,7 +157,7 @@ static __always_inline void resolve_conn(struct pt_regs *ctx, __u64 cookie,
 	type = itab ? read_user_u64(itab + 8, &ok) : 0;
 	if (!ok) {
 		c->kind = TLSTAP_CONN_FAULT;
-		return;
+		return false;
 	}
 	if (cfg->tcp_conn_type && type == cfg->tcp_conn_type + bias)
 		c->kind = TLSTAP_CONN_TCP;
@@ -101,39 +165,27 @@ static __always_inline void resolve_conn(struct pt_regs *ctx, __u64 cookie,
 		c->kind = TLSTAP_CONN_UNIX;
 	else {
 		c->kind = TLSTAP_CONN_OTHER;
-		return;
+		return false;
 	}
 	netfd = read_user_u64(data + cfg->net_conn_fd, &ok);
 	if (ok && netfd)
 		bpf_probe_read_user(&sysfd, sizeof(__s32), (void *)(netfd + cfg->net_fd_sysfd));
 	else
 		ok = false;
-	task = (struct task_struct *)bpf_get_current_task();
-	/* Each link of a CO-RE chain is one kernel read: walk to the table once. */
-	fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || bpf_core_field_offset(struct fdtable, max_fds) + 4 > FDT_HEAD_LEN ||
-	    bpf_core_field_offset(struct fdtable, fd) + 8 > FDT_HEAD_LEN ||
-	    bpf_probe_read_kernel(fdt_head, sizeof(fdt_head), fdt))
-		ok = false;
-	max_fds = ok ? HEAD_FIELD(fdt_head, struct fdtable, max_fds) : 0;
-	if (!ok || (__s32)sysfd < 0 || sysfd >= max_fds) {
+	if (!ok || sock_of_fd((__s32)sysfd, &sk) == FD_INVALID) {
 		c->kind = TLSTAP_CONN_FAULT;
-		return;
+		return false;
 	}
 	c->fd = (__s32)sysfd;
-	fds = HEAD_FIELD(fdt_head, struct fdtable, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), fds + sysfd) || !file)
-		return;
-	sock = BPF_CORE_READ(file, private_data);
-	sk = sock ? BPF_CORE_READ(sock, sk) : 0;
 	if (!sk)
-		return;
+		return false;
 	if (c->kind == TLSTAP_CONN_TCP)
 		read_sock(c, sk);
 	else {
 		c->sock_id = (__u64)sk;
 		c->family = AF_UNIX;
 	}
+	return false;
 }
 
 #endif /* TLSTAP_CONN_H */

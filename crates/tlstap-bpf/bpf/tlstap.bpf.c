@@ -61,6 +61,36 @@ struct {
 	__type(value, struct read_entry);
 } reads_in_flight SEC(".maps");
 
+/*
+ * The common case of a Read in flight, kept out of the hash map above: a slot per
+ * hash(g, process), claimed by an atomic compare-and-swap of its g word at Read's entry and
+ * released by an atomic exchange at the RET. Only the owning goroutine writes a claimed slot,
+ * so its RET reads it without a lock. A Read whose slot another goroutine holds goes to
+ * reads_in_flight instead, and its RET looks there when the slot is not its own. Slots of
+ * processes that died inside a Read are cleared by userspace (they only push their
+ * neighbours to the hash map meanwhile). Why: three hash-map operations per Read (update,
+ * lookup, delete) were the largest share of a probe's time (bench: perf of the server's core).
+ */
+#define READ_SLOTS (1u << 12)
+
+/* One load, not merged with or split from others: slots are shared between CPUs. */
+#define READ_ONCE(x) (*(const volatile typeof(x) *)&(x))
+
+struct read_slot {
+	__u64 g;     /* owner goroutine, 0 when free; written only by compare-and-swap/exchange */
+	__u32 tgid;  /* owner process, 0 while free or being claimed */
+	__u32 pad;
+	__u64 conn_ptr;
+	__u64 buf;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, READ_SLOTS);
+	__type(key, __u32);
+	__type(value, struct read_slot);
+} read_slots SEC(".maps");
+
 /* Per hooked binary: struct layout and TLS facts; indexed by the cookie's binary index. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -69,20 +99,28 @@ struct {
 	__type(value, struct tlstap_binary_cfg);
 } binaries SEC(".maps");
 
-/* Next sequence number per (process, tls.Conn, direction). */
-struct seq_key {
+/*
+ * Per (process, tls.Conn, direction): the next sequence number, and the connection the last
+ * call found (reused while it still holds: see conn_cache_valid in conn.h).
+ */
+struct stream_key {
 	__u64 conn_ptr;
 	__u32 tgid;
 	__u32 direction;
+};
+
+struct stream_state {
+	__u64 seq;
+	struct tlstap_conn conn;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__type(key, struct seq_key);
-	__type(value, __u64);
-} seqs SEC(".maps");
+	__type(key, struct stream_key);
+	__type(value, struct stream_state);
+} streams SEC(".maps");
 
 /* Loss counters by cause (enum tlstap_loss_cause): calls affected and bytes missing. */
 struct {
@@ -130,21 +168,20 @@ static __always_inline void count_loss(__u32 cause, __u64 bytes)
 	add_loss(&loss_calls, &loss_bytes, cause, 1, bytes);
 }
 
-/* The next sequence number of this (process, conn, direction). */
-static __always_inline __u64 next_seq(__u64 conn_ptr, __u32 tgid, __u32 direction)
+/* The state of this (process, conn, direction), created on its first call; 0 only if the
+ * map refused (then the call gets sequence number 0 and nothing is cached). */
+static __always_inline struct stream_state *stream_of(__u64 conn_ptr, __u32 tgid, __u32 direction)
 {
-	struct seq_key key = { .conn_ptr = conn_ptr, .tgid = tgid, .direction = direction };
-	__u64 one = 1, *seq;
+	struct stream_key key = { .conn_ptr = conn_ptr, .tgid = tgid, .direction = direction };
+	struct stream_state *state = bpf_map_lookup_elem(&streams, &key);
+	static const struct stream_state fresh = {};
 
-	seq = bpf_map_lookup_elem(&seqs, &key);
-	if (seq)
-		return __sync_fetch_and_add(seq, 1);
+	if (state)
+		return state;
 	/* First call on this conn (or its entry was evicted): start at 0, unless another CPU
 	 * created the entry meanwhile. */
-	if (!bpf_map_update_elem(&seqs, &key, &one, BPF_NOEXIST))
-		return 0;
-	seq = bpf_map_lookup_elem(&seqs, &key);
-	return seq ? __sync_fetch_and_add(seq, 1) : 0;
+	bpf_map_update_elem(&streams, &key, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&streams, &key);
 }
 
 static __always_inline struct tlstap_binary_cfg *binary_of(__u64 cookie)
@@ -311,6 +348,8 @@ static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 d
 				      __u64 conn_ptr, __u64 src, __u64 len, __u64 pid_tgid)
 {
 	struct emit_ctx e = {};
+	struct stream_state *stream;
+	bool cached;
 	__u64 chunks;
 
 	if (len == 0)
@@ -324,8 +363,13 @@ static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 d
 	e.uid = (__u32)bpf_get_current_uid_gid();
 	e.direction = direction;
 	bpf_get_current_comm(e.comm, sizeof(e.comm));
-	e.seq = next_seq(conn_ptr, pid_tgid >> 32, direction);
-	resolve_conn(ctx, cookie, binary_of(cookie), conn_ptr, &e.conn);
+	stream = stream_of(conn_ptr, pid_tgid >> 32, direction);
+	/* Atomic: calls on one stream may run on several CPUs at once. */
+	e.seq = stream ? __sync_fetch_and_add(&stream->seq, 1) : 0;
+	cached = resolve_conn(ctx, cookie, binary_of(cookie), conn_ptr, stream ? &stream->conn : 0, &e.conn);
+	/* Concurrent calls of one stream store the same connection, so a torn copy is harmless. */
+	if (stream && !cached && e.conn.kind == TLSTAP_CONN_TCP && e.conn.sock_id)
+		__builtin_memcpy(&stream->conn, &e.conn, sizeof(e.conn));
 	chunks = (len + TLSTAP_CHUNK_MAX - 1) / TLSTAP_CHUNK_MAX;
 	if (chunks > CHUNK_LOOP_MAX) {
 		count_call_loss(&e, TLSTAP_LOSS_RINGBUF_FULL, len - (__u64)CHUNK_LOOP_MAX * TLSTAP_CHUNK_MAX);
@@ -405,6 +449,15 @@ static __always_inline struct read_key read_key_of(struct pt_regs *ctx, __u64 co
 	return key;
 }
 
+static __always_inline struct read_slot *read_slot_of(const struct read_key *key)
+{
+	/* Fibonacci hashing of g and the process: g addresses are spaced by their size class. */
+	__u64 h = (key->g ^ ((__u64)key->tgid << 40)) * 0x9E3779B97F4A7C15ull;
+	__u32 index = h >> (64 - 12);
+
+	return bpf_map_lookup_elem(&read_slots, &index);
+}
+
 /* func (c *Conn) Read(b []byte) (int, error): save c and b.ptr for the RET. */
 static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie, __u64 pid_tgid)
 {
@@ -414,9 +467,43 @@ static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie, __u
 		.conn_ptr = go_arg(ctx, stack_abi, 0),
 		.buf = go_arg(ctx, stack_abi, 1),
 	};
+	struct read_slot *slot = read_slot_of(&g);
 
+	if (slot && g.g) {
+		__u64 owner = __sync_val_compare_and_swap(&slot->g, 0, g.g);
+
+		/* Free, or this goroutine's own (its last RET was not seen): take it. */
+		if (owner == 0 || (owner == g.g && READ_ONCE(slot->tgid) == g.tgid)) {
+			slot->tgid = g.tgid;
+			slot->conn_ptr = entry.conn_ptr;
+			slot->buf = entry.buf;
+			return;
+		}
+	}
 	if (bpf_map_update_elem(&reads_in_flight, &g, &entry, BPF_ANY))
 		count_loss(TLSTAP_LOSS_MAP_FULL, 0);
+}
+
+/* This goroutine's saved Read entry, taken out of its slot or the hash map. */
+static __always_inline bool take_read_entry(struct read_key *g, struct read_entry *saved)
+{
+	struct read_slot *slot = read_slot_of(g);
+	struct read_entry *entry;
+
+	if (slot && g->g && READ_ONCE(slot->g) == g->g && READ_ONCE(slot->tgid) == g->tgid) {
+		saved->conn_ptr = slot->conn_ptr;
+		saved->buf = slot->buf;
+		/* Release: tgid first, so that whoever claims the slot next never sees ours. */
+		slot->tgid = 0;
+		__sync_lock_test_and_set(&slot->g, 0);
+		return true;
+	}
+	entry = bpf_map_lookup_elem(&reads_in_flight, g);
+	if (!entry)
+		return false;
+	*saved = *entry;
+	bpf_map_delete_elem(&reads_in_flight, g);
+	return true;
 }
 
 /* At a RET of Read: n is result word 0 (register ABI) or stack word 4 (after c and b). */
@@ -424,17 +511,14 @@ static __always_inline void on_read_return(struct pt_regs *ctx, __u64 cookie, __
 {
 	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
 	struct read_key g = read_key_of(ctx, cookie, pid_tgid);
-	struct read_entry *entry = bpf_map_lookup_elem(&reads_in_flight, &g);
 	__s64 n = (__s64)(stack_abi ? go_stack_word(ctx, 4) : go_reg(ctx, 0));
 	struct read_entry saved;
 
-	if (!entry) {
+	if (!take_read_entry(&g, &saved)) {
 		if (n > 0)
 			count_loss(TLSTAP_LOSS_NO_ENTRY, n);
 		return;
 	}
-	saved = *entry;
-	bpf_map_delete_elem(&reads_in_flight, &g);
 	if (n > 0)
 		emit_call(ctx, cookie, TLSTAP_DIR_READ, saved.conn_ptr, saved.buf, n, pid_tgid);
 }
