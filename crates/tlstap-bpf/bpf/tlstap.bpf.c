@@ -27,6 +27,8 @@ const volatile char target_comm[TLSTAP_COMM_LEN] = {};
  * hooked their binary (--catch-exec). */
 const volatile bool report_processes = false;
 const volatile bool catch_exec = false;
+/* Slots for Reads in flight in use, less one (tests set 0: every Read shares one slot). */
+const volatile __u32 read_slot_mask = 0xffff;
 
 /* Enough chunks for a 1 GiB write; bpf_loop allows far more iterations than this. */
 #define CHUNK_LOOP_MAX (1u << 16)
@@ -71,7 +73,7 @@ struct {
  * neighbours to the hash map meanwhile). Why: three hash-map operations per Read (update,
  * lookup, delete) were the largest share of a probe's time (bench: perf of the server's core).
  */
-#define READ_SLOTS (1u << 12)
+#define READ_SLOTS (1u << 16)
 
 /* One load, not merged with or split from others: slots are shared between CPUs. */
 #define READ_ONCE(x) (*(const volatile typeof(x) *)&(x))
@@ -453,7 +455,7 @@ static __always_inline struct read_slot *read_slot_of(const struct read_key *key
 {
 	/* Fibonacci hashing of g and the process: g addresses are spaced by their size class. */
 	__u64 h = (key->g ^ ((__u64)key->tgid << 40)) * 0x9E3779B97F4A7C15ull;
-	__u32 index = h >> (64 - 12);
+	__u32 index = (h >> 48) & read_slot_mask;
 
 	return bpf_map_lookup_elem(&read_slots, &index);
 }

@@ -28,6 +28,9 @@ pub struct CaptureOptions {
     pub uprobe_multi: bool,
     /// Attach empty programs instead (benchmarks: the cost of the traps alone).
     pub null_probes: bool,
+    /// How many slots for Reads in flight BPF uses (a power of two, at most 65536); fewer
+    /// push more Reads to the hash map behind them (tests).
+    pub read_slots: u32,
     /// Capture only processes with this command name (at most 15 bytes), filtered in BPF.
     pub comm: Option<String>,
     /// Report process exec and exit (discovery of new processes).
@@ -225,6 +228,7 @@ impl<'obj> Capture<'obj> {
                     *dst = src as i8;
                 }
             }
+            rodata.read_slot_mask = opts.read_slots.clamp(1, 65_536).next_power_of_two() - 1;
             rodata.report_processes = opts.report_processes;
             rodata.catch_exec = opts.report_processes && opts.catch_exec;
         }

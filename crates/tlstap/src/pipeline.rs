@@ -226,11 +226,14 @@ impl Cgroups {
     }
 }
 
-/// Names connections. The id is a hash of (pid, tls.Conn address, kernel socket), so it is
-/// the same for every event of a connection and needs no bookkeeping to stay so.
+/// Names connections. The id is a hash of (pid, tls.Conn address, kernel socket, addresses),
+/// so it is the same for every event of a connection and needs no bookkeeping to stay so. The
+/// cache is keyed by everything BPF said, not by the tls.Conn address alone: the Go heap and
+/// the kernel both reuse memory, so a new connection can come with an old one's tls.Conn and
+/// socket addresses, and must not be named (or shown) as the old one.
 #[derive(Default)]
 struct ConnNames {
-    cache: HashMap<(u32, u64, u64), ConnInfo>,
+    cache: HashMap<(u32, u64, WireConn), ConnInfo>,
 }
 
 impl ConnNames {
@@ -238,21 +241,22 @@ impl ConnNames {
         if self.cache.len() >= CONN_CACHE_MAX {
             self.cache.clear();
         }
-        self.cache.entry((pid, conn_ptr, wire.sock_id)).or_insert_with(|| ConnInfo {
-            kind: wire.kind,
-            fd: wire.fd,
-            local: wire.local.map(|a| a.to_string()),
-            remote: wire.remote.map(|a| a.to_string()),
-            id: conn_id(pid, conn_ptr, wire.sock_id),
+        self.cache.entry((pid, conn_ptr, *wire)).or_insert_with(|| {
+            let local = wire.local.map(|a| a.to_string());
+            let remote = wire.remote.map(|a| a.to_string());
+            let id = conn_id(pid, conn_ptr, wire.sock_id, local.as_deref(), remote.as_deref());
+            ConnInfo { kind: wire.kind, fd: wire.fd, local, remote, id }
         })
     }
 }
 
-fn conn_id(pid: u32, conn_ptr: u64, sock_id: u64) -> String {
+fn conn_id(pid: u32, conn_ptr: u64, sock_id: u64, local: Option<&str>, remote: Option<&str>) -> String {
     // FNV-1a: tiny, stable across runs and Rust versions.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in pid.to_le_bytes().iter().chain(&conn_ptr.to_le_bytes()).chain(&sock_id.to_le_bytes()) {
-        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    let addresses = [local.unwrap_or(""), "|", remote.unwrap_or("")];
+    let bytes = pid.to_le_bytes().into_iter().chain(conn_ptr.to_le_bytes()).chain(sock_id.to_le_bytes());
+    for byte in bytes.chain(addresses.iter().flat_map(|a| a.bytes())) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("{hash:016x}")
 }
@@ -263,11 +267,34 @@ mod tests {
 
     #[test]
     fn conn_ids_are_stable_and_distinct() {
-        let a = conn_id(1, 0xc000_1000, 0xffff_0001);
-        assert_eq!(a, conn_id(1, 0xc000_1000, 0xffff_0001));
-        assert_ne!(a, conn_id(2, 0xc000_1000, 0xffff_0001));
-        assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_0002));
+        let (l, r) = (Some("127.0.0.1:443"), Some("127.0.0.1:50000"));
+        let a = conn_id(1, 0xc000_1000, 0xffff_0001, l, r);
+        assert_eq!(a, conn_id(1, 0xc000_1000, 0xffff_0001, l, r));
+        assert_ne!(a, conn_id(2, 0xc000_1000, 0xffff_0001, l, r));
+        assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_0002, l, r));
+        assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_0001, l, Some("127.0.0.1:50001")));
+        assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_0001, r, l));
         assert_eq!(a.len(), 16);
+    }
+
+    /// A new connection that got an old one's tls.Conn and socket memory is shown with its
+    /// own addresses and id.
+    #[test]
+    fn reused_memory_does_not_rename_a_new_connection() {
+        let mut names = ConnNames::default();
+        let old = WireConn {
+            kind: tlstap_core::event::ConnKind::Tcp,
+            fd: Some(7),
+            local: Some("127.0.0.1:443".parse().unwrap()),
+            remote: Some("127.0.0.1:50000".parse().unwrap()),
+            sock_id: 0xffff_0001,
+        };
+        let new = WireConn { remote: Some("127.0.0.1:50002".parse().unwrap()), ..old };
+        let old_info = names.get(1, 0xc000_1000, &old).clone();
+        let new_info = names.get(1, 0xc000_1000, &new).clone();
+        assert_eq!(new_info.remote.as_deref(), Some("127.0.0.1:50002"));
+        assert_ne!(old_info.id, new_info.id);
+        assert_eq!(names.get(1, 0xc000_1000, &old), &old_info);
     }
 
     #[test]

@@ -56,6 +56,7 @@ struct Request {
     ringbuf_bytes: u32,
     dry_run: bool,
     null_probes: bool,
+    read_slots: u32,
     attach_per_offset: bool,
     /// `-m pcap`: packets to a pcapng file (plaintext events only tell whose they are).
     pcap: Option<PcapRequest>,
@@ -118,6 +119,7 @@ impl Request {
             ringbuf_bytes,
             dry_run: args.dry_run,
             null_probes: args.null_probes,
+            read_slots: args.read_slots,
             attach_per_offset: args.attach_per_offset,
             pcap,
         })
@@ -201,6 +203,7 @@ fn capture(
         uid: request.uid,
         uprobe_multi: kernel.has_uprobe_multi() && !request.attach_per_offset,
         null_probes: request.null_probes,
+        read_slots: request.read_slots,
         comm: request.comm.clone(),
         report_processes: target.is_none(),
         catch_exec: request.catch_exec,

@@ -210,6 +210,57 @@ fn per_offset_links_capture_the_same() {
 /// its own process, byte-exact per connection. (Goroutine addresses of two such processes can
 /// coincide, which is why BPF keys a Read's entry state by process too; this run does not force
 /// a coincidence, so it guards the separation in general, not that key in particular.)
+/// BPF keeps a Read's entry state in a slot per goroutine and, when another goroutine holds
+/// that slot, in a hash map. With one slot (`--read-slots 1`) eight connections' Reads contend
+/// for it all the time, so most take the hash map: every byte must still arrive, none
+/// counted as a Read without entry state.
+#[test]
+fn reads_that_find_their_slot_taken_use_the_hash_map() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("capture-read-slots");
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let (server_bin, client_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "client"));
+    let (server_manifest, client_manifest) = (dir.path("server.jsonl"), dir.path("client.jsonl"));
+    let server = Server::start(&server_bin, &server_manifest, &[]);
+    let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap(), "--read-slots", "1"]);
+    run_client(&client_bin, &server.addr, &client_manifest, &["--requests", "200", "--conns", "8", "--sizes", SIZES]);
+    let server_pid = server.proc.pid();
+    let capture = tlstap.stop();
+    server.stop();
+    assert_streams_match(&capture, &server_manifest, server_pid);
+    assert_eq!(capture.stats()["lost_by_cause"]["no_entry_state"], 0);
+}
+
+/// A connection per request: each new tls.Conn may take the memory of one the program
+/// closed, at the same address, which BPF's per-connection cache of the socket must not take
+/// for the old connection (the cache is checked against the socket at every call). Every
+/// event must name its own connection's addresses.
+#[test]
+fn a_connection_per_request_names_each_connection() {
+    if !privileged() {
+        return;
+    }
+    for hook_server in [true, false] {
+        let dir = TempDir::new("capture-conn-per-request");
+        let fixture = fixture("1.27", "exe", "tlsfixture");
+        let (server_bin, client_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "client"));
+        let (server_manifest, client_manifest) = (dir.path("server.jsonl"), dir.path("client.jsonl"));
+        let server = Server::start(&server_bin, &server_manifest, &[]);
+        let hooked = if hook_server { &server_bin } else { &client_bin };
+        let tlstap = Tlstap::start(&dir, &["-e", hooked.to_str().unwrap()]);
+        let args = ["--requests", "150", "--sizes", "100,20000", "--write-chunk", "-1"];
+        let client_pid = run_client(&client_bin, &server.addr, &client_manifest, &args);
+        let server_pid = server.proc.pid();
+        let capture = tlstap.stop();
+        server.stop();
+        let (pid, manifest) = if hook_server { (server_pid, &server_manifest) } else { (client_pid, &client_manifest) };
+        assert_eq!(manifest_conns(manifest).len(), 150);
+        assert_capture_matches(&capture, manifest, pid);
+    }
+}
+
 #[test]
 fn two_processes_of_one_binary_are_kept_apart() {
     if !privileged() {
