@@ -136,6 +136,13 @@ pub enum Format {
     Hex,
 }
 
+fn parse_read_slots(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && n <= 65_536 => Ok(n),
+        _ => Err("a power of two from 1 to 65536".to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,12 +169,5 @@ mod tests {
     #[test]
     fn bad_mode_is_rejected() {
         assert!(Cli::try_parse_from(["tlstap", "gotls", "-m", "bogus"]).is_err());
-    }
-}
-
-fn parse_read_slots(text: &str) -> Result<u32, String> {
-    match text.parse::<u32>() {
-        Ok(n) if n.is_power_of_two() && n <= 65_536 => Ok(n),
-        _ => Err("a power of two from 1 to 65536".to_string()),
     }
 }
