@@ -194,6 +194,21 @@ struct tlstap_packet_hdr {
 	__u32 _reserved;
 };
 
+/*
+ * A Read in flight, in the `read_slots` array (tlstap.bpf.c), which userspace maps to clear
+ * the slots of processes that died inside a Read. A slot is free when g is 0. BPF claims it
+ * by compare-and-swap of g (0 -> g), then writes tgid; it is released by writing tgid 0, then
+ * g 0. Userspace frees a dead process's slot the same way: tgid (dead -> 0), then g (-> 0),
+ * each by compare-and-swap. 32 bytes, no padding.
+ */
+struct tlstap_read_slot {
+	__u64 g;        /* owner goroutine; 0: free */
+	__u32 tgid;     /* owner process; 0 while free or being claimed */
+	__u32 _reserved;
+	__u64 conn_ptr; /* the Read's *tls.Conn */
+	__u64 buf;      /* the Read's buffer */
+};
+
 /* Every type above, gathered so one global puts them all in BTF (see tlstap.bpf.c). */
 struct tlstap_wire_types {
 	enum tlstap_limits limits;
@@ -210,6 +225,7 @@ struct tlstap_wire_types {
 	struct tlstap_data_hdr data_hdr;
 	struct tlstap_secret_rec secret_rec;
 	struct tlstap_proc_rec proc_rec;
+	struct tlstap_read_slot read_slot;
 	enum tlstap_packet_limits packet_limits;
 	enum tlstap_packet_dir packet_dir;
 	enum tlstap_packet_loss_cause packet_loss_cause;

@@ -133,5 +133,6 @@ enum {
 };
 enum {
 	BPF_F_NO_COMMON_LRU = 1U << 1,
+	BPF_F_MMAPABLE = 1U << 10,
 };
 #endif /* TLSTAP_KERNEL_TYPES_H */

@@ -65,32 +65,25 @@ struct {
 
 /*
  * The common case of a Read in flight, kept out of the hash map above: a slot per
- * hash(g, process), claimed by an atomic compare-and-swap of its g word at Read's entry and
- * released by an atomic exchange at the RET. Only the owning goroutine writes a claimed slot,
- * so its RET reads it without a lock. A Read whose slot another goroutine holds goes to
- * reads_in_flight instead, and its RET looks there when the slot is not its own. Slots of
- * processes that died inside a Read are cleared by userspace (they only push their
- * neighbours to the hash map meanwhile). Why: three hash-map operations per Read (update,
- * lookup, delete) were the largest share of a probe's time (bench: perf of the server's core).
+ * hash(g, process) (struct tlstap_read_slot in events.h says how a slot is claimed and
+ * released). Only the owning goroutine writes a claimed slot, so its RET reads it without a
+ * lock. A Read whose slot another goroutine holds goes to reads_in_flight instead, and its
+ * RET looks there when the slot is not its own. Slots of processes that died inside a Read
+ * only push their neighbours to the hash map until userspace frees them (mmapable for that).
+ * Why: three hash-map operations per Read (update, lookup, delete) were the largest share of
+ * a probe's time (bench: perf of the server's core).
  */
 #define READ_SLOTS (1u << 16)
 
 /* One load, not merged with or split from others: slots are shared between CPUs. */
 #define READ_ONCE(x) (*(const volatile typeof(x) *)&(x))
 
-struct read_slot {
-	__u64 g;     /* owner goroutine, 0 when free; written only by compare-and-swap/exchange */
-	__u32 tgid;  /* owner process, 0 while free or being claimed */
-	__u32 pad;
-	__u64 conn_ptr;
-	__u64 buf;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, READ_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
-	__type(value, struct read_slot);
+	__type(value, struct tlstap_read_slot);
 } read_slots SEC(".maps");
 
 /* Per hooked binary: struct layout and TLS facts; indexed by the cookie's binary index. */
@@ -451,7 +444,7 @@ static __always_inline struct read_key read_key_of(struct pt_regs *ctx, __u64 co
 	return key;
 }
 
-static __always_inline struct read_slot *read_slot_of(const struct read_key *key)
+static __always_inline struct tlstap_read_slot *read_slot_of(const struct read_key *key)
 {
 	/* Fibonacci hashing of g and the process: g addresses are spaced by their size class. */
 	__u64 h = (key->g ^ ((__u64)key->tgid << 40)) * 0x9E3779B97F4A7C15ull;
@@ -469,7 +462,7 @@ static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie, __u
 		.conn_ptr = go_arg(ctx, stack_abi, 0),
 		.buf = go_arg(ctx, stack_abi, 1),
 	};
-	struct read_slot *slot = read_slot_of(&g);
+	struct tlstap_read_slot *slot = read_slot_of(&g);
 
 	if (slot && g.g) {
 		__u64 owner = __sync_val_compare_and_swap(&slot->g, 0, g.g);
@@ -489,7 +482,7 @@ static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie, __u
 /* This goroutine's saved Read entry, taken out of its slot or the hash map. */
 static __always_inline bool take_read_entry(struct read_key *g, struct read_entry *saved)
 {
-	struct read_slot *slot = read_slot_of(g);
+	struct tlstap_read_slot *slot = read_slot_of(g);
 	struct read_entry *entry;
 
 	if (slot && g->g && READ_ONCE(slot->g) == g->g && READ_ONCE(slot->tgid) == g->tgid) {

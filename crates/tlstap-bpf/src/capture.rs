@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::mem::{size_of, MaybeUninit};
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 
 use libbpf_rs::skel::{OpenSkel as _, SkelBuilder as _};
@@ -14,6 +15,7 @@ use crate::skel::types::{
     tlstap_binary_cfg, tlstap_binary_flags, tlstap_cookie_bits, tlstap_loss_cause, tlstap_probe_kind,
 };
 use crate::skel::{TlstapSkel, TlstapSkelBuilder};
+use crate::slots::{process_exists, ReadSlots};
 
 /// What the BPF side needs before load.
 #[derive(Debug, Clone)]
@@ -155,6 +157,8 @@ pub enum Error {
     Tracepoint(#[source] libbpf_rs::Error),
     #[error("opening the ring buffer")]
     RingBuffer(#[source] std::io::Error),
+    #[error("mapping the slots for Reads in flight")]
+    ReadSlots(#[source] std::io::Error),
 }
 
 /// Bytes and calls lost, by cause, as counted in BPF.
@@ -189,6 +193,8 @@ pub struct Capture<'obj> {
     null_probes: bool,
     /// Index of the next binary in the `binaries` map.
     next_binary: u32,
+    /// BPF's slots for Reads in flight, for freeing those of dead processes.
+    read_slots: ReadSlots,
 }
 
 /// An attached binary; give it back to [`Capture::detach`].
@@ -233,6 +239,8 @@ impl<'obj> Capture<'obj> {
             rodata.catch_exec = opts.report_processes && opts.catch_exec;
         }
         let skel = open.load().map_err(|source| Error::Load { hint: load_hint(&source), source })?;
+        let read_slots = ReadSlots::map(&skel.maps.read_slots.as_fd(), skel.maps.read_slots.max_entries() as usize)
+            .map_err(Error::ReadSlots)?;
         let mut process_links = Vec::new();
         if opts.report_processes {
             for prog in [&skel.progs.on_exec, &skel.progs.on_exit] {
@@ -247,6 +255,7 @@ impl<'obj> Capture<'obj> {
             uprobe_multi: opts.uprobe_multi,
             null_probes: opts.null_probes,
             next_binary: 0,
+            read_slots,
         })
     }
 
@@ -327,6 +336,12 @@ impl<'obj> Capture<'obj> {
     /// not borrow the capture (which attaches and detaches meanwhile).
     pub fn reader<'cb>(&self, callback: impl FnMut(&[u8]) -> i32 + 'cb) -> Result<RingReader<'cb>, Error> {
         RingReader::new(&self.skel.maps.events, callback).map_err(Error::RingBuffer)
+    }
+
+    /// Frees BPF's Read slots held by processes that no longer exist (they died inside a
+    /// Read); returns how many.
+    pub fn free_dead_read_slots(&self) -> usize {
+        self.read_slots.free_dead(process_exists)
     }
 
     /// Sums the per-CPU loss counters.

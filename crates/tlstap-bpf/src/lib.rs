@@ -7,6 +7,7 @@ pub mod capture;
 pub mod clock;
 pub mod packets;
 pub mod ring;
+pub mod slots;
 pub mod wire;
 
 /// The libbpf-rs skeleton generated from bpf/tlstap.bpf.c, with the Rust twins of every type

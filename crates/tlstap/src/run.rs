@@ -238,7 +238,7 @@ fn capture(
     };
     pipeline.tick(None).or_else(quiet_if_broken_pipe)?;
 
-    let outcome = drain_until_stopped(&mut capture, &mut pipeline, discovery.as_mut(), &stop);
+    let outcome = drain_until_stopped(&mut capture, &mut pipeline, discovery.as_mut(), &stop, request.verbose);
     let losses = capture.losses()?;
     drop(capture); // detach every probe before the summary
     if let Err(err) = outcome {
@@ -272,10 +272,11 @@ fn drain_until_stopped(
     pipeline: &mut Pipeline,
     discovery: Option<&mut Discovery>,
     stop: &AtomicBool,
+    verbose: bool,
 ) -> Result<()> {
     let pipeline = std::cell::RefCell::new(pipeline);
     let ring = capture.reader(|record: &[u8]| pipeline.borrow_mut().on_record(record))?;
-    let outcome = poll_until_stopped(&ring, capture, &pipeline, discovery, stop);
+    let outcome = poll_until_stopped(&ring, capture, &pipeline, discovery, stop, verbose);
     if outcome.is_err() {
         // An output error ends the capture early: a process held by --catch-exec must not stay
         // stopped, whether its exec record was read already or still waits in the ring.
@@ -296,9 +297,11 @@ fn poll_until_stopped(
     pipeline: &std::cell::RefCell<&mut Pipeline>,
     mut discovery: Option<&mut Discovery>,
     stop: &AtomicBool,
+    verbose: bool,
 ) -> Result<()> {
     let mut stopping = false;
     let mut loss_report = LossReport::new();
+    let mut last_slot_sweep = Instant::now();
     loop {
         if !stopping && stop.load(Ordering::Relaxed) {
             // No new process may be held after the final read below, which continues the
@@ -339,8 +342,19 @@ fn poll_until_stopped(
         }
         p.tick(Some(Instant::now()))?;
         loss_report.maybe_report(capture);
+        if last_slot_sweep.elapsed() >= READ_SLOT_SWEEP_EVERY {
+            last_slot_sweep = Instant::now();
+            let freed = capture.free_dead_read_slots();
+            if verbose && freed > 0 {
+                eprintln!("tlstap: freed {freed} BPF Read slots held by processes that exited inside a Read");
+            }
+        }
     }
 }
+
+/// How often BPF's Read slots of exited processes are freed (a scan of 2 MiB: well under a
+/// millisecond).
+const READ_SLOT_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// While capturing, tells a person at a terminal when events are being lost (every few
 /// seconds, only when the count grew). Silent when stderr is a file or pipe.

@@ -324,6 +324,46 @@ print("DONE", flush=True)
     assert!(capture.stderr.contains("no_entry_state="), "summary: {}", capture.stderr);
 }
 
+/// A process killed inside a Read leaves its BPF slot claimed; tlstap frees such slots (every
+/// 5 s) so that they do not push live Reads to the hash map for good. With one slot, the
+/// server's idle keep-alive connection holds it in a Read when the server is killed.
+#[test]
+fn the_read_slot_of_a_killed_process_is_freed() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("capture-dead-slot");
+    let server_bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "server");
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap(), "--read-slots", "1", "-v"]);
+    // One request, then the connection stays open: the server's goroutine waits in its next Read.
+    let script = r#"
+import http.client, ssl, sys
+host, port = sys.argv[1].rsplit(":", 1)
+c = http.client.HTTPSConnection(host, int(port), context=ssl._create_unverified_context())
+c.request("POST", "/echo?size=5", body=b"hello")
+c.getresponse().read()
+print("IDLE", flush=True)
+sys.stdin.readline()
+print("DONE", flush=True)
+"#;
+    let client = Stepped::start(Command::new("python3").args(["-c", script, &server.addr]), "python client", "IDLE");
+    std::thread::sleep(std::time::Duration::from_millis(300)); // the server reaches its Read
+    server.proc.signal(libc::SIGKILL);
+    std::thread::sleep(std::time::Duration::from_secs(7)); // a sweep runs every 5 s
+    let capture = tlstap.stop();
+    client.go("DONE");
+    server.stop();
+    // http.client sends the head and the body apart: one or two Reads.
+    let reads: Vec<u8> = capture.data("read").iter().flat_map(|(_, d, _)| d.clone()).collect();
+    assert!(reads.starts_with(b"POST /echo?size=5 ") && reads.ends_with(b"\r\n\r\nhello"), "{reads:?}");
+    assert!(
+        capture.stderr.contains("freed 1 BPF Read slots held by processes that exited inside a Read"),
+        "stderr: {}",
+        capture.stderr
+    );
+}
+
 /// At a terminal, growing loss is reported while the capture runs (at most every 5 s), not only
 /// in the summary at the end.
 #[test]

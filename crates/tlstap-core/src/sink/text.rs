@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use super::hexdump::write_hexdump;
+use super::hexdump::push_hexdump;
 use super::keylog::is_nss_label;
 use super::{push_decimal, Rfc3339Cache, Sink};
 use crate::event::{DataEvent, Event, SecretEvent};
@@ -84,16 +84,18 @@ impl<W: Write> TextSink<W> {
             line.extend_from_slice(conn.remote.as_deref().unwrap_or("?").as_bytes());
         }
         line.push(b'\n');
-        self.out.write_all(line)?;
         if self.style == PayloadStyle::Auto && is_printable(ev.data) {
+            self.out.write_all(line)?;
             self.out.write_all(ev.data)?;
             if !ev.data.ends_with(b"\n") {
                 self.out.write_all(b"\n")?;
             }
+            self.out.write_all(b"\n")
         } else {
-            write_hexdump(&mut self.out, ev.data)?;
+            push_hexdump(line, ev.data);
+            line.push(b'\n');
+            self.out.write_all(line)
         }
-        self.out.write_all(b"\n")
     }
 }
 
