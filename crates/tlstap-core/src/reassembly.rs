@@ -6,7 +6,7 @@
 //! allocating; a call is emitted once; a call with missing bytes is emitted `truncated`, never
 //! silently short.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use crate::event::Direction;
@@ -91,7 +91,7 @@ struct Pending {
 /// Holds calls whose chunks have not all arrived.
 #[derive(Debug, Default)]
 pub struct Reassembler {
-    pending: HashMap<u64, Pending>,
+    pending: FxHashMap<u64, Pending>,
     /// Buffers of finished calls, reused so that steady large calls do not allocate.
     spare: Vec<Vec<u8>>,
 }

@@ -2,7 +2,7 @@
 //! chunked calls, restore per-connection order, name connections, convert clocks, fan out to
 //! every sink. Owns the userspace counters that the exit summary reports.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::io;
 use std::time::Instant;
 
@@ -207,7 +207,7 @@ impl Output<'_> {
 /// The cgroup of each process seen, read from /proc once per process.
 #[derive(Default)]
 struct Cgroups {
-    by_pid: HashMap<u32, Option<String>>,
+    by_pid: FxHashMap<u32, Option<String>>,
 }
 
 impl Cgroups {
@@ -233,7 +233,7 @@ impl Cgroups {
 /// socket addresses, and must not be named (or shown) as the old one.
 #[derive(Default)]
 struct ConnNames {
-    cache: HashMap<(u32, u64, WireConn), ConnInfo>,
+    cache: FxHashMap<(u32, u64, WireConn), ConnInfo>,
 }
 
 impl ConnNames {

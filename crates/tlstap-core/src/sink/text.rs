@@ -99,11 +99,17 @@ impl<W: Write> TextSink<W> {
     }
 }
 
-/// UTF-8 text without control characters other than tab, CR and LF.
+/// UTF-8 text without control characters other than tab, CR and LF. The ASCII part (all of
+/// it, for HTTP heads) is checked byte by byte in one pass; what follows the first non-ASCII
+/// byte goes through the UTF-8 decoder.
 fn is_printable(data: &[u8]) -> bool {
-    match std::str::from_utf8(data) {
-        Ok(s) => s.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\r' | '\n')),
-        Err(_) => false,
+    let allowed = |c: char| !c.is_control() || matches!(c, '\t' | '\r' | '\n');
+    let stops = |b: u8| !b.is_ascii() || (b.is_ascii_control() && !matches!(b, b'\t' | b'\r' | b'\n'));
+    let ascii = data.iter().position(|&b| stops(b)).unwrap_or(data.len());
+    match data.get(ascii) {
+        None => true,
+        Some(b) if b.is_ascii() => false,
+        Some(_) => std::str::from_utf8(&data[ascii..]).is_ok_and(|s| s.chars().all(allowed)),
     }
 }
 
@@ -128,5 +134,38 @@ impl<W: Write> Sink for TextSink<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, as plainly as it can be written.
+    fn reference(data: &[u8]) -> bool {
+        std::str::from_utf8(data).is_ok_and(|s| s.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\r' | '\n')))
+    }
+
+    #[test]
+    fn printable_is_utf8_without_controls_but_tab_cr_lf() {
+        let cases: [&[u8]; 14] = [
+            b"",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"tab\there",
+            b"bell\x07",
+            b"del\x7f",
+            b"\x00",
+            "caf\u{e9} \u{65e5}\u{672c}".as_bytes(),
+            "text then C1 \u{85}".as_bytes(),
+            "\u{e9}\n\u{9f}".as_bytes(),
+            b"ascii then invalid \xff",
+            b"\xc3",
+            b"\xc3\xa9 ok",
+            b"ok \xe2\x82",
+            &[0x41; 300],
+        ];
+        for data in cases {
+            assert_eq!(is_printable(data), reference(data), "{data:?}");
+        }
     }
 }
