@@ -33,7 +33,7 @@ class Bench(BaseBench, OverheadMixin, PinnedMixin, ProfilingMixin, ThroughputMix
 
 def main():
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=8, help="overhead A/B rounds, unpinned and pinned (default 8)")
+    ap.add_argument("--rounds", type=int, default=16, help="overhead A/B rounds, unpinned and pinned (default 16: single rounds vary by ±10 %% on this shared VM)")
     ap.add_argument("--requests", type=int, default=20000, help="hey -n (default 20000)")
     ap.add_argument("--concurrency", type=int, default=32, help="hey -c (default 32)")
     ap.add_argument("--tp-rounds", type=int, default=3, help="throughput rounds (default 3)")
