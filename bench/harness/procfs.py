@@ -92,7 +92,7 @@ def status_kb(pid):
 
 
 def bpfmap_rss_kb(pid):
-    """Resident kB of the process's mappings of BPF maps (the ring buffer)."""
+    """Resident kB of the process's mappings of BPF maps (the ring buffer, the Read slots)."""
     total, in_bpf = 0, False
     with open(f"/proc/{pid}/smaps") as f:
         for line in f:
