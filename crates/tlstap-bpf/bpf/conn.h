@@ -102,17 +102,14 @@ static __always_inline bool same_addr(const __u8 *a, const __u8 *b)
 }
 
 /*
- * The conn an earlier call of this tls.Conn resolved, if it still describes the socket:
- * the cached descriptor must still hold the same struct sock with the same family, ports and
- * addresses. A tls.Conn address the Go heap gave to a new connection fails this unless the
- * new one sits on the same socket, which is then the right answer. Only TCP is cached.
+ * Whether the cached socket is still what the cached descriptor holds: the same struct sock
+ * with the same family, ports and addresses. Fills c from the socket when it is.
  */
-static __always_inline bool conn_cache_valid(const struct tlstap_conn *cached, struct tlstap_conn *c)
+static __always_inline bool cached_sock_holds(const struct tlstap_conn *cached, struct tlstap_conn *c)
 {
 	struct sock *sk;
 
-	if (cached->kind != TLSTAP_CONN_TCP || sock_of_fd(cached->fd, &sk) != FD_FOUND ||
-	    (__u64)sk != cached->sock_id)
+	if (sock_of_fd(cached->fd, &sk) != FD_FOUND || (__u64)sk != cached->sock_id)
 		return false;
 	__builtin_memset(c, 0, sizeof(*c));
 	c->kind = TLSTAP_CONN_TCP;
@@ -127,37 +124,51 @@ static __always_inline bool conn_cache_valid(const struct tlstap_conn *cached, s
  * tls.Conn.conn (net.Conn) -> itab -> type check -> *net.TCPConn/UnixConn -> conn.fd (*netFD)
  * -> pfd.Sysfd -> this task's file table -> struct socket -> struct sock. Offsets and type
  * addresses come from the binary (userspace reads its runtime type data); the load bias of a
- * PIE is the instruction pointer less the probe's address in the file's view. `cached` is
- * what the last call on this tls.Conn found (see conn_cache_valid): when it still holds, the
- * four user reads of the Go side are skipped, which were most of a probe's time. True when
- * `cached` was used.
+ * PIE is the instruction pointer less the probe's address in the file's view.
+ *
+ * `cache` (may be 0) is what the last call on this tls.Conn found. When the tls.Conn still
+ * leads to the same netFD (alive, so no other connection can have its address) and the
+ * netFD's descriptor still holds the same socket, the type check and the Sysfd read are
+ * skipped: user reads cost a hardened-usercopy check each, and this runs on every event. A
+ * new connection that took an old one's tls.Conn memory leads to another netFD; a netFD
+ * closed since (a Write after Close) fails the socket check.
  */
-static __always_inline bool resolve_conn(struct pt_regs *ctx, __u64 cookie,
+static __always_inline void resolve_conn(struct pt_regs *ctx, __u64 cookie,
 					 const struct tlstap_binary_cfg *cfg, __u64 conn_ptr,
-					 const struct tlstap_conn *cached, struct tlstap_conn *c)
+					 struct conn_cache *cache, struct tlstap_conn *c)
 {
 	__u64 probe_vaddr = cookie >> TLSTAP_COOKIE_VADDR_SHIFT;
-	__u64 bias, iface[2] = {}, itab, data, type, netfd, sysfd = 0;
+	__u64 bias, iface[2] = {}, itab, data, type, netfd = 0, sysfd = 0;
 	struct sock *sk;
 	bool ok = true;
 
-	if (cached && conn_cache_valid(cached, c))
-		return true;
 	__builtin_memset(c, 0, sizeof(*c));
 	c->fd = -1;
 	if (!cfg || !(cfg->flags & TLSTAP_BINARY_CONN_LAYOUT) || !probe_vaddr)
-		return false;
+		return;
 	bias = PT_REGS_IP(ctx) - probe_vaddr;
 	/* A Go interface value is two words: itab, data. */
-	if (bpf_probe_read_user(iface, sizeof(iface), (void *)(conn_ptr + cfg->tls_conn_conn)))
-		ok = false;
+	if (bpf_probe_read_user(iface, sizeof(iface), (void *)(conn_ptr + cfg->tls_conn_conn))) {
+		c->kind = TLSTAP_CONN_FAULT;
+		return;
+	}
 	itab = iface[0];
 	data = iface[1];
+	if (cache && cache->conn.kind == TLSTAP_CONN_TCP && data) {
+		netfd = read_user_u64(data + cfg->net_conn_fd, &ok);
+		if (ok && netfd && netfd == cache->netfd && cached_sock_holds(&cache->conn, c))
+			return;
+		/* Resolve afresh, from a clean slate. */
+		__builtin_memset(c, 0, sizeof(*c));
+		c->fd = -1;
+		netfd = 0;
+		ok = true;
+	}
 	/* itab: {inter *interfacetype, _type *_type, ...} in every Go release. */
 	type = itab ? read_user_u64(itab + 8, &ok) : 0;
 	if (!ok) {
 		c->kind = TLSTAP_CONN_FAULT;
-		return false;
+		return;
 	}
 	if (cfg->tcp_conn_type && type == cfg->tcp_conn_type + bias)
 		c->kind = TLSTAP_CONN_TCP;
@@ -165,7 +176,7 @@ static __always_inline bool resolve_conn(struct pt_regs *ctx, __u64 cookie,
 		c->kind = TLSTAP_CONN_UNIX;
 	else {
 		c->kind = TLSTAP_CONN_OTHER;
-		return false;
+		return;
 	}
 	netfd = read_user_u64(data + cfg->net_conn_fd, &ok);
 	if (ok && netfd)
@@ -174,18 +185,23 @@ static __always_inline bool resolve_conn(struct pt_regs *ctx, __u64 cookie,
 		ok = false;
 	if (!ok || sock_of_fd((__s32)sysfd, &sk) == FD_INVALID) {
 		c->kind = TLSTAP_CONN_FAULT;
-		return false;
+		return;
 	}
 	c->fd = (__s32)sysfd;
 	if (!sk)
-		return false;
-	if (c->kind == TLSTAP_CONN_TCP)
+		return;
+	if (c->kind == TLSTAP_CONN_TCP) {
 		read_sock(c, sk);
-	else {
+		/* Calls of one stream on several CPUs store the same connection: a torn copy is
+		 * harmless. */
+		if (cache) {
+			cache->netfd = netfd;
+			__builtin_memcpy(&cache->conn, c, sizeof(*c));
+		}
+	} else {
 		c->sock_id = (__u64)sk;
 		c->family = AF_UNIX;
 	}
-	return false;
 }
 
 #endif /* TLSTAP_CONN_H */

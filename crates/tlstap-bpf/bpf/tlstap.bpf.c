@@ -96,7 +96,7 @@ struct {
 
 /*
  * Per (process, tls.Conn, direction): the next sequence number, and the connection the last
- * call found (reused while it still holds: see conn_cache_valid in conn.h).
+ * call found (reused while it still holds: see resolve_conn in conn.h).
  */
 struct stream_key {
 	__u64 conn_ptr;
@@ -104,9 +104,15 @@ struct stream_key {
 	__u32 direction;
 };
 
+/* What a stream remembers of its connection between calls (see resolve_conn in conn.h). */
+struct conn_cache {
+	__u64 netfd;             /* the Go *netFD the socket was found through */
+	struct tlstap_conn conn; /* valid when kind is TLSTAP_CONN_TCP */
+};
+
 struct stream_state {
 	__u64 seq;
-	struct tlstap_conn conn;
+	struct conn_cache conn;
 };
 
 struct {
@@ -344,7 +350,6 @@ static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 d
 {
 	struct emit_ctx e = {};
 	struct stream_state *stream;
-	bool cached;
 	__u64 chunks;
 
 	if (len == 0)
@@ -361,10 +366,7 @@ static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 d
 	stream = stream_of(conn_ptr, pid_tgid >> 32, direction);
 	/* Atomic: calls on one stream may run on several CPUs at once. */
 	e.seq = stream ? __sync_fetch_and_add(&stream->seq, 1) : 0;
-	cached = resolve_conn(ctx, cookie, binary_of(cookie), conn_ptr, stream ? &stream->conn : 0, &e.conn);
-	/* Concurrent calls of one stream store the same connection, so a torn copy is harmless. */
-	if (stream && !cached && e.conn.kind == TLSTAP_CONN_TCP && e.conn.sock_id)
-		__builtin_memcpy(&stream->conn, &e.conn, sizeof(e.conn));
+	resolve_conn(ctx, cookie, binary_of(cookie), conn_ptr, stream ? &stream->conn : 0, &e.conn);
 	chunks = (len + TLSTAP_CHUNK_MAX - 1) / TLSTAP_CHUNK_MAX;
 	if (chunks > CHUNK_LOOP_MAX) {
 		count_call_loss(&e, TLSTAP_LOSS_RINGBUF_FULL, len - (__u64)CHUNK_LOOP_MAX * TLSTAP_CHUNK_MAX);

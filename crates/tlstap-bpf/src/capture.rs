@@ -30,9 +30,9 @@ pub struct CaptureOptions {
     pub uprobe_multi: bool,
     /// Attach empty programs instead (benchmarks: the cost of the traps alone).
     pub null_probes: bool,
-    /// How many slots for Reads in flight BPF uses (a power of two, at most 65536); fewer
+    /// How many slots for Reads in flight BPF uses (a power of two; None: all of them); fewer
     /// push more Reads to the hash map behind them (tests).
-    pub read_slots: u32,
+    pub read_slots: Option<u32>,
     /// Capture only processes with this command name (at most 15 bytes), filtered in BPF.
     pub comm: Option<String>,
     /// Report process exec and exit (discovery of new processes).
@@ -225,6 +225,7 @@ impl<'obj> Capture<'obj> {
         open.progs.go_tls_null_multi.set_autoload(multi && null);
         open.progs.go_tls_null_single.set_autoload(!multi && null);
         open.maps.events.set_max_entries(opts.ringbuf_bytes).map_err(Error::Open)?;
+        let all_slots = open.maps.read_slots.max_entries();
         if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
             rodata.target_tgid = opts.pid.unwrap_or(0);
             rodata.target_uid = opts.uid.unwrap_or(u32::MAX);
@@ -234,7 +235,8 @@ impl<'obj> Capture<'obj> {
                     *dst = src as i8;
                 }
             }
-            rodata.read_slot_mask = opts.read_slots.clamp(1, 65_536).next_power_of_two() - 1;
+            // The slot count is a power of two: the mask keeps the low bits of a slot's hash.
+            rodata.read_slot_mask = opts.read_slots.unwrap_or(all_slots).clamp(1, all_slots).next_power_of_two() - 1;
             rodata.report_processes = opts.report_processes;
             rodata.catch_exec = opts.report_processes && opts.catch_exec;
         }

@@ -56,7 +56,7 @@ struct Request {
     ringbuf_bytes: u32,
     dry_run: bool,
     null_probes: bool,
-    read_slots: u32,
+    read_slots: Option<u32>,
     attach_per_offset: bool,
     /// `-m pcap`: packets to a pcapng file (plaintext events only tell whose they are).
     pcap: Option<PcapRequest>,
