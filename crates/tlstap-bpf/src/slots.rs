@@ -101,3 +101,9 @@ pub fn process_exists(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Whether tlstap runs in the initial PID namespace, whose process IDs BPF reports.
+pub fn in_host_pid_namespace() -> bool {
+    // PROC_PID_INIT_INO, the inode the kernel gives the initial PID namespace.
+    std::fs::read_link("/proc/self/ns/pid").is_ok_and(|ns| ns.as_os_str() == "pid:[4026531836]")
+}
