@@ -15,7 +15,7 @@ use crate::skel::types::{
     tlstap_binary_cfg, tlstap_binary_flags, tlstap_cookie_bits, tlstap_loss_cause, tlstap_probe_kind,
 };
 use crate::skel::{TlstapSkel, TlstapSkelBuilder};
-use crate::slots::{in_host_pid_namespace, process_exists, ReadSlots};
+use crate::slots::ReadSlots;
 
 /// What the BPF side needs before load.
 #[derive(Debug, Clone)]
@@ -340,14 +340,10 @@ impl<'obj> Capture<'obj> {
         RingReader::new(&self.skel.maps.events, callback).map_err(Error::RingBuffer)
     }
 
-    /// Frees BPF's Read slots held by processes that no longer exist (they died inside a
-    /// Read); returns how many. Does nothing outside the host's PID namespace, where /proc
-    /// cannot tell whether a host process ID is alive (a live Read's slot must never go).
-    pub fn free_dead_read_slots(&self) -> usize {
-        if !in_host_pid_namespace() {
-            return 0;
-        }
-        self.read_slots.free_dead(process_exists)
+    /// Frees BPF's Read slots held by processes that `alive` says are gone (they died inside
+    /// a Read); returns how many. `alive` is asked about host process IDs, as BPF reports them.
+    pub fn free_dead_read_slots(&self, alive: impl FnMut(u32) -> bool) -> usize {
+        self.read_slots.free_dead(alive)
     }
 
     /// Sums the per-CPU loss counters.

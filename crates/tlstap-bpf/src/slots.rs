@@ -92,18 +92,3 @@ impl Drop for ReadSlots {
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
-
-/// Whether process `pid` exists (a zombie counts as gone: it runs no code).
-pub fn process_exists(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses and may hold any byte.
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => false,
-    }
-}
-
-/// Whether tlstap runs in the initial PID namespace, whose process IDs BPF reports.
-pub fn in_host_pid_namespace() -> bool {
-    // PROC_PID_INIT_INO, the inode the kernel gives the initial PID namespace.
-    std::fs::read_link("/proc/self/ns/pid").is_ok_and(|ns| ns.as_os_str() == "pid:[4026531836]")
-}

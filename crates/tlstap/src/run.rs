@@ -302,6 +302,9 @@ fn poll_until_stopped(
     let mut stopping = false;
     let mut loss_report = LossReport::new();
     let mut last_slot_sweep = Instant::now();
+    // Outside the host's PID namespace /proc cannot tell whether a host process ID is alive,
+    // and a live Read's slot must never go: no sweep there.
+    let sweep_slots = system::in_host_pid_namespace();
     loop {
         if !stopping && stop.load(Ordering::Relaxed) {
             // No new process may be held after the final read below, which continues the
@@ -342,9 +345,9 @@ fn poll_until_stopped(
         }
         p.tick(Some(Instant::now()))?;
         loss_report.maybe_report(capture);
-        if last_slot_sweep.elapsed() >= READ_SLOT_SWEEP_EVERY {
+        if sweep_slots && last_slot_sweep.elapsed() >= READ_SLOT_SWEEP_EVERY {
             last_slot_sweep = Instant::now();
-            let freed = capture.free_dead_read_slots();
+            let freed = capture.free_dead_read_slots(system::process_exists);
             if verbose && freed > 0 {
                 eprintln!("tlstap: freed {freed} BPF Read slots held by processes that exited inside a Read");
             }
