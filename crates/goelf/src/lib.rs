@@ -231,6 +231,12 @@ impl<'a> GoBinary<'a> {
         self.image.file_offset(vaddr, false)
     }
 
+    /// The lowest virtual address of an executable PT_LOAD segment: where the kernel's
+    /// `mm->start_code` points, less the load bias (Linux's ELF loader sets it so).
+    pub fn exec_segment_vaddr(&self) -> Option<u64> {
+        self.image.segments.iter().filter(|s| s.executable()).map(|s| s.vaddr).min()
+    }
+
     /// The file offset of code at `vaddr`, which must lie in an executable PT_LOAD.
     pub fn code_file_offset(&self, vaddr: u64) -> Result<u64, Error> {
         self.image.file_offset(vaddr, true)

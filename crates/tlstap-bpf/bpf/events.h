@@ -57,6 +57,18 @@ enum tlstap_cookie_bits {
 	TLSTAP_COOKIE_VADDR_SHIFT = 32,
 };
 
+/*
+ * Kernels without uprobe cookies (< 5.15): what a probe's cookie would say of its binary,
+ * value of the `binary_files` map keyed by the executable's inode number. The probe's address
+ * in the file's view is the instruction pointer less the load bias, which is the kernel's
+ * mm->start_code less `exec_vaddr`. 16 bytes, no padding.
+ */
+struct tlstap_binary_file {
+	__u32 binary_index; /* index in the `binaries` map */
+	__u32 cookie_flags; /* TLSTAP_COOKIE_STACK_ABI or 0 */
+	__u64 exec_vaddr;   /* lowest p_vaddr of the executable PT_LOAD segments */
+};
+
 /* What userspace learned from a hooked binary; value of the `binaries` array map. 40 bytes. */
 struct tlstap_binary_cfg {
 	__u64 tcp_conn_type;   /* vaddr of the *net.TCPConn type descriptor; 0 unknown */
@@ -107,7 +119,8 @@ enum tlstap_loss_cause {
 	TLSTAP_LOSS_READ_FAULT = 1,   /* the payload could not be read from user memory */
 	TLSTAP_LOSS_NO_ENTRY = 2,     /* a Read returned with no saved entry state */
 	TLSTAP_LOSS_MAP_FULL = 3,     /* entry state could not be saved */
-	TLSTAP_LOSS__COUNT = 4,
+	TLSTAP_LOSS_CALL_TOO_LARGE = 4, /* a call beyond the chunks one probe may emit: its end */
+	TLSTAP_LOSS__COUNT = 5,
 };
 
 /* One chunk of one Read/Write call. 152 bytes, no padding. */
@@ -221,6 +234,7 @@ struct tlstap_wire_types {
 	enum tlstap_binary_flags binary_flags;
 	enum tlstap_conn_kind conn_kind;
 	struct tlstap_binary_cfg binary_cfg;
+	struct tlstap_binary_file binary_file;
 	struct tlstap_conn conn;
 	struct tlstap_data_hdr data_hdr;
 	struct tlstap_secret_rec secret_rec;

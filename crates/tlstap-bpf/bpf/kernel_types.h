@@ -54,6 +54,14 @@ struct pt_regs {
 #error "tlstap's BPF programs support x86 and arm64 targets only"
 #endif
 
+/* A uprobe's context by the name the kernel gives it: a global function's context argument
+ * must be of this type (before 6.8 the kernel matches it by name). */
+#if defined(__TARGET_ARCH_x86)
+typedef struct pt_regs bpf_user_pt_regs_t;
+#else
+typedef struct user_pt_regs bpf_user_pt_regs_t;
+#endif
+
 #if defined(__TARGET_ARCH_x86)
 /* Where the FS base lives: Go < 1.17 on amd64 keeps the current goroutine just below it. */
 struct thread_struct {
@@ -62,8 +70,17 @@ struct thread_struct {
 #endif
 
 /* fd -> socket, read inside the uprobe (no kprobes on the machines tlstap must run on). */
+struct inode {
+	unsigned long i_ino;
+} __attribute__((preserve_access_index));
 struct file {
 	void *private_data;
+	struct inode *f_inode;
+} __attribute__((preserve_access_index));
+/* The executable's inode and where its code was mapped: kernels without uprobe cookies. */
+struct mm_struct {
+	struct file *exe_file;
+	unsigned long start_code;
 } __attribute__((preserve_access_index));
 
 struct fdtable {
@@ -77,6 +94,7 @@ struct files_struct {
 
 struct task_struct {
 	struct files_struct *files;
+	struct mm_struct *mm;
 #if defined(__TARGET_ARCH_x86)
 	struct thread_struct thread;
 #endif
@@ -115,6 +133,7 @@ struct socket {
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
@@ -135,4 +154,6 @@ enum {
 	BPF_F_NO_COMMON_LRU = 1U << 1,
 	BPF_F_MMAPABLE = 1U << 10,
 };
+/* bpf_perf_event_output: the buffer of the CPU the program runs on. */
+#define BPF_F_CURRENT_CPU 0xffffffffULL
 #endif /* TLSTAP_KERNEL_TYPES_H */

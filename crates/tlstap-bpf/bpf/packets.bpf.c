@@ -6,8 +6,9 @@
  * Userspace reassembles the chunks, orders packets by time, and decides which to write.
  *
  * Must stay true: the program never changes a packet nor its fate (it always returns
- * TC_ACT_UNSPEC, which is also TCX_NEXT); no unbounded loop (bpf_loop, at most
- * PACKET_CHUNKS_MAX iterations); every skb load is bounded by the record reserved for it;
+ * TC_ACT_UNSPEC, which is also TCX_NEXT); no unbounded loop (bpf_loop, or a bounded loop
+ * where the kernel lacks it: features.h; at most PACKET_CHUNKS_MAX iterations); every skb
+ * load is bounded by the record reserved for it;
  * every lost or cut packet is counted by cause.
  */
 #include "kernel_types.h"
@@ -15,6 +16,7 @@
 #include <bpf/bpf_endian.h>
 #include "events.h"
 #include "loss.h"
+#include "features.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -64,8 +66,15 @@ struct {
 	__type(value, __u64);
 } packet_loss_bytes SEC(".maps");
 
-/* Unique packet ids across CPUs. */
+/* Unique packet ids across CPUs (see next_id). */
 __u64 next_packet_id = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} packet_id_counters SEC(".maps");
 
 /* Keeps every wire type in BTF so that libbpf-cargo generates its Rust twin. Never used. */
 struct tlstap_wire_types _wire_types = {};
@@ -154,6 +163,23 @@ static long emit_chunk_cb(__u32 i, void *data)
 	return 0;
 }
 
+/*
+ * A packet's id, unique in this capture: one counter for all CPUs where the kernel has fetch
+ * atomics, else this CPU's counter under its number (TC programs run with preemption off).
+ */
+static __always_inline __u64 next_id(void)
+{
+	__u32 zero = 0;
+	__u64 *n;
+
+	if (have_fetch_atomics)
+		return __sync_fetch_and_add(&next_packet_id, 1);
+	n = bpf_map_lookup_elem(&packet_id_counters, &zero);
+	if (!n)
+		return 0;
+	return ((__u64)bpf_get_smp_processor_id() << 48) | fetch_inc(n);
+}
+
 /* True when the packet is TCP over IPv4 or IPv6 (no extension headers before TCP). */
 static __always_inline bool is_tcp(struct __sk_buff *skb)
 {
@@ -204,7 +230,7 @@ static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 		return TC_ACT_UNSPEC;
 	p.skb = skb;
 	p.ts_ns = bpf_ktime_get_ns();
-	p.id = __sync_fetch_and_add(&next_packet_id, 1);
+	p.id = next_id();
 	p.len = skb->len;
 	p.cap = p.len > TLSTAP_PACKET_CAPTURE_MAX ? TLSTAP_PACKET_CAPTURE_MAX : p.len;
 	p.direction = direction;
@@ -213,7 +239,15 @@ static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 	if (p.cap == 0)
 		return TC_ACT_UNSPEC;
 	chunks = (p.cap + TLSTAP_PACKET_CHUNK_MAX - 1) / TLSTAP_PACKET_CHUNK_MAX;
-	bpf_loop(chunks > PACKET_CHUNKS_MAX ? PACKET_CHUNKS_MAX : chunks, emit_chunk_cb, &p, 0);
+	if (chunks > PACKET_CHUNKS_MAX)
+		chunks = PACKET_CHUNKS_MAX;
+	if (have_bpf_loop) {
+		bpf_loop(chunks, emit_chunk_cb, &p, 0);
+	} else {
+		for (__u32 i = 0; i < PACKET_CHUNKS_MAX; i++)
+			if (i >= chunks || emit_chunk_cb(i, &p))
+				break;
+	}
 	if (p.failed)
 		count_loss(p.failed - 1, p.len);
 	else if (p.cap < p.len)

@@ -6,8 +6,14 @@
  * `(*tls.Conn).Read` at each of its RET instructions, using state saved at Read's entry keyed by
  * the goroutine (never uretprobes: Go moves goroutine stacks).
  *
- * Must stay true: no unbounded loop (chunks go through bpf_loop, at most CHUNK_LOOP_MAX);
- * every user read has a size the verifier can bound by the reserved record; loss is counted.
+ * Kernel paths (features.h): records go to a ring buffer, or to per-CPU perf buffers where
+ * the kernel has no ring buffer (< 5.8); chunks through bpf_loop, or a bounded loop (< 5.17);
+ * the probe's role from its cookie, or from the program attached and the executable's inode
+ * (< 5.15: go_tls_*_nocookie); fetch atomics, or per-CPU and plain updates (< 5.12).
+ *
+ * Must stay true: no unbounded loop (chunks go through bpf_loop, at most CHUNK_LOOP_MAX, or a
+ * loop of at most CHUNK_BOUNDED_MAX); every user read has a size the verifier can bound by the
+ * reserved record; loss is counted.
  */
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
@@ -16,6 +22,7 @@
 #include <bpf/bpf_endian.h>
 #include "events.h"
 #include "loss.h"
+#include "features.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -29,14 +36,53 @@ const volatile bool report_processes = false;
 const volatile bool catch_exec = false;
 /* Slots for Reads in flight in use, less one (tests set 0: every Read shares one slot). */
 const volatile __u32 read_slot_mask = 0xffff;
+/* The probe's BPF cookie says its role and binary (5.15); else see binary_files. */
+const volatile bool have_cookies = true;
+/* Records go to per-CPU perf buffers (perf_events) instead of the ring buffer (events). */
+const volatile bool use_perf_output = false;
 
 /* Enough chunks for a 1 GiB write; bpf_loop allows far more iterations than this. */
 #define CHUNK_LOOP_MAX (1u << 16)
+/* Without bpf_loop: chunks of one call emitted by a bounded loop (the verifier walks every
+ * iteration, and its queue of branches to visit holds 8192 at most); 64 MiB per call. */
+#define CHUNK_BOUNDED_MAX 4096
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 24); /* resized by userspace before load */
 } events SEC(".maps");
+
+/* Kernels without a ring buffer: one perf buffer per CPU (not created otherwise), and a
+ * per-CPU record being built (perf output copies it; these kernels run uprobe programs with
+ * preemption off, so a CPU's record is never shared by two programs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} perf_events SEC(".maps");
+
+struct perf_record {
+	struct tlstap_data_hdr h;
+	__u8 data[TLSTAP_CHUNK_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct perf_record);
+} perf_scratch SEC(".maps");
+
+/*
+ * Kernels without uprobe cookies: what a probe's cookie would say of its binary, found by the
+ * inode number of the process's executable (the file the probes are in). Filled by userspace.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct tlstap_binary_file);
+} binary_files SEC(".maps");
 
 /*
  * A Read in flight: what its entry saw, for its RET to emit. Keyed by goroutine (g) address
@@ -74,9 +120,6 @@ struct {
  * a probe's time (bench: perf of the server's core).
  */
 #define READ_SLOTS (1u << 16)
-
-/* One load, not merged with or split from others: slots are shared between CPUs. */
-#define READ_ONCE(x) (*(const volatile typeof(x) *)&(x))
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -155,8 +198,8 @@ static __always_inline __u64 next_call_id(void)
 {
 	__u32 zero = 0;
 	__u64 *counter = bpf_map_lookup_elem(&call_counters, &zero);
-	/* Atomic: a preempted program may share this CPU's counter with the next one. */
-	__u64 n = counter ? __sync_fetch_and_add(counter, 1) : 0;
+	/* Atomic where it can be: a preempted program may share this CPU's counter with the next. */
+	__u64 n = counter ? fetch_inc(counter) : 0;
 
 	return ((__u64)bpf_get_smp_processor_id() << CALL_ID_CPU_SHIFT) | (n & ((1ull << CALL_ID_CPU_SHIFT) - 1));
 }
@@ -167,6 +210,35 @@ struct tlstap_wire_types _wire_types = {};
 static __always_inline void count_loss(__u32 cause, __u64 bytes)
 {
 	add_loss(&loss_calls, &loss_bytes, cause, 1, bytes);
+}
+
+/*
+ * Room for a record of `size` bytes (a constant): in the ring buffer, or in this CPU's perf
+ * record. 0 when the ring is full. Give it to submit_record, with the bytes to send.
+ */
+static __always_inline void *reserve_record(__u64 size)
+{
+	__u32 zero = 0;
+
+	if (use_perf_output)
+		return bpf_map_lookup_elem(&perf_scratch, &zero);
+	return bpf_ringbuf_reserve(&events, size, 0);
+}
+
+/*
+ * Sends what reserve_record gave: `len` bytes of it (bounded by the verifier's view of the
+ * record), waking the reader per `wakeup` (ring buffer flags; a perf buffer wakes on each).
+ * Returns false when a perf buffer had no room (a ring record was reserved, so it fits).
+ */
+static __always_inline bool submit_record(void *ctx, void *r, __u64 len, __u64 wakeup)
+{
+	if (!use_perf_output) {
+		bpf_ringbuf_submit(r, wakeup);
+		return true;
+	}
+	if (len > sizeof(struct perf_record))
+		len = sizeof(struct perf_record);
+	return bpf_perf_event_output(ctx, &perf_events, BPF_F_CURRENT_CPU, r, len) == 0;
 }
 
 /* The state of this (process, conn, direction), created on its first call; 0 only if the
@@ -259,15 +331,18 @@ static __always_inline __u64 data_wakeup_flag(void)
 /*
  * Records are reserved in power-of-two size classes so the payload is read from user memory
  * straight into the ring (no per-CPU scratch, which a preempted uprobe could share) while a
- * small call does not hold a 16 KiB record. Returns 0, or -1 when the ring is full.
+ * small call does not hold a 16 KiB record. Returns 0, or -1 when the ring (or the perf
+ * buffer) is full.
  */
 #define DEFINE_EMIT_CLASS(CAP)                                                                 \
-	static __noinline int emit_class_##CAP(struct emit_ctx *e, __u64 off, __u64 n)         \
+	static __noinline int emit_class_##CAP(void *ctx, struct emit_ctx *e, __u64 off,       \
+					       __u64 n)                                        \
 	{                                                                                      \
 		struct {                                                                       \
 			struct tlstap_data_hdr h;                                              \
 			__u8 data[CAP];                                                        \
-		} *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);                          \
+		} *r = reserve_record(sizeof(*r));                                             \
+		__u64 sent;                                                                    \
 		if (!r)                                                                        \
 			return -1;                                                             \
 		/* The caller's bound does not reach the verifier through the call: */        \
@@ -276,12 +351,16 @@ static __always_inline __u64 data_wakeup_flag(void)
 		if (n > CAP)                                                                   \
 			n = CAP;                                                               \
 		fill_hdr(&r->h, e, off, n);                                                   \
+		sent = n;                                                                      \
 		if (bpf_probe_read_user(r->data, n, (void *)(e->src + off))) {                 \
 			r->h.chunk_len = 0;                                                    \
 			r->h.flags = TLSTAP_DATA_READ_FAULT;                                   \
 			count_call_loss(e, TLSTAP_LOSS_READ_FAULT, n);                         \
+			sent = 0;                                                              \
 		}                                                                              \
-		bpf_ringbuf_submit(r, data_wakeup_flag());                                     \
+		if (!submit_record(ctx, r, sizeof(r->h) + sent,                                \
+				   use_perf_output ? 0 : data_wakeup_flag()))                  \
+			return -1;                                                             \
 		return 0;                                                                      \
 	}
 
@@ -291,23 +370,22 @@ DEFINE_EMIT_CLASS(1024)
 DEFINE_EMIT_CLASS(4096)
 DEFINE_EMIT_CLASS(16384)
 
-static __always_inline int emit_chunk(struct emit_ctx *e, __u64 off, __u64 n)
+static __always_inline int emit_chunk(void *ctx, struct emit_ctx *e, __u64 off, __u64 n)
 {
 	if (n <= 64)
-		return emit_class_64(e, off, n);
+		return emit_class_64(ctx, e, off, n);
 	if (n <= 256)
-		return emit_class_256(e, off, n);
+		return emit_class_256(ctx, e, off, n);
 	if (n <= 1024)
-		return emit_class_1024(e, off, n);
+		return emit_class_1024(ctx, e, off, n);
 	if (n <= 4096)
-		return emit_class_4096(e, off, n);
-	return emit_class_16384(e, off, n);
+		return emit_class_4096(ctx, e, off, n);
+	return emit_class_16384(ctx, e, off, n);
 }
 
-/* bpf_loop callback: emit chunk i of the call; 1 stops the loop. */
-static long emit_chunk_cb(__u32 i, void *data)
+/* Emits chunk i of the call; 1 when the call has no chunk i. */
+static __always_inline long emit_chunk_at(void *ctx, struct emit_ctx *e, __u32 i)
 {
-	struct emit_ctx *e = data;
 	__u64 off = (__u64)i * TLSTAP_CHUNK_MAX;
 	__u64 left, n;
 
@@ -315,9 +393,86 @@ static long emit_chunk_cb(__u32 i, void *data)
 		return 1;
 	left = e->len - off;
 	n = left > TLSTAP_CHUNK_MAX ? TLSTAP_CHUNK_MAX : left;
-	if (emit_chunk(e, off, n) < 0)
+	if (emit_chunk(ctx, e, off, n) < 0)
 		count_call_loss(e, TLSTAP_LOSS_RINGBUF_FULL, n);
 	return 0;
+}
+
+/* What bpf_loop's callback gets: the probe's context (perf output needs it) and the call. */
+struct loop_arg {
+	void *ctx;
+	struct emit_ctx *e;
+};
+
+/* bpf_loop callback: emit chunk i of the call; 1 stops the loop. */
+static long emit_chunk_cb(__u32 i, void *data)
+{
+	struct loop_arg *arg = data;
+
+	return emit_chunk_at(arg->ctx, arg->e, i);
+}
+
+/*
+ * Without bpf_loop, a bounded loop emits the chunks. The verifier walks every iteration of it,
+ * and every path through an iteration: with the chunk's work inline, paths multiplied (a
+ * loss, a fault) until 256 iterations exceeded its million instructions. So each chunk is
+ * emitted by a global function, which the verifier checks once, and the call it works on is
+ * kept in this CPU's slot rather than on the stack (a global function takes no pointer to it
+ * before 5.12). `owner` is the thread that filled the slot: kernels without bpf_loop run
+ * uprobe programs with preemption off, so none other can take it meanwhile; where one could
+ * (a fallback forced on a new kernel), the chunks left are counted lost, never mixed up.
+ */
+struct bounded_call {
+	__u64 owner;
+	struct emit_ctx e;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bounded_call);
+} bounded_calls SEC(".maps");
+
+/* Emits chunk i of this CPU's bounded call: 0, 1 past the call's end, 2 when the slot is not
+ * this thread's call any more. */
+__noinline int emit_bounded_chunk(bpf_user_pt_regs_t *ctx, __u32 i)
+{
+	__u32 zero = 0;
+	struct bounded_call *call = bpf_map_lookup_elem(&bounded_calls, &zero);
+
+	if (!call || call->owner != bpf_get_current_pid_tgid())
+		return 2;
+	return emit_chunk_at(ctx, &call->e, i);
+}
+
+static __always_inline void emit_chunks_bounded(void *ctx, struct emit_ctx *e, __u64 chunks)
+{
+	__u32 zero = 0, i;
+	struct bounded_call *call = bpf_map_lookup_elem(&bounded_calls, &zero);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	if (!call) {
+		count_call_loss(e, TLSTAP_LOSS_RINGBUF_FULL, e->len);
+		return;
+	}
+	call->owner = pid_tgid;
+	__builtin_memcpy(&call->e, e, sizeof(*e));
+	for (i = 0; i < CHUNK_BOUNDED_MAX; i++) {
+		int status;
+
+		if (i >= chunks)
+			break;
+		status = emit_bounded_chunk(ctx, i);
+		if (status == 2) {
+			count_call_loss(e, TLSTAP_LOSS_RINGBUF_FULL, e->len - (__u64)i * TLSTAP_CHUNK_MAX);
+			return;
+		}
+		if (status)
+			break;
+	}
+	if (call->owner == pid_tgid)
+		call->owner = 0;
 }
 
 static __always_inline bool comm_matches(void)
@@ -350,7 +505,7 @@ static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 d
 {
 	struct emit_ctx e = {};
 	struct stream_state *stream;
-	__u64 chunks;
+	__u64 chunks, max_chunks;
 
 	if (len == 0)
 		return;
@@ -364,19 +519,27 @@ static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 d
 	e.direction = direction;
 	bpf_get_current_comm(e.comm, sizeof(e.comm));
 	stream = stream_of(conn_ptr, pid_tgid >> 32, direction);
-	/* Atomic: calls on one stream may run on several CPUs at once. */
-	e.seq = stream ? __sync_fetch_and_add(&stream->seq, 1) : 0;
+	/* Atomic where it can be: calls on one stream may run on several CPUs at once (Go itself
+	 * serialises a tls.Conn's Writes, and its Reads, just after these probes). */
+	e.seq = stream ? fetch_inc(&stream->seq) : 0;
 	resolve_conn(ctx, cookie, binary_of(cookie), conn_ptr, stream ? &stream->conn : 0, &e.conn);
 	chunks = (len + TLSTAP_CHUNK_MAX - 1) / TLSTAP_CHUNK_MAX;
-	if (chunks > CHUNK_LOOP_MAX) {
-		count_call_loss(&e, TLSTAP_LOSS_RINGBUF_FULL, len - (__u64)CHUNK_LOOP_MAX * TLSTAP_CHUNK_MAX);
-		chunks = CHUNK_LOOP_MAX;
+	max_chunks = have_bpf_loop ? CHUNK_LOOP_MAX : CHUNK_BOUNDED_MAX;
+	if (chunks > max_chunks) {
+		count_call_loss(&e, TLSTAP_LOSS_CALL_TOO_LARGE, len - max_chunks * TLSTAP_CHUNK_MAX);
+		/* call_len stays the call's size: userspace shows the call cut (truncated). */
+		chunks = max_chunks;
 	}
 	/* Most calls are one chunk: skip bpf_loop's indirect calls for them. */
-	if (chunks == 1)
-		emit_chunk_cb(0, &e);
-	else
-		bpf_loop(chunks, emit_chunk_cb, &e, 0);
+	if (chunks == 1) {
+		emit_chunk_at(ctx, &e, 0);
+	} else if (have_bpf_loop) {
+		struct loop_arg arg = { .ctx = ctx, .e = &e };
+
+		bpf_loop(chunks, emit_chunk_cb, &arg, 0);
+	} else {
+		emit_chunks_bounded(ctx, &e, chunks);
+	}
 }
 
 /* --- Probe points ---------------------------------------------------------------------- */
@@ -402,7 +565,7 @@ static __always_inline void on_keylog(struct pt_regs *ctx, bool stack_abi, __u64
 	struct tlstap_secret_rec *r;
 	bool ok;
 
-	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	r = reserve_record(sizeof(*r));
 	if (!r) {
 		count_loss(TLSTAP_LOSS_RINGBUF_FULL, label_len + cr_len + secret_len);
 		return;
@@ -421,7 +584,8 @@ static __always_inline void on_keylog(struct pt_regs *ctx, bool stack_abi, __u64
 		r->flags = TLSTAP_DATA_READ_FAULT;
 		count_loss(TLSTAP_LOSS_READ_FAULT, label_len + cr_len + secret_len);
 	}
-	bpf_ringbuf_submit(r, 0);
+	if (!submit_record(ctx, r, sizeof(*r), 0))
+		count_loss(TLSTAP_LOSS_RINGBUF_FULL, label_len + cr_len + secret_len);
 }
 
 /* func (c *Conn) Write(b []byte) (int, error): words c, b.ptr, b.len, b.cap. */
@@ -464,7 +628,8 @@ static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie, __u
 		.conn_ptr = go_arg(ctx, stack_abi, 0),
 		.buf = go_arg(ctx, stack_abi, 1),
 	};
-	struct tlstap_read_slot *slot = read_slot_of(&g);
+	/* Slots are claimed by compare-and-swap: without it, Reads take the hash map. */
+	struct tlstap_read_slot *slot = have_fetch_atomics ? read_slot_of(&g) : 0;
 
 	if (slot && g.g) {
 		__u64 owner = __sync_val_compare_and_swap(&slot->g, 0, g.g);
@@ -484,7 +649,7 @@ static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie, __u
 /* This goroutine's saved Read entry, taken out of its slot or the hash map. */
 static __always_inline bool take_read_entry(struct read_key *g, struct read_entry *saved)
 {
-	struct tlstap_read_slot *slot = read_slot_of(g);
+	struct tlstap_read_slot *slot = have_fetch_atomics ? read_slot_of(g) : 0;
 	struct read_entry *entry;
 
 	if (slot && g->g && READ_ONCE(slot->g) == g->g && READ_ONCE(slot->tgid) == g->tgid) {
@@ -520,10 +685,9 @@ static __always_inline void on_read_return(struct pt_regs *ctx, __u64 cookie, __
 		emit_call(ctx, cookie, TLSTAP_DIR_READ, saved.conn_ptr, saved.buf, n, pid_tgid);
 }
 
-/* The whole probe, shared by the two attach flavours below. */
-static __always_inline int go_tls_probe(struct pt_regs *ctx)
+/* The whole probe, shared by the attach flavours below; `cookie` as events.h defines it. */
+static __always_inline int go_tls_probe(struct pt_regs *ctx, __u64 cookie)
 {
-	__u64 cookie = bpf_get_attach_cookie(ctx);
 	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
@@ -550,23 +714,59 @@ static __always_inline int go_tls_probe(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int go_tls_multi(struct pt_regs *ctx)
 {
-	return go_tls_probe(ctx);
+	return go_tls_probe(ctx, bpf_get_attach_cookie(ctx));
 }
 
 /* One perf-event link per offset, for older kernels. Userspace loads only one of the two. */
 SEC("uprobe")
 int go_tls_single(struct pt_regs *ctx)
 {
-	return go_tls_probe(ctx);
+	return go_tls_probe(ctx, bpf_get_attach_cookie(ctx));
 }
+
+/*
+ * Kernels without cookies (< 5.15): the cookie this probe would have, rebuilt from its role
+ * (the program attached there) and its binary, found by the executable's inode. 0 (no role)
+ * when the executable is not a hooked binary (a binary mapped some other way).
+ */
+static __always_inline __u64 cookie_of_file(struct pt_regs *ctx, __u32 kind)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct tlstap_binary_file *file;
+	__u64 ino = BPF_CORE_READ(task, mm, exe_file, f_inode, i_ino);
+	__u64 start_code = BPF_CORE_READ(task, mm, start_code);
+	__u64 vaddr;
+
+	file = bpf_map_lookup_elem(&binary_files, &ino);
+	if (!file)
+		return 0;
+	vaddr = PT_REGS_IP(ctx) - (start_code - file->exec_vaddr);
+	if (vaddr >> 32)
+		vaddr = 0; /* as a cookie says it: connections are then not resolved */
+	return kind | file->cookie_flags |
+	       ((__u64)(file->binary_index & TLSTAP_COOKIE_BINARY_MASK) << TLSTAP_COOKIE_BINARY_SHIFT) |
+	       (vaddr << TLSTAP_COOKIE_VADDR_SHIFT);
+}
+
+#define DEFINE_NOCOOKIE_PROBE(NAME, KIND)                                                      \
+	SEC("uprobe")                                                                          \
+	int go_tls_##NAME##_nocookie(struct pt_regs *ctx)                                      \
+	{                                                                                      \
+		return go_tls_probe(ctx, cookie_of_file(ctx, KIND));                           \
+	}
+
+DEFINE_NOCOOKIE_PROBE(write, TLSTAP_PROBE_WRITE_ENTRY)
+DEFINE_NOCOOKIE_PROBE(read_entry, TLSTAP_PROBE_READ_ENTRY)
+DEFINE_NOCOOKIE_PROBE(read_ret, TLSTAP_PROBE_READ_RET)
+DEFINE_NOCOOKIE_PROBE(keylog, TLSTAP_PROBE_KEYLOG)
 
 /* --- Processes (discovery) -------------------------------------------------------------- */
 
 #define SIGSTOP 19
 
-static __always_inline void emit_proc(__u32 kind, __u64 pid_tgid, bool hold)
+static __always_inline void emit_proc(void *ctx, __u32 kind, __u64 pid_tgid, bool hold)
 {
-	struct tlstap_proc_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	struct tlstap_proc_rec *r = reserve_record(sizeof(*r));
 
 	if (!r) {
 		count_loss(TLSTAP_LOSS_RINGBUF_FULL, 0);
@@ -579,10 +779,15 @@ static __always_inline void emit_proc(__u32 kind, __u64 pid_tgid, bool hold)
 	r->uid = (__u32)bpf_get_current_uid_gid();
 	r->held = hold;
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	/* Stopped only once its record is sent: never a process userspace will not hear of. */
+	if (!submit_record(ctx, r, sizeof(*r), hold ? BPF_RB_FORCE_WAKEUP : 0)) {
+		count_loss(TLSTAP_LOSS_RINGBUF_FULL, 0);
+		return;
+	}
+	/* A held process waits for this record: it woke the reader (see WAKEUP_BYTES). The
+	 * signal is delivered on the way back to user space, after the submit above. */
 	if (hold)
 		bpf_send_signal(SIGSTOP);
-	/* A held process waits for this record: wake the reader now (see WAKEUP_BYTES). */
-	bpf_ringbuf_submit(r, hold ? BPF_RB_FORCE_WAKEUP : 0);
 }
 
 /* Raw tracepoints: attached by name, no tracefs mount needed. */
@@ -593,7 +798,7 @@ int on_exec(void *ctx)
 
 	if (!report_processes || !wanted(pid_tgid))
 		return 0;
-	emit_proc(TLSTAP_RECORD_EXEC, pid_tgid, catch_exec);
+	emit_proc(ctx, TLSTAP_RECORD_EXEC, pid_tgid, catch_exec);
 	return 0;
 }
 
@@ -605,7 +810,7 @@ int on_exit(void *ctx)
 	/* Only the thread-group leader's exit ends the process. */
 	if (!report_processes || (__u32)pid_tgid != (pid_tgid >> 32))
 		return 0;
-	emit_proc(TLSTAP_RECORD_EXIT, pid_tgid, false);
+	emit_proc(ctx, TLSTAP_RECORD_EXIT, pid_tgid, false);
 	return 0;
 }
 

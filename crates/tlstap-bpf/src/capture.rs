@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use libbpf_rs::skel::{OpenSkel as _, SkelBuilder as _};
 use libbpf_rs::{Link, MapCore as _, MapFlags, OpenObject, UprobeMultiOpts, UprobeOpts};
 
+use crate::features::{Feature, KernelFeatures};
 use crate::ring::RingReader;
 use crate::skel::types::{
-    tlstap_binary_cfg, tlstap_binary_flags, tlstap_cookie_bits, tlstap_loss_cause, tlstap_probe_kind,
+    tlstap_binary_cfg, tlstap_binary_file, tlstap_binary_flags, tlstap_cookie_bits, tlstap_loss_cause,
+    tlstap_probe_kind,
 };
 use crate::skel::{TlstapSkel, TlstapSkelBuilder};
 use crate::slots::ReadSlots;
@@ -26,8 +28,10 @@ pub struct CaptureOptions {
     pub pid: Option<u32>,
     /// Capture only processes of this user id, filtered in BPF.
     pub uid: Option<u32>,
-    /// Attach one uprobe_multi link per binary (kernel ≥ 6.6) instead of one link per offset.
-    pub uprobe_multi: bool,
+    /// What the kernel can do (probed), less what tests disable: decides every path.
+    pub features: KernelFeatures,
+    /// A BTF file of the running kernel, for kernels without their own (`--btf`).
+    pub btf_file: Option<PathBuf>,
     /// Attach empty programs instead (benchmarks: the cost of the traps alone).
     pub null_probes: bool,
     /// How many slots for Reads in flight BPF uses (a power of two; None: all of them); fewer
@@ -108,6 +112,9 @@ pub struct BinaryConfig {
     pub conn_layout: Option<ConnLayout>,
     /// Stack ABI on amd64: g is this far below the FS base (0: the usual 8).
     pub g_below_fs: u32,
+    /// The lowest address of an executable segment (kernels without cookies: BPF derives a
+    /// PIE's load bias from it and the kernel's `mm->start_code`).
+    pub exec_vaddr: u64,
 }
 
 impl BinaryConfig {
@@ -159,6 +166,39 @@ pub enum Error {
     RingBuffer(#[source] std::io::Error),
     #[error("mapping the slots for Reads in flight")]
     ReadSlots(#[source] std::io::Error),
+    #[error("reading {}", binary.display())]
+    Stat {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{} has the inode number of {}, hooked already: on kernels without uprobe cookies binaries are told apart by it",
+        binary.display(), other.display()
+    )]
+    SameInode { binary: PathBuf, other: PathBuf },
+}
+
+/// How probes are attached, by what the kernel has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachPath {
+    /// One uprobe_multi link per binary, the role in each offset's cookie (≥ 6.6).
+    Multi,
+    /// A perf-event link per offset, the role in its cookie (≥ 5.15).
+    PerOffset,
+    /// A perf-event link per offset, a program per role, the binary found by inode.
+    PerRole,
+}
+
+impl AttachPath {
+    pub fn for_features(features: &KernelFeatures) -> Self {
+        // uprobe_multi links carry their roles in cookies only.
+        match (features.has(Feature::Cookies), features.has(Feature::UprobeMulti)) {
+            (true, true) => AttachPath::Multi,
+            (true, false) => AttachPath::PerOffset,
+            (false, _) => AttachPath::PerRole,
+        }
+    }
 }
 
 /// Bytes and calls lost, by cause, as counted in BPF.
@@ -175,6 +215,7 @@ pub fn loss_cause_name(cause: tlstap_loss_cause) -> &'static str {
         tlstap_loss_cause::TLSTAP_LOSS_READ_FAULT => "read_fault",
         tlstap_loss_cause::TLSTAP_LOSS_NO_ENTRY => "no_entry_state",
         tlstap_loss_cause::TLSTAP_LOSS_MAP_FULL => "map_full",
+        tlstap_loss_cause::TLSTAP_LOSS_CALL_TOO_LARGE => "call_too_large",
         _ => "unknown",
     }
 }
@@ -189,7 +230,15 @@ pub struct Capture<'obj> {
     /// Indexes in the `binaries` map released by detach, reused first.
     free_binaries: Vec<u32>,
     skel: TlstapSkel<'obj>,
-    uprobe_multi: bool,
+    attach_path: AttachPath,
+    /// Records come through perf buffers (no ring buffer).
+    perf_output: bool,
+    /// Perf buffer samples the kernel dropped (no room), shared with the reader.
+    perf_lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Inode number of each binary hooked on the PerRole path, by binary index.
+    inodes: HashMap<u32, (u64, PathBuf)>,
+    /// Per-CPU perf buffer size in pages (a power of two).
+    perf_pages: usize,
     null_probes: bool,
     /// Index of the next binary in the `binaries` map.
     next_binary: u32,
@@ -217,13 +266,35 @@ impl std::fmt::Debug for Capture<'_> {
 impl<'obj> Capture<'obj> {
     /// Opens and loads the BPF object. `storage` holds libbpf's object for the capture's life.
     pub fn load(storage: &'obj mut MaybeUninit<OpenObject>, opts: &CaptureOptions) -> Result<Self, Error> {
-        let mut open = TlstapSkelBuilder::default().open(storage).map_err(Error::Open)?;
-        // Only the program of the attach flavour in use is loaded.
-        let (multi, null) = (opts.uprobe_multi, opts.null_probes);
+        let mut builder = TlstapSkelBuilder::default();
+        if let Some(btf) = &opts.btf_file {
+            builder.object_builder_mut().btf_custom_path(btf).map_err(Error::Open)?;
+        }
+        let mut open = builder.open(storage).map_err(Error::Open)?;
+        let features = &opts.features;
+        let attach_path = AttachPath::for_features(features);
+        // Only the programs of the attach path in use are loaded.
+        let null = opts.null_probes;
+        let multi = attach_path == AttachPath::Multi;
+        let per_role = attach_path == AttachPath::PerRole;
         open.progs.go_tls_multi.set_autoload(multi && !null);
-        open.progs.go_tls_single.set_autoload(!multi && !null);
+        open.progs.go_tls_single.set_autoload(attach_path == AttachPath::PerOffset && !null);
+        for prog in [
+            &mut open.progs.go_tls_write_nocookie,
+            &mut open.progs.go_tls_read_entry_nocookie,
+            &mut open.progs.go_tls_read_ret_nocookie,
+            &mut open.progs.go_tls_keylog_nocookie,
+        ] {
+            prog.set_autoload(per_role && !null);
+        }
         open.progs.go_tls_null_multi.set_autoload(multi && null);
         open.progs.go_tls_null_single.set_autoload(!multi && null);
+        // Records go through the ring buffer or perf buffers; the other's maps are not made
+        // (the programs' references to them sit on paths the verifier never takes).
+        let perf_output = !features.has(Feature::RingBuffer);
+        open.maps.events.set_autocreate(!perf_output).map_err(Error::Open)?;
+        open.maps.perf_events.set_autocreate(perf_output).map_err(Error::Open)?;
+        open.maps.perf_scratch.set_autocreate(perf_output).map_err(Error::Open)?;
         open.maps.events.set_max_entries(opts.ringbuf_bytes).map_err(Error::Open)?;
         let all_slots = open.maps.read_slots.max_entries();
         if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
@@ -239,6 +310,10 @@ impl<'obj> Capture<'obj> {
             rodata.read_slot_mask = opts.read_slots.unwrap_or(all_slots).clamp(1, all_slots).next_power_of_two() - 1;
             rodata.report_processes = opts.report_processes;
             rodata.catch_exec = opts.report_processes && opts.catch_exec;
+            rodata.have_bpf_loop = features.has(Feature::BpfLoop);
+            rodata.have_fetch_atomics = features.has(Feature::FetchAtomics);
+            rodata.have_cookies = !per_role;
+            rodata.use_perf_output = perf_output;
         }
         let skel = open.load().map_err(|source| Error::Load { hint: load_hint(&source), source })?;
         let read_slots = ReadSlots::map(&skel.maps.read_slots.as_fd(), skel.maps.read_slots.max_entries() as usize)
@@ -254,7 +329,11 @@ impl<'obj> Capture<'obj> {
             _process_links: process_links,
             free_binaries: Vec::new(),
             skel,
-            uprobe_multi: opts.uprobe_multi,
+            attach_path,
+            perf_output,
+            perf_lost: Default::default(),
+            inodes: HashMap::new(),
+            perf_pages: perf_pages(opts.ringbuf_bytes),
             null_probes: opts.null_probes,
             next_binary: 0,
             read_slots,
@@ -299,8 +378,11 @@ impl<'obj> Capture<'obj> {
             .map_err(|source| Error::Configure { binary: binary.to_path_buf(), source })?;
 
         let error = |source| Error::Attach { binary: binary.to_path_buf(), probes: probes.len(), source };
+        if self.attach_path == AttachPath::PerRole {
+            self.register_inode(index, binary, probes, config)?;
+        }
         let progs = &self.skel.progs;
-        if self.uprobe_multi {
+        if self.attach_path == AttachPath::Multi {
             let offsets = probes.iter().map(|p| p.file_offset as usize).collect();
             let cookies = probes.iter().map(|p| p.cookie(index)).collect();
             let opts = UprobeMultiOpts { offsets, cookies, ..Default::default() };
@@ -308,10 +390,17 @@ impl<'obj> Capture<'obj> {
             let link = prog.attach_uprobe_multi_with_opts(-1, binary, "", opts).map_err(error)?;
             self.links.insert(index, vec![link]);
         } else {
-            let prog = if self.null_probes { &progs.go_tls_null_single } else { &progs.go_tls_single };
             // All or nothing: links made before a failure drop with this vector.
             let mut links = Vec::with_capacity(probes.len());
             for probe in probes {
+                let prog = match (self.null_probes, self.attach_path, probe.kind) {
+                    (true, _, _) => &progs.go_tls_null_single,
+                    (false, AttachPath::PerRole, ProbeKind::WriteEntry) => &progs.go_tls_write_nocookie,
+                    (false, AttachPath::PerRole, ProbeKind::ReadEntry) => &progs.go_tls_read_entry_nocookie,
+                    (false, AttachPath::PerRole, ProbeKind::ReadReturn) => &progs.go_tls_read_ret_nocookie,
+                    (false, AttachPath::PerRole, ProbeKind::Keylog) => &progs.go_tls_keylog_nocookie,
+                    (false, _, _) => &progs.go_tls_single,
+                };
                 let opts = UprobeOpts { cookie: probe.cookie(index), ..Default::default() };
                 let link = prog.attach_uprobe_with_opts(-1, binary, probe.file_offset as usize, opts).map_err(error)?;
                 links.push(link);
@@ -327,16 +416,67 @@ impl<'obj> Capture<'obj> {
         self._process_links.clear();
     }
 
+    /// Kernels without cookies: BPF finds the binary by its executable's inode number.
+    fn register_inode(
+        &mut self,
+        index: u32,
+        binary: &Path,
+        probes: &[ProbeSpec],
+        config: BinaryConfig,
+    ) -> Result<(), Error> {
+        use std::os::unix::fs::MetadataExt as _;
+        let ino =
+            std::fs::metadata(binary).map_err(|source| Error::Stat { binary: binary.to_path_buf(), source })?.ino();
+        if let Some((_, other)) = self.inodes.iter().find(|(&i, (n, _))| i != index && *n == ino).map(|(_, v)| v) {
+            return Err(Error::SameInode { binary: binary.to_path_buf(), other: other.clone() });
+        }
+        let stack_abi = probes.first().is_some_and(|p| p.stack_abi);
+        let file = tlstap_binary_file {
+            binary_index: index,
+            cookie_flags: if stack_abi { tlstap_cookie_bits::TLSTAP_COOKIE_STACK_ABI.0 } else { 0 },
+            exec_vaddr: config.exec_vaddr,
+        };
+        // SAFETY: tlstap_binary_file is repr(C), fully initialised above and, per events.h,
+        // free of padding, so all of its bytes are initialised; the slice lives only here.
+        let value = unsafe {
+            std::slice::from_raw_parts(
+                (&file as *const tlstap_binary_file).cast::<u8>(),
+                size_of::<tlstap_binary_file>(),
+            )
+        };
+        self.skel
+            .maps
+            .binary_files
+            .update(&ino.to_ne_bytes(), value, MapFlags::ANY)
+            .map_err(|source| Error::Configure { binary: binary.to_path_buf(), source })?;
+        self.inodes.insert(index, (ino, binary.to_path_buf()));
+        Ok(())
+    }
+
     /// Detaches a binary's probes (its processes are no longer captured).
     pub fn detach(&mut self, handle: BinaryHandle) {
         if self.links.remove(&handle.index).is_some() {
             self.free_binaries.push(handle.index);
         }
+        if let Some((ino, _)) = self.inodes.remove(&handle.index) {
+            // Gone already is fine: nothing else removes it.
+            let _ = self.skel.maps.binary_files.delete(&ino.to_ne_bytes());
+        }
+    }
+
+    /// How probes are attached on this kernel.
+    pub fn attach_path(&self) -> AttachPath {
+        self.attach_path
     }
 
     /// A handle of its own on the ring buffer the records arrive in, so that reading it does
     /// not borrow the capture (which attaches and detaches meanwhile).
     pub fn reader<'cb>(&self, callback: impl FnMut(&[u8]) -> i32 + 'cb) -> Result<RingReader<'cb>, Error> {
+        if self.perf_output {
+            let lost = std::sync::Arc::clone(&self.perf_lost);
+            return RingReader::perf(&self.skel.maps.perf_events, self.perf_pages, callback, lost)
+                .map_err(Error::RingBuffer);
+        }
         RingReader::new(&self.skel.maps.events, callback).map_err(Error::RingBuffer)
     }
 
@@ -353,14 +493,22 @@ impl<'obj> Capture<'obj> {
             let key = index.to_ne_bytes();
             let calls = sum_percpu(self.skel.maps.loss_calls.lookup_percpu(&key, MapFlags::ANY));
             let bytes = sum_percpu(self.skel.maps.loss_bytes.lookup_percpu(&key, MapFlags::ANY));
-            by_cause.push((
-                loss_cause_name(tlstap_loss_cause(index)),
-                calls.map_err(Error::Counters)?,
-                bytes.map_err(Error::Counters)?,
-            ));
+            let mut calls = calls.map_err(Error::Counters)?;
+            if tlstap_loss_cause(index) == tlstap_loss_cause::TLSTAP_LOSS_RINGBUF_FULL {
+                // A perf buffer without room drops the sample in the kernel, after BPF sent it.
+                calls += self.perf_lost.load(std::sync::atomic::Ordering::Relaxed);
+            }
+            by_cause.push((loss_cause_name(tlstap_loss_cause(index)), calls, bytes.map_err(Error::Counters)?));
         }
         Ok(LossCounts { by_cause })
     }
+}
+
+/// Per-CPU perf buffer pages: the ring buffer's size shared out among the CPUs, a power of two
+/// of at least 64 KiB each.
+fn perf_pages(ringbuf_bytes: u32) -> usize {
+    let cpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
+    (ringbuf_bytes as usize / 4096 / cpus).max(16).next_power_of_two()
 }
 
 fn sum_percpu(values: libbpf_rs::Result<Option<Vec<Vec<u8>>>>) -> libbpf_rs::Result<u64> {

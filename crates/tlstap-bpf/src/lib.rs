@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod clock;
+pub mod features;
 pub mod packets;
 pub mod ring;
 pub mod slots;
@@ -40,7 +41,8 @@ pub mod packets_skel {
 }
 
 pub use capture::{
-    configure_libbpf_logging, BinaryConfig, BinaryHandle, Capture, CaptureOptions, ConnLayout, Error, LossCounts,
-    ProbeKind, ProbeSpec,
+    configure_libbpf_logging, AttachPath, BinaryConfig, BinaryHandle, Capture, CaptureOptions, ConnLayout, Error,
+    LossCounts, ProbeKind, ProbeSpec,
 };
+pub use features::{Feature, KernelFeatures, MissingFeatures};
 pub use ring::RingReader;

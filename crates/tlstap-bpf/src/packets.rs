@@ -4,6 +4,7 @@
 //! dropping [`PacketCapture`] detaches everything before the object is unloaded.
 //! Knows nothing of flows, processes or files: that is the binary's pcap mode.
 
+use crate::features::{Feature, KernelFeatures};
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::AsFd as _;
@@ -38,8 +39,10 @@ pub struct PacketOptions {
     pub tcp_only: bool,
     /// Bytes before the IP header: 14 on Ethernet (and `lo`), 0 on raw-IP interfaces.
     pub l2_len: u32,
-    /// Try tcx first (false: clsact only, as on kernels before 6.6).
-    pub tcx: bool,
+    /// What the kernel can do: tcx or clsact, bpf_loop or a bounded loop, atomics or not.
+    pub features: KernelFeatures,
+    /// A BTF file of the running kernel, for kernels without their own (`--btf`).
+    pub btf_file: Option<std::path::PathBuf>,
 }
 
 /// How the program was attached.
@@ -55,6 +58,8 @@ pub enum TcAttach {
 pub enum PacketError {
     #[error("opening the packet capture BPF object")]
     Open(#[source] libbpf_rs::Error),
+    #[error("pcap mode needs a BPF ring buffer (Linux 5.8; RHEL 8.2), which this kernel lacks")]
+    NoRingBuffer,
     #[error("loading the packet capture BPF program into the kernel")]
     Load(#[source] libbpf_rs::Error),
     #[error("attaching the packet capture to interface index {ifindex} (tcx: {tcx}; clsact)")]
@@ -118,18 +123,28 @@ impl<'obj> PacketCapture<'obj> {
     /// Loads the program and attaches it to the interface. `storage` holds libbpf's object for
     /// the capture's life.
     pub fn start(storage: &'obj mut MaybeUninit<OpenObject>, opts: &PacketOptions) -> Result<Self, PacketError> {
-        let mut open = PacketsSkelBuilder::default().open(storage).map_err(PacketError::Open)?;
+        if !opts.features.has(Feature::RingBuffer) {
+            return Err(PacketError::NoRingBuffer);
+        }
+        let mut builder = PacketsSkelBuilder::default();
+        if let Some(btf) = &opts.btf_file {
+            builder.object_builder_mut().btf_custom_path(btf).map_err(PacketError::Open)?;
+        }
+        let mut open = builder.open(storage).map_err(PacketError::Open)?;
         open.maps.packets.set_max_entries(opts.ringbuf_bytes).map_err(PacketError::Open)?;
         let syn_pids = syn_pids_supported();
         if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
             rodata.tcp_only = opts.tcp_only;
             rodata.l2_len = opts.l2_len;
             rodata.syn_pids = syn_pids;
+            rodata.have_bpf_loop = opts.features.has(Feature::BpfLoop);
+            rodata.have_fetch_atomics = opts.features.has(Feature::FetchAtomics);
         }
         let skel = open.load().map_err(PacketError::Load)?;
         let mut capture =
             PacketCapture { links: Vec::new(), filters: Vec::new(), _qdisc: None, skel, attach: TcAttach::Tcx };
-        let tcx = if opts.tcx { capture.attach_tcx(opts) } else { Err(io::Error::other("not tried")) };
+        let tcx =
+            if opts.features.has(Feature::Tcx) { capture.attach_tcx(opts) } else { Err(io::Error::other("not tried")) };
         if let Err(tcx) = tcx {
             capture.links.clear();
             capture.attach_clsact(opts).map_err(|source| PacketError::Attach { ifindex: opts.ifindex, tcx, source })?;
@@ -339,9 +354,11 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).contains("clsact")
     }
 
-    /// Loads the program, attaches it to `lo` and sees a datagram of its own making: with tcx,
-    /// with a clsact qdisc it creates (and removes), and with one that was there (and stays).
-    /// One test, so the three never share `lo` at once. Needs root: skips without it.
+    /// Loads the program, attaches it to `lo` and sees a datagram of its own making, 40 KB so
+    /// that it spans three chunks: with tcx (where the kernel has it), with a clsact qdisc it
+    /// creates (and removes), with one that was there (and stays), and without bpf_loop and
+    /// fetch atomics (the bounded loop and per-CPU ids). One test, so they never share `lo` at
+    /// once. Needs root: skips without it.
     #[test]
     fn captures_on_lo_with_tcx_and_clsact() {
         // SAFETY: geteuid has no preconditions and cannot fail.
@@ -353,7 +370,15 @@ mod tests {
         }
         let tc = |args: &[&str]| assert!(std::process::Command::new("tc").args(args).status().unwrap().success());
         assert!(!clsact_on_lo(), "lo already has a clsact qdisc");
-        for (tcx, preexisting) in [(true, false), (false, false), (false, true)] {
+        let kernel = KernelFeatures::probe();
+        let old = [Feature::Tcx, Feature::BpfLoop, Feature::FetchAtomics];
+        for (features, preexisting) in [
+            (kernel, false),
+            (kernel.without(&[Feature::Tcx]), false),
+            (kernel.without(&[Feature::Tcx]), true),
+            (kernel.without(&old), false),
+        ] {
+            let tcx = features.has(Feature::Tcx);
             if preexisting {
                 tc(&["qdisc", "add", "dev", "lo", "clsact"]);
             }
@@ -364,14 +389,17 @@ mod tests {
                 egress: true,
                 tcp_only: false,
                 l2_len: 14,
-                tcx,
+                features,
+                btf_file: None,
             };
             let mut storage = MaybeUninit::uninit();
             let capture = PacketCapture::start(&mut storage, &opts).unwrap();
             let expected = if tcx { TcAttach::Tcx } else { TcAttach::Clsact { created_qdisc: !preexisting } };
             assert_eq!(capture.attach_kind(), expected);
             let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            socket.send_to(b"tlstap-packet-test", socket.local_addr().unwrap()).unwrap();
+            let mut datagram = vec![b'.'; 40_000];
+            datagram[40_000 - 18..].copy_from_slice(b"tlstap-packet-test");
+            socket.send_to(&datagram, socket.local_addr().unwrap()).unwrap();
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let (mut seen, mut syn_pids) = (0, Vec::new());
@@ -385,7 +413,7 @@ mod tests {
                 .unwrap()
                 .consume()
                 .unwrap();
-            assert_eq!(seen, 1, "the datagram once (egress only), tcx {tcx}");
+            assert_eq!(seen, 1, "the datagram's end once (egress only), {features:?}");
             if syn_pids_supported() {
                 assert_eq!(syn_pids, [std::process::id()], "only the SYN names its process");
             }

@@ -1,20 +1,31 @@
-//! Reading a BPF ring buffer through a callback: the one place outside this crate's loaders
-//! where userspace meets libbpf's ring API, so the crates above never depend on libbpf-rs.
+//! Reading a BPF ring buffer (or, on kernels without one, per-CPU perf buffers) through a
+//! callback: the one place outside this crate's loaders where userspace meets libbpf's ring
+//! API, so the crates above never depend on libbpf-rs.
 //!
 //! Must stay true: a wait cut short by a signal is not an error (Ctrl-C is how captures end);
 //! the map's descriptor lives as long as the reader.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use libbpf_rs::{ErrorKind, MapHandle, MapImpl, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{ErrorKind, MapCore, MapHandle, MapImpl, PerfBuffer, PerfBufferBuilder, RingBuffer, RingBufferBuilder};
 
 /// Reads records of one ring buffer map, calling `callback` for each: 0 goes on, a negative
-/// value stops the current read early (the records after it stay for the next one).
+/// value stops the current read early (the records after it stay for the next one; perf
+/// buffers cannot stop early: the callback sees the rest too).
 pub struct RingReader<'cb> {
-    ring: RingBuffer<'cb>,
-    /// The map's own descriptor, kept open while the ring is read.
-    _map: MapHandle,
+    source: Source<'cb>,
+}
+
+enum Source<'cb> {
+    Ring {
+        ring: RingBuffer<'cb>,
+        /// The map's own descriptor, kept open while the ring is read.
+        _map: MapHandle,
+    },
+    Perf(PerfBuffer<'cb>),
 }
 
 impl std::fmt::Debug for RingReader<'_> {
@@ -33,18 +44,45 @@ impl<'cb> RingReader<'cb> {
         let mut builder = RingBufferBuilder::new();
         builder.add(&map, callback).map_err(io::Error::other)?;
         let ring = builder.build().map_err(io::Error::other)?;
-        Ok(RingReader { ring, _map: map })
+        Ok(RingReader { source: Source::Ring { ring, _map: map } })
+    }
+
+    /// A reader of a BPF_MAP_TYPE_PERF_EVENT_ARRAY with `pages` pages per CPU; samples the
+    /// kernel dropped for want of room are added to `lost`.
+    pub(crate) fn perf<M: MapCore>(
+        map: &M,
+        pages: usize,
+        mut callback: impl FnMut(&[u8]) -> i32 + 'cb,
+        lost: Arc<AtomicU64>,
+    ) -> io::Result<Self> {
+        let perf = PerfBufferBuilder::new(map)
+            .pages(pages)
+            .sample_cb(move |_cpu, data: &[u8]| {
+                callback(data);
+            })
+            .lost_cb(move |_cpu, n| {
+                lost.fetch_add(n, Ordering::Relaxed);
+            })
+            .build()
+            .map_err(io::Error::other)?;
+        Ok(RingReader { source: Source::Perf(perf) })
     }
 
     /// Waits up to `timeout` for records and reads them. libbpf reads nothing when the wait
     /// times out: call [`RingReader::consume`] after it when records may wait unannounced.
     pub fn poll(&self, timeout: Duration) -> io::Result<()> {
-        quiet_if_interrupted(self.ring.poll(timeout))
+        quiet_if_interrupted(match &self.source {
+            Source::Ring { ring, .. } => ring.poll(timeout),
+            Source::Perf(perf) => perf.poll(timeout),
+        })
     }
 
     /// Reads every record there, without waiting.
     pub fn consume(&self) -> io::Result<()> {
-        quiet_if_interrupted(self.ring.consume())
+        quiet_if_interrupted(match &self.source {
+            Source::Ring { ring, .. } => ring.consume(),
+            Source::Perf(perf) => perf.consume(),
+        })
     }
 }
 

@@ -17,7 +17,7 @@ mod writer;
 use std::collections::HashSet;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -66,7 +66,12 @@ pub struct PcapMode {
 impl PcapMode {
     /// Checks the interface and filter, creates the file (0600), and starts capturing packets
     /// (returns once the TC program is attached).
-    pub fn start(request: &PcapRequest, ringbuf_bytes: u32) -> Result<PcapMode> {
+    pub fn start(
+        request: &PcapRequest,
+        ringbuf_bytes: u32,
+        features: tlstap_bpf::KernelFeatures,
+        btf_file: Option<&Path>,
+    ) -> Result<PcapMode> {
         tlstap_bpf::configure_libbpf_logging();
         let iface = Interface::resolve(&request.ifname)?;
         let filter = request.filter.as_deref().map(|f| PacketFilter::compile(f, iface.link.dlt)).transpose()?;
@@ -93,6 +98,8 @@ impl PcapMode {
             uid: request.uid,
             ringbuf_bytes,
             wall_offset: tlstap_bpf::clock::monotonic_to_wall_offset(),
+            features,
+            btf_file: btf_file.map(Path::to_path_buf),
         };
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();

@@ -76,6 +76,8 @@ pub struct Setup {
     pub uid: Option<u32>,
     pub ringbuf_bytes: u32,
     pub wall_offset: u64,
+    pub features: tlstap_bpf::KernelFeatures,
+    pub btf_file: Option<std::path::PathBuf>,
 }
 
 /// Chunks from the ring callback, joined.
@@ -88,7 +90,7 @@ struct Incoming {
 
 /// The thread's body. Reports readiness (or why it could not start) on `ready` first.
 pub fn run(setup: Setup, rx: &Receiver<Msg>, ready: Sender<Result<(), String>>) -> Result<(), String> {
-    let Setup { iface, writer, filter, all, pid, uid, ringbuf_bytes, wall_offset } = setup;
+    let Setup { iface, writer, filter, all, pid, uid, ringbuf_bytes, wall_offset, features, btf_file } = setup;
     let opts = PacketOptions {
         ifindex: iface.index,
         ringbuf_bytes,
@@ -96,7 +98,8 @@ pub fn run(setup: Setup, rx: &Receiver<Msg>, ready: Sender<Result<(), String>>) 
         egress: true,
         tcp_only: !all,
         l2_len: iface.link.l2_len,
-        tcx: true,
+        features,
+        btf_file,
     };
     let mut storage = MaybeUninit::uninit();
     let capture = match PacketCapture::start(&mut storage, &opts) {

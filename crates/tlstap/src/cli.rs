@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tlstap_bpf::Feature;
 
 #[derive(Debug, Parser)]
 #[command(name = "tlstap", version, about = "Show the TLS plaintext and secrets of Go programs, with eBPF uprobes")]
@@ -112,9 +113,27 @@ pub struct GotlsArgs {
     pub read_slots: Option<u32>,
 
     /// Attach one uprobe link per offset even where the kernel has uprobe_multi (the path
-    /// taken on kernels before 6.6; for testing it on newer ones).
+    /// taken on kernels before 6.6; for testing it on newer ones). Same as
+    /// `--disable-feature uprobe-multi`.
     #[arg(long, hide = true)]
     pub attach_per_offset: bool,
+
+    /// BTF of the running kernel, for kernels without /sys/kernel/btf/vmlinux (e.g. a BTFHub
+    /// file for this exact kernel release).
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
+
+    /// Testing only: take the fallback path of a kernel feature the kernel has (repeatable):
+    /// ringbuf, bpf-loop, cookies, fetch-atomics, uprobe-multi, tcx, btf.
+    #[arg(long, hide = true, value_name = "FEATURE", value_parser = parse_feature)]
+    pub disable_feature: Vec<Feature>,
+}
+
+fn parse_feature(text: &str) -> Result<Feature, String> {
+    Feature::from_name(text).ok_or_else(|| {
+        let names: Vec<_> = Feature::ALL.iter().map(|f| f.name()).collect();
+        format!("one of {}", names.join(", "))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

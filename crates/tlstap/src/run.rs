@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use tlstap_bpf::{Capture, CaptureOptions, RingReader};
+use tlstap_bpf::{Capture, CaptureOptions, Feature, KernelFeatures, RingReader};
 use tlstap_core::event::{AttachEvent, Event, Stats};
 use tlstap_core::sink::Sink;
 use tlstap_pcap::{PcapMode, PcapRequest};
@@ -20,7 +20,7 @@ use crate::cli::{Format, GotlsArgs, Mode};
 use crate::discovery::Discovery;
 use crate::output::{open_keylog_sink, open_sink};
 use crate::pipeline::Pipeline;
-use crate::system::{self, Kernel};
+use crate::system;
 use crate::target::{binary_of_pid, ProbeSet, Target};
 
 /// How long one ring-buffer poll waits before the loop checks for signals and stale calls.
@@ -57,7 +57,10 @@ struct Request {
     dry_run: bool,
     null_probes: bool,
     read_slots: Option<u32>,
-    attach_per_offset: bool,
+    /// Kernel features not to use though present (tests force their fallbacks).
+    disabled_features: Vec<Feature>,
+    /// `--btf`: the running kernel's BTF, where it has none of its own.
+    btf_file: Option<PathBuf>,
     /// `-m pcap`: packets to a pcapng file (plaintext events only tell whose they are).
     pcap: Option<PcapRequest>,
 }
@@ -103,6 +106,13 @@ impl Request {
             .checked_mul(1024 * 1024)
             .filter(|b| b.is_power_of_two() && *b <= 1 << 30)
             .with_context(|| format!("--ringbuf-mb {} must be a power of two up to 1024", args.ringbuf_mib))?;
+        let mut disabled_features = args.disable_feature;
+        if args.attach_per_offset {
+            disabled_features.push(Feature::UprobeMulti);
+        }
+        if let Some(btf) = &args.btf {
+            std::fs::File::open(btf).with_context(|| format!("cannot read the BTF file {}", btf.display()))?;
+        }
         Ok(Request {
             scope,
             comm: args.comm,
@@ -120,7 +130,8 @@ impl Request {
             dry_run: args.dry_run,
             null_probes: args.null_probes,
             read_slots: args.read_slots,
-            attach_per_offset: args.attach_per_offset,
+            disabled_features,
+            btf_file: args.btf,
             pcap,
         })
     }
@@ -138,13 +149,27 @@ pub fn gotls(args: GotlsArgs) -> Result<()> {
     };
     if let Some(target) = &target {
         if request.dry_run {
-            return print_plan(target).or_else(quiet_if_broken_pipe);
+            // Probing the kernel loads test programs: root only. Without, the plan says so.
+            let features = system::check_privileges().ok().map(|()| kernel_features(&request));
+            return print_plan(target, features.as_ref()).or_else(quiet_if_broken_pipe);
         }
         target.check_runnable()?;
     }
     system::check_privileges()?;
-    let kernel = Kernel::detect()?;
-    let pcap = request.pcap.as_ref().map(|p| PcapMode::start(p, request.ringbuf_bytes)).transpose()?;
+    let features = kernel_features(&request);
+    if let Some(missing) = features.missing_required(request.btf_file.as_deref()) {
+        bail!(missing);
+    }
+    if request.verbose {
+        for line in features.paths() {
+            eprintln!("tlstap: kernel path: {line}");
+        }
+    }
+    let pcap = request
+        .pcap
+        .as_ref()
+        .map(|p| PcapMode::start(p, request.ringbuf_bytes, features, request.btf_file.as_deref()))
+        .transpose()?;
     let mut sinks = match &pcap {
         Some(pcap) => vec![pcap.sink()],
         None => vec![open_sink(request.format, request.output.as_deref())?],
@@ -152,10 +177,15 @@ pub fn gotls(args: GotlsArgs) -> Result<()> {
     if let Some(path) = &request.keylog_file {
         sinks.push(open_keylog_sink(path)?);
     }
-    capture(&request, target.as_ref(), kernel, sinks, pcap)
+    capture(&request, target.as_ref(), features, sinks, pcap)
 }
 
-fn print_plan(target: &Target) -> io::Result<()> {
+/// What the running kernel can do, less what the request disables.
+fn kernel_features(request: &Request) -> KernelFeatures {
+    KernelFeatures::probe().without(&request.disabled_features)
+}
+
+fn print_plan(target: &Target, features: Option<&KernelFeatures>) -> io::Result<()> {
     use std::io::Write as _;
     let mut out = io::stdout().lock();
     writeln!(out, "binary:   {}", target.shown_path.display())?;
@@ -179,13 +209,24 @@ fn print_plan(target: &Target) -> io::Result<()> {
     for (what, p) in points {
         writeln!(out, "probe:    {what:<12} {} vaddr {:#x} file offset {:#x}", p.symbol, p.vaddr, p.file_offset)?;
     }
+    match features {
+        Some(features) => {
+            for line in features.paths() {
+                writeln!(out, "kernel:   {line}")?;
+            }
+            if let Some(missing) = features.missing_required(None) {
+                writeln!(out, "kernel:   cannot capture here: {missing}")?;
+            }
+        }
+        None => writeln!(out, "kernel:   not probed (needs root: the probes load test programs)")?,
+    }
     out.flush()
 }
 
 fn capture(
     request: &Request,
     target: Option<&Target>,
-    kernel: Kernel,
+    features: KernelFeatures,
     sinks: Vec<Box<dyn Sink>>,
     mut pcap: Option<PcapMode>,
 ) -> Result<()> {
@@ -201,7 +242,8 @@ fn capture(
         ringbuf_bytes: request.ringbuf_bytes,
         pid: request.pid,
         uid: request.uid,
-        uprobe_multi: kernel.has_uprobe_multi() && !request.attach_per_offset,
+        features,
+        btf_file: request.btf_file.clone(),
         null_probes: request.null_probes,
         read_slots: request.read_slots,
         comm: request.comm.clone(),

@@ -35,6 +35,8 @@ pub struct Target {
     pub conn_layout: Option<ConnLayout>,
     /// Stack ABI on amd64: how far below the FS base g is (0: the usual 8).
     pub g_below_fs: u32,
+    /// The lowest address of an executable segment (kernels without uprobe cookies).
+    pub exec_vaddr: u64,
 }
 
 impl Target {
@@ -72,6 +74,7 @@ impl Target {
             plan,
             conn_layout,
             g_below_fs,
+            exec_vaddr: bin.exec_segment_vaddr().unwrap_or(0),
         })
     }
 
@@ -119,7 +122,7 @@ impl Target {
 
     /// What BPF needs to know about the binary beyond its probe offsets.
     pub fn bpf_config(&self) -> BinaryConfig {
-        BinaryConfig { conn_layout: self.conn_layout, g_below_fs: self.g_below_fs }
+        BinaryConfig { conn_layout: self.conn_layout, g_below_fs: self.g_below_fs, exec_vaddr: self.exec_vaddr }
     }
 
     pub fn abi_name(&self) -> &'static str {
