@@ -18,6 +18,7 @@ import time
 from . import common
 from .base import BaseBench
 from .common import HERE, log
+from .fallbacks import FallbacksMixin
 from .overhead import OverheadMixin
 from .pinned import PinnedMixin
 from .procfs import PROCS
@@ -27,7 +28,8 @@ from .startup import StartupMixin
 from .throughput import ThroughputMixin
 
 
-class Bench(BaseBench, OverheadMixin, PinnedMixin, ProfilingMixin, ThroughputMixin, StartupMixin, ReportMixin):
+class Bench(BaseBench, OverheadMixin, PinnedMixin, ProfilingMixin, ThroughputMixin, StartupMixin, FallbacksMixin,
+            ReportMixin):
     """One benchmark run: setup and primitives (base), the four measurements, the report."""
 
 
@@ -43,7 +45,8 @@ def main():
     ap.add_argument("--tp-hey-requests-8m", type=int, default=16)
     ap.add_argument("--tp-hey-conns", type=int, default=4)
     ap.add_argument("--startup-reps", type=int, default=5)
-    ap.add_argument("--only", default="overhead,pinned,throughput,startup", help="comma list of sections")
+    ap.add_argument("--only", default="overhead,pinned,throughput,startup,fallbacks",
+                    help="comma list of sections (fallbacks alone rewrites only its own part of BENCHMARKS.md)")
     ap.add_argument("--go", default="1.27", help="Go version of the fixture (default 1.27)")
     ap.add_argument("--tlstap", help="use this tlstap binary (no cargo build)")
     ap.add_argument("--no-build", action="store_true", help="use target/release/tlstap as it is")
@@ -85,6 +88,8 @@ def main():
         b.throughput()
     if "startup" in only:
         b.startup()
+    if "fallbacks" in only:
+        b.fallbacks()
     b.res["runtime_s"] = time.monotonic() - t0
     log(f"== done in {b.res['runtime_s']/60:.1f} min")
     b.write()

@@ -6,6 +6,7 @@ import json
 import os
 
 from .common import HERE, MARK_BEGIN, MARK_END, ROOT, log
+from .fallbacks import MARK_BEGIN as FB_BEGIN, MARK_END as FB_END, fallbacks_report
 from .pinned import pinned_report
 from .stats import f, med, spread
 
@@ -17,15 +18,24 @@ class ReportMixin:
         os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
         with open(os.path.join(HERE, "results", self.a.stem + ".json"), "w") as fh:
             json.dump(self.res, fh, indent=1, default=str)
-        md = report(self.res, self.a)
+        sections = self.res["sections"]
+        main_ran = any(k != "fallbacks" for k in sections)
+        md = report(self.res, self.a) if main_ran else ""
+        fb = fallbacks_report(sections["fallbacks"], self.a, self.res["machine"]) if "fallbacks" in sections else ""
         if self.a.no_write:
             with open(os.path.join(HERE, "results", self.a.stem + ".md"), "w") as fh:
-                fh.write(md + "\n")
+                fh.write(md + "\n" + fb + "\n")
             log(f"== report in bench/results/{self.a.stem}.md (BENCHMARKS.md untouched)")
             return
         path = os.path.join(ROOT, "BENCHMARKS.md")
         old = open(path).read() if os.path.exists(path) else ""
-        if MARK_BEGIN in old and MARK_END in old:
+        if fb and FB_BEGIN in old and FB_END in old:
+            old = old.split(FB_BEGIN)[0] + FB_BEGIN + "\n" + fb + "\n" + FB_END + old.split(FB_END, 1)[1]
+        elif fb:
+            old += "\n## Kernel fallback paths (issue 13)\n\n" + FB_BEGIN + "\n" + fb + "\n" + FB_END + "\n"
+        if not main_ran:
+            new = old
+        elif MARK_BEGIN in old and MARK_END in old:
             new = old.split(MARK_BEGIN)[0] + MARK_BEGIN + "\n" + md + "\n" + MARK_END + old.split(MARK_END, 1)[1]
         else:
             new = "# Benchmarks\n\nRun: `sudo bench/run` (`--help` for options).\n\n" + MARK_BEGIN + "\n" + md + "\n" + MARK_END + "\n" + old

@@ -161,16 +161,16 @@ impl KernelFeatures {
 
     /// The path taken for each job, and why: one line each, for `-v` and `--dry-run`.
     pub fn paths(&self) -> Vec<String> {
-        let pick = |f: Feature, yes: &str, no: &str| {
-            let why = if self.has(f) {
+        let why = |f: Feature| {
+            if self.has(f) {
                 format!("{f}: yes")
             } else if self.present[f.index()] {
                 format!("{f}: disabled")
             } else {
                 format!("{f}: no, {} upstream", f.upstream())
-            };
-            format!("{} ({why})", if self.has(f) { yes } else { no })
+            }
         };
+        let pick = |f: Feature, yes: &str, no: &str| format!("{} ({})", if self.has(f) { yes } else { no }, why(f));
         vec![
             format!("records:     {}", pick(Feature::RingBuffer, "ring buffer", "perf buffers, per CPU")),
             format!("large calls: {}", pick(Feature::BpfLoop, "bpf_loop", "bounded loop, 64 MiB per call")),
@@ -182,7 +182,8 @@ impl KernelFeatures {
             if self.has(Feature::Cookies) {
                 format!("attach:      {}", pick(Feature::UprobeMulti, "uprobe_multi link", "a link per offset"))
             } else {
-                "attach:      a link per offset (uprobe_multi links need cookies)".to_string()
+                // uprobe_multi links carry each probe's role in its cookie only.
+                format!("attach:      a link per offset (no cookies; {})", why(Feature::UprobeMulti))
             },
             format!("pcap attach: {}", pick(Feature::Tcx, "tcx link", "clsact qdisc")),
             format!("btf:         {}", pick(Feature::KernelBtf, KERNEL_BTF_PATH, "--btf FILE")),
