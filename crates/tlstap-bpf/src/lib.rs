@@ -9,6 +9,7 @@ pub mod features;
 pub mod packets;
 pub mod ring;
 pub mod slots;
+pub mod tc_record;
 pub mod wire;
 
 /// The libbpf-rs skeleton generated from bpf/tlstap.bpf.c, with the Rust twins of every type

@@ -5,9 +5,11 @@
 //! Knows nothing of flows, processes or files: that is the binary's pcap mode.
 
 use crate::features::{Feature, KernelFeatures};
+use crate::tc_record::{FilterRecord, TcAdditions, TcRecord, RECORD_DIR};
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::AsFd as _;
+use std::path::Path;
 use std::ptr::NonNull;
 
 use libbpf_rs::skel::{OpenSkel as _, SkelBuilder as _};
@@ -109,6 +111,8 @@ pub struct PacketCapture<'obj> {
     links: Vec<Link>,
     filters: Vec<ClsactFilter>,
     _qdisc: Option<ClsactQdisc>,
+    /// What the filters and qdisc are, written down while they exist (tc_record).
+    _record: Option<TcRecord>,
     skel: PacketsSkel<'obj>,
     attach: TcAttach,
 }
@@ -141,8 +145,14 @@ impl<'obj> PacketCapture<'obj> {
             rodata.have_fetch_atomics = opts.features.has(Feature::FetchAtomics);
         }
         let skel = open.load().map_err(PacketError::Load)?;
-        let mut capture =
-            PacketCapture { links: Vec::new(), filters: Vec::new(), _qdisc: None, skel, attach: TcAttach::Tcx };
+        let mut capture = PacketCapture {
+            links: Vec::new(),
+            filters: Vec::new(),
+            _qdisc: None,
+            _record: None,
+            skel,
+            attach: TcAttach::Tcx,
+        };
         let tcx =
             if opts.features.has(Feature::Tcx) { capture.attach_tcx(opts) } else { Err(io::Error::other("not tried")) };
         if let Err(tcx) = tcx {
@@ -196,15 +206,22 @@ impl<'obj> PacketCapture<'obj> {
         // Lazily: a ClsactQdisc made and dropped would destroy the qdisc that was there.
         let qdisc = created.then(|| ClsactQdisc(qdisc));
         let mut filters = Vec::new();
+        let mut recorded = Vec::new();
         for (prog, ingress) in self.programs(opts) {
             let mut hook = TcHook::new(prog.as_fd());
             hook.ifindex(ifindex).attach_point(if ingress { TC_INGRESS } else { TC_EGRESS }).replace(false);
-            let hook = hook.attach().map_err(io::Error::other)?;
+            let mut hook = hook.attach().map_err(io::Error::other)?;
+            let prog_id = hook.query().map_err(io::Error::other)?;
+            recorded.push(FilterRecord { ingress, handle: hook.get_handle(), priority: hook.get_priority(), prog_id });
             filters.push(ClsactFilter(hook));
         }
+        // Should tlstap be killed, the next one removes them (a failure here drops them now).
+        let additions = TcAdditions { ifindex, created_qdisc: created, filters: recorded };
+        let record = TcRecord::write(Path::new(RECORD_DIR), &additions)?;
         // Filters before the qdisc: a failure above drops them, then the qdisc, in that order.
         self.filters = filters;
         self._qdisc = qdisc;
+        self._record = Some(record);
         self.attach = TcAttach::Clsact { created_qdisc: created };
         Ok(())
     }

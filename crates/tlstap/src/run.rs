@@ -156,6 +156,11 @@ pub fn gotls(args: GotlsArgs) -> Result<()> {
         target.check_runnable()?;
     }
     system::check_privileges()?;
+    // A tlstap killed with SIGKILL in pcap mode left its clsact filters running: remove them.
+    let records = std::path::Path::new(tlstap_bpf::tc_record::RECORD_DIR);
+    for line in tlstap_bpf::tc_record::remove_leftovers(records) {
+        eprintln!("tlstap: {line}");
+    }
     let features = kernel_features(&request);
     if let Some(missing) = features.missing_required(request.btf_file.as_deref()) {
         bail!(missing);

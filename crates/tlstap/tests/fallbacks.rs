@@ -145,3 +145,22 @@ fn without_kernel_btf_the_btf_file_is_used() {
     server.stop();
     assert_capture_matches(&capture, &manifest, pid);
 }
+
+/// `--dry-run` as root says which path each job takes on this kernel, and why.
+#[test]
+fn dry_run_names_the_kernel_paths() {
+    if !privileged() {
+        return;
+    }
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let out = std::process::Command::new(TLSTAP)
+        .args(["gotls", "-e", fixture.to_str().unwrap(), "--dry-run", "--disable-feature", "bpf-loop"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("kernel:   large calls: bounded loop, 64 MiB per call (bpf-loop: disabled)"), "{stdout}");
+    for job in ["records:", "probe roles:", "counters:", "attach:", "pcap attach:", "btf:"] {
+        assert!(stdout.contains(&format!("kernel:   {job}")), "{job} {stdout}");
+    }
+}

@@ -492,3 +492,41 @@ fn pcap_bad_input_is_one_clear_line() {
     let tc = Command::new("tc").args(["qdisc", "show", "dev", "lo"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&tc.stdout).contains("clsact"), "a qdisc was left on lo");
 }
+
+/// Where the kernel has no tcx, pcap mode adds a clsact filter (and the qdisc, when there was
+/// none) to the interface. A tlstap killed with SIGKILL cannot take it away, and the filter
+/// keeps its program running; the next tlstap, in any mode, removes it at its start.
+#[test]
+fn clsact_left_by_a_killed_tlstap_is_removed_at_the_next_start() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("pcap-sigkill");
+    let server_bin = copy_binary(&fixture(VERSION, VARIANT, "tlsfixture"), &dir, "server");
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    let file = dir.path("out.pcapng");
+    let mut killed = start_pcap(&dir, &file, &["-e", server_bin.to_str().unwrap(), "--disable-feature", "tcx"]);
+    let programs = program_ids_of(killed.proc.pid());
+    let record = Path::new("/run/tlstap/tc");
+    let recorded = || std::fs::read_dir(record).map(|d| d.count()).unwrap_or(0);
+    assert!(recorded() >= 1, "pcap mode on clsact records what it added");
+    killed.proc.signal(libc::SIGKILL);
+    killed.proc.wait_timeout(std::time::Duration::from_secs(10));
+    let still_loaded = |id: &u64| {
+        Command::new("bpftool").args(["prog", "show", "id", &id.to_string()]).output().is_ok_and(|o| o.status.success())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(programs.iter().any(still_loaded), "the killed tlstap's TC program stays, held by its filter");
+
+    let next = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap()]);
+    let capture = next.stop();
+    server.stop();
+    let removed = "removed 1 clsact filter(s) a killed tlstap left on interface index 1";
+    assert!(capture.stderr.contains(removed), "{}", capture.stderr);
+    assert_programs_unloaded(&programs);
+    let killed_pid = format!("{}-", killed.proc.pid());
+    let left: Vec<_> = std::fs::read_dir(record)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(!left.iter().any(|n| n.starts_with(&killed_pid)), "the killed tlstap's record is gone: {left:?}");
+}
