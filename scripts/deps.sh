@@ -2,12 +2,18 @@
 # Installs what building tlstap needs on Debian 12 (as root): clang for the BPF programs,
 # libelf/zlib/pkg-config for the vendored libbpf. With --test, also what the tests need:
 # Debian's Go (fixtures), gccgo (a refused build), tshark, curl, hey, bpftool, iproute2 (tc, netns) and libpcap (pcap-mode
-# filters). Idempotent and quiet when all is there.
+# filters). With --kernels, also what scripts/kernel-matrix.sh needs to boot Debian's 5.10/6.1/6.12
+# kernels under qemu (TCG): qemu, a static busybox and cpio for the initramfs, zstd/xz for
+# compressed kernel modules. Flags combine. Idempotent and quiet when all is there.
 set -euo pipefail
 pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc)
-if [[ ${1:-} == --test ]]; then
-  pkgs+=(golang-go golang-1.19-go gccgo tshark curl openssl hey bpftool util-linux python3-pip binutils iproute2 libpcap0.8)
-fi
+for flag in "$@"; do
+  case $flag in
+    --test) pkgs+=(golang-go golang-1.19-go gccgo tshark curl openssl hey bpftool util-linux python3-pip binutils iproute2 libpcap0.8) ;;
+    --kernels) pkgs+=(qemu-system-x86 busybox-static cpio zstd xz-utils kmod) ;;
+    *) echo "deps.sh: unknown flag $flag (--test, --kernels)" >&2; exit 2 ;;
+  esac
+done
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -129,7 +129,7 @@ pub fn remove_leftovers(dir: &Path) -> Vec<String> {
 fn remove(additions: &TcAdditions) -> String {
     let mut removed = 0;
     for f in &additions.filters {
-        let mut hook = hook(additions.ifindex, f.ingress);
+        let hook = hook(additions.ifindex, f.ingress);
         let mut opts = libbpf_sys::bpf_tc_opts {
             sz: size_of::<libbpf_sys::bpf_tc_opts>() as _,
             handle: f.handle,
@@ -147,7 +147,7 @@ fn remove(additions: &TcAdditions) -> String {
                 ..Default::default()
             };
             // SAFETY: as above; detach only reads both.
-            removed += usize::from(unsafe { libbpf_sys::bpf_tc_detach(&mut hook, &opts) } == 0);
+            removed += usize::from(unsafe { libbpf_sys::bpf_tc_detach(&hook, &opts) } == 0);
         }
     }
     let mut line =
