@@ -233,8 +233,6 @@ pub struct Capture<'obj> {
     attach_path: AttachPath,
     /// Records come through perf buffers (no ring buffer).
     perf_output: bool,
-    /// Perf buffer samples the kernel dropped (no room), shared with the reader.
-    perf_lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Inode number of each binary hooked on the PerRole path, by binary index.
     inodes: HashMap<u32, (u64, PathBuf)>,
     /// Per-CPU perf buffer size in pages (a power of two).
@@ -331,7 +329,6 @@ impl<'obj> Capture<'obj> {
             skel,
             attach_path,
             perf_output,
-            perf_lost: Default::default(),
             inodes: HashMap::new(),
             perf_pages: perf_pages(opts.ringbuf_bytes),
             null_probes: opts.null_probes,
@@ -473,9 +470,7 @@ impl<'obj> Capture<'obj> {
     /// not borrow the capture (which attaches and detaches meanwhile).
     pub fn reader<'cb>(&self, callback: impl FnMut(&[u8]) -> i32 + 'cb) -> Result<RingReader<'cb>, Error> {
         if self.perf_output {
-            let lost = std::sync::Arc::clone(&self.perf_lost);
-            return RingReader::perf(&self.skel.maps.perf_events, self.perf_pages, callback, lost)
-                .map_err(Error::RingBuffer);
+            return RingReader::perf(&self.skel.maps.perf_events, self.perf_pages, callback).map_err(Error::RingBuffer);
         }
         RingReader::new(&self.skel.maps.events, callback).map_err(Error::RingBuffer)
     }
@@ -493,12 +488,11 @@ impl<'obj> Capture<'obj> {
             let key = index.to_ne_bytes();
             let calls = sum_percpu(self.skel.maps.loss_calls.lookup_percpu(&key, MapFlags::ANY));
             let bytes = sum_percpu(self.skel.maps.loss_bytes.lookup_percpu(&key, MapFlags::ANY));
-            let mut calls = calls.map_err(Error::Counters)?;
-            if tlstap_loss_cause(index) == tlstap_loss_cause::TLSTAP_LOSS_RINGBUF_FULL {
-                // A perf buffer without room drops the sample in the kernel, after BPF sent it.
-                calls += self.perf_lost.load(std::sync::atomic::Ordering::Relaxed);
-            }
-            by_cause.push((loss_cause_name(tlstap_loss_cause(index)), calls, bytes.map_err(Error::Counters)?));
+            by_cause.push((
+                loss_cause_name(tlstap_loss_cause(index)),
+                calls.map_err(Error::Counters)?,
+                bytes.map_err(Error::Counters)?,
+            ));
         }
         Ok(LossCounts { by_cause })
     }
@@ -508,7 +502,9 @@ impl<'obj> Capture<'obj> {
 /// of at least 64 KiB each.
 fn perf_pages(ringbuf_bytes: u32) -> usize {
     let cpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
-    (ringbuf_bytes as usize / 4096 / cpus).max(16).next_power_of_two()
+    // SAFETY: sysconf has no preconditions; it returns -1 (then 4096 is assumed) on error.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
+    (ringbuf_bytes as usize / page / cpus).max(65536 / page).max(1).next_power_of_two()
 }
 
 fn sum_percpu(values: libbpf_rs::Result<Option<Vec<Vec<u8>>>>) -> libbpf_rs::Result<u64> {

@@ -6,8 +6,6 @@
 //! the map's descriptor lives as long as the reader.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use libbpf_rs::{ErrorKind, MapCore, MapHandle, MapImpl, PerfBuffer, PerfBufferBuilder, RingBuffer, RingBufferBuilder};
@@ -47,21 +45,18 @@ impl<'cb> RingReader<'cb> {
         Ok(RingReader { source: Source::Ring { ring, _map: map } })
     }
 
-    /// A reader of a BPF_MAP_TYPE_PERF_EVENT_ARRAY with `pages` pages per CPU; samples the
-    /// kernel dropped for want of room are added to `lost`.
+    /// A reader of a BPF_MAP_TYPE_PERF_EVENT_ARRAY with `pages` pages per CPU. Samples the
+    /// kernel had no room for are not counted here: bpf_perf_event_output fails for them, and
+    /// BPF counts the loss by cause and call, as with the ring buffer.
     pub(crate) fn perf<M: MapCore>(
         map: &M,
         pages: usize,
         mut callback: impl FnMut(&[u8]) -> i32 + 'cb,
-        lost: Arc<AtomicU64>,
     ) -> io::Result<Self> {
         let perf = PerfBufferBuilder::new(map)
             .pages(pages)
             .sample_cb(move |_cpu, data: &[u8]| {
                 callback(data);
-            })
-            .lost_cb(move |_cpu, n| {
-                lost.fetch_add(n, Ordering::Relaxed);
             })
             .build()
             .map_err(io::Error::other)?;

@@ -164,3 +164,38 @@ fn dry_run_names_the_kernel_paths() {
         assert!(stdout.contains(&format!("kernel:   {job}")), "{job} {stdout}");
     }
 }
+
+/// Perf buffers without room lose records like a full ring buffer does: counted by cause once
+/// per call, the call marked truncated with its real length.
+#[test]
+fn perf_buffer_loss_is_counted_and_marked() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("fallback-perf-loss");
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let (server_bin, client_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "client"));
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    let args = ["-e", client_bin.to_str().unwrap(), "--ringbuf-mb", "1", "--disable-feature", "ringbuf"];
+    let tlstap = Tlstap::start(&dir, &args);
+    run_client(
+        &client_bin,
+        &server.addr,
+        &dir.path("client.jsonl"),
+        &["--requests", "2", "--sizes", "8388608", "--write-chunk", "-1"],
+    );
+    let capture = tlstap.stop();
+    server.stop();
+    let stats = capture.stats();
+    // The two 8 MiB writes, and the reads of the answers that arrive while the buffers are full.
+    let lost = stats["lost_by_cause"]["ringbuf_full"].as_u64().unwrap();
+    assert!(lost >= 2 && stats["lost"].as_u64() == Some(lost), "{stats}");
+    assert!(capture.stderr.contains("ringbuf_full="), "summary names the cause: {}", capture.stderr);
+    let big: Vec<_> =
+        capture.data("write").into_iter().filter(|(_, _, r)| r["len"].as_u64().unwrap() > 8 << 20).collect();
+    assert_eq!(big.len(), 2, "both big writes reported, with their real length");
+    for (_, data, record) in big {
+        assert_eq!(record["truncated"], true);
+        assert!((data.len() as u64) < record["len"].as_u64().unwrap());
+    }
+}
