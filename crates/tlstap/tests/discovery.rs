@@ -76,6 +76,25 @@ fn catch_exec_captures_new_processes_from_their_first_byte() {
     eprintln!("exec -> probes live:\n{}", latencies.join("\n"));
 }
 
+/// The same on the oldest kernel paths (tests/fallbacks.rs): exec records and held processes
+/// through perf buffers, binaries told apart by inode, all three at once.
+#[test]
+fn catch_exec_on_the_oldest_kernel_paths() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("discovery-catch-old");
+    let mut args = vec!["--catch-exec"];
+    for feature in ["ringbuf", "bpf-loop", "cookies", "fetch-atomics", "uprobe-multi"] {
+        args.extend(["--disable-feature", feature]);
+    }
+    let (capture, hooked) = three_servers_and_short_clients(&dir, &args);
+    for (pid, manifest) in &hooked {
+        assert_capture_matches(&capture, manifest, *pid);
+    }
+}
+
 #[test]
 fn without_catch_exec_new_processes_are_found_measurement() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
