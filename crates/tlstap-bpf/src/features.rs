@@ -20,6 +20,8 @@ use libbpf_sys as sys;
 pub enum Feature {
     /// The kernel's own BTF (/sys/kernel/btf/vmlinux), for CO-RE relocations.
     KernelBtf,
+    /// bpf_probe_read_user (5.5): how every argument and payload is read.
+    ProbeReadUser,
     /// Bounded loops in programs (5.3): the chunked copy where bpf_loop is missing.
     BoundedLoops,
     /// BPF_MAP_TYPE_RINGBUF (5.8); else per-CPU perf buffers.
@@ -38,8 +40,9 @@ pub enum Feature {
 
 impl Feature {
     /// Every feature, in the order they are reported.
-    pub const ALL: [Feature; 8] = [
+    pub const ALL: [Feature; 9] = [
         Feature::KernelBtf,
+        Feature::ProbeReadUser,
         Feature::BoundedLoops,
         Feature::RingBuffer,
         Feature::FetchAtomics,
@@ -53,6 +56,7 @@ impl Feature {
     pub fn name(self) -> &'static str {
         match self {
             Feature::KernelBtf => "btf",
+            Feature::ProbeReadUser => "probe-read-user",
             Feature::BoundedLoops => "bounded-loops",
             Feature::RingBuffer => "ringbuf",
             Feature::FetchAtomics => "fetch-atomics",
@@ -76,6 +80,7 @@ impl Feature {
     fn upstream(self) -> &'static str {
         match self {
             Feature::KernelBtf => "5.2 with CONFIG_DEBUG_INFO_BTF",
+            Feature::ProbeReadUser => "5.5",
             Feature::BoundedLoops => "5.3",
             Feature::RingBuffer => "5.8",
             Feature::FetchAtomics => "5.12",
@@ -111,6 +116,7 @@ impl KernelFeatures {
         for feature in Feature::ALL {
             present[feature.index()] = match feature {
                 Feature::KernelBtf => Path::new(KERNEL_BTF_PATH).exists(),
+                Feature::ProbeReadUser => helper_supported(sys::BPF_PROG_TYPE_KPROBE, sys::BPF_FUNC_probe_read_user),
                 Feature::BoundedLoops => trial_load(sys::BPF_PROG_TYPE_SOCKET_FILTER, 0, &bounded_loop_insns()).is_ok(),
                 Feature::RingBuffer => map_type_supported(sys::BPF_MAP_TYPE_RINGBUF),
                 Feature::FetchAtomics => trial_load(sys::BPF_PROG_TYPE_SOCKET_FILTER, 0, &cmpxchg_insns()).is_ok(),
@@ -151,6 +157,9 @@ impl KernelFeatures {
         let mut missing = Vec::new();
         if !self.has(Feature::KernelBtf) && btf_file.is_none() {
             missing.push(Feature::KernelBtf);
+        }
+        if !self.has(Feature::ProbeReadUser) {
+            missing.push(Feature::ProbeReadUser);
         }
         // bpf_loop makes bounded loops unnecessary.
         if !self.has(Feature::BoundedLoops) && !self.has(Feature::BpfLoop) {
@@ -371,8 +380,14 @@ mod tests {
         let missing = none.missing_required(None).map(|m| m.to_string()).unwrap_or_default();
         assert!(missing.contains("--btf FILE"), "{missing}");
         assert!(missing.contains("lacks bounded-loops (upstream 5.3)"), "{missing}");
-        assert_eq!(none.missing_required(Some(Path::new("x.btf"))).map(|m| m.0), Some(vec![Feature::BoundedLoops]));
-        let v5_10 = KernelFeatures::with(&[Feature::KernelBtf, Feature::BoundedLoops, Feature::RingBuffer]);
+        let with_btf_file = none.missing_required(Some(Path::new("x.btf"))).map(|m| m.0);
+        assert_eq!(with_btf_file, Some(vec![Feature::ProbeReadUser, Feature::BoundedLoops]));
+        let v5_10 = KernelFeatures::with(&[
+            Feature::KernelBtf,
+            Feature::ProbeReadUser,
+            Feature::BoundedLoops,
+            Feature::RingBuffer,
+        ]);
         assert_eq!(v5_10.missing_required(None), None);
         let paths = v5_10.paths().join("\n");
         assert!(paths.contains("a program per role, binary by inode (cookies: no, 5.15 upstream)"), "{paths}");

@@ -124,7 +124,8 @@ pub struct GotlsArgs {
     pub btf: Option<PathBuf>,
 
     /// Testing only: take the fallback path of a kernel feature the kernel has (repeatable):
-    /// ringbuf, bpf-loop, cookies, fetch-atomics, uprobe-multi, tcx, btf.
+    /// ringbuf, bpf-loop, cookies, fetch-atomics, uprobe-multi, tcx, btf (and, to test the
+    /// refusal, the required probe-read-user and bounded-loops).
     #[arg(long, hide = true, value_name = "FEATURE", value_parser = parse_feature)]
     pub disable_feature: Vec<Feature>,
 }

@@ -199,3 +199,27 @@ fn perf_buffer_loss_is_counted_and_marked() {
         assert!((data.len() as u64) < record["len"].as_u64().unwrap());
     }
 }
+
+/// A kernel without what tlstap cannot do without gets one line naming it, and exit code 1.
+#[test]
+fn a_missing_required_feature_is_one_clear_line() {
+    if !privileged() {
+        return;
+    }
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    for (disabled, named) in [
+        (&["probe-read-user"][..], "lacks probe-read-user (upstream 5.5)"),
+        (&["bpf-loop", "bounded-loops"][..], "lacks bounded-loops (upstream 5.3)"),
+    ] {
+        let mut cmd = std::process::Command::new(TLSTAP);
+        cmd.args(["gotls", "-e", fixture.to_str().unwrap()]);
+        for f in disabled {
+            cmd.args(["--disable-feature", f]);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(named), "{stderr}");
+    }
+}
