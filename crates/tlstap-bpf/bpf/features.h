@@ -1,34 +1,32 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * The kernel features a BPF object may take a path for, as userspace probed them before load
- * (crates/tlstap-bpf/src/features.rs). They are read-only data: the verifier knows their values,
- * so a path for a feature the kernel lacks is never explored and its instructions (a helper or
- * an atomic the kernel does not know) are never checked.
+ * Kernel features and the programs' two variants. Every program that copies data is built
+ * twice, by a constant argument `modern` the compiler folds away: modern programs use bpf_loop
+ * (5.17) and atomics that return a value (fetch-add, compare-and-swap, exchange: 5.12);
+ * legacy ones use neither (a bounded loop; per-CPU and plain updates). Userspace loads one
+ * variant, by what it probed (crates/tlstap-bpf/src/features.rs). Read-only flags the
+ * verifier prunes by would not do: kernels before 5.13 refuse a program that names bpf_loop's
+ * callback anywhere, and before 5.12 one that holds an atomic they do not know, checked on
+ * every instruction, reachable or not.
  *
- * Must stay true: every use of bpf_loop, of an atomic that returns a value (fetch-add,
- * compare-and-swap, exchange: Linux 5.12) or of the attach cookie sits behind its flag.
+ * Must stay true: every use of bpf_loop or of a value-returning atomic depends on `modern`.
  */
 #ifndef TLSTAP_FEATURES_H
 #define TLSTAP_FEATURES_H
-
-/* bpf_loop (5.17); else bounded loops (5.3). */
-const volatile bool have_bpf_loop = true;
-/* BPF_FETCH / BPF_CMPXCHG / BPF_XCHG atomics (5.12); else per-CPU or plain updates. */
-const volatile bool have_fetch_atomics = true;
 
 /* One load, not merged with or split from others: the value is shared between CPUs. */
 #define READ_ONCE(x) (*(const volatile typeof(x) *)&(x))
 
 /*
- * n, then n + 1: atomically where the kernel allows, else a plain increment. The plain form is
+ * n, then n + 1: atomically in modern programs, else a plain increment. The plain form is
  * exact for per-CPU values on kernels that run these programs with preemption off (all the
  * kernels without fetch atomics do); on shared values two CPUs may both read the same n.
  */
-static __always_inline __u64 fetch_inc(__u64 *value)
+static __always_inline __u64 fetch_inc(__u64 *value, bool modern)
 {
 	__u64 n;
 
-	if (have_fetch_atomics)
+	if (modern)
 		return __sync_fetch_and_add(value, 1);
 	n = READ_ONCE(*value);
 	*value = n + 1;

@@ -6,10 +6,9 @@
  * Userspace reassembles the chunks, orders packets by time, and decides which to write.
  *
  * Must stay true: the program never changes a packet nor its fate (it always returns
- * TC_ACT_UNSPEC, which is also TCX_NEXT); no unbounded loop (bpf_loop, or a bounded loop
- * where the kernel lacks it: features.h; at most PACKET_CHUNKS_MAX iterations); every skb
- * load is bounded by the record reserved for it;
- * every lost or cut packet is counted by cause.
+ * TC_ACT_UNSPEC, which is also TCX_NEXT); no unbounded loop (bpf_loop in modern programs, a
+ * bounded loop in legacy ones: features.h; at most PACKET_CHUNKS_MAX iterations); every skb
+ * load is bounded by the record reserved for it; every lost or cut packet is counted by cause.
  */
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
@@ -164,20 +163,20 @@ static long emit_chunk_cb(__u32 i, void *data)
 }
 
 /*
- * A packet's id, unique in this capture: one counter for all CPUs where the kernel has fetch
- * atomics, else this CPU's counter under its number (TC programs run with preemption off).
+ * A packet's id, unique in this capture: one counter for all CPUs in modern programs, else
+ * this CPU's counter under its number (TC programs run with preemption off).
  */
-static __always_inline __u64 next_id(void)
+static __always_inline __u64 next_id(bool modern)
 {
 	__u32 zero = 0;
 	__u64 *n;
 
-	if (have_fetch_atomics)
+	if (modern)
 		return __sync_fetch_and_add(&next_packet_id, 1);
 	n = bpf_map_lookup_elem(&packet_id_counters, &zero);
 	if (!n)
 		return 0;
-	return ((__u64)bpf_get_smp_processor_id() << 48) | fetch_inc(n);
+	return ((__u64)bpf_get_smp_processor_id() << 48) | fetch_inc(n, false);
 }
 
 /* True when the packet is TCP over IPv4 or IPv6 (no extension headers before TCP). */
@@ -221,7 +220,9 @@ static __always_inline __u32 syn_owner(struct __sk_buff *skb)
 	return bpf_get_current_pid_tgid() >> 32;
 }
 
-static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
+/* `modern`: a constant per program (features.h); false compiles bpf_loop and fetch atomics
+ * out of it. */
+static __always_inline int capture(struct __sk_buff *skb, __u32 direction, bool modern)
 {
 	struct packet_ctx p = {};
 	__u32 chunks;
@@ -230,7 +231,7 @@ static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 		return TC_ACT_UNSPEC;
 	p.skb = skb;
 	p.ts_ns = bpf_ktime_get_ns();
-	p.id = next_id();
+	p.id = next_id(modern);
 	p.len = skb->len;
 	p.cap = p.len > TLSTAP_PACKET_CAPTURE_MAX ? TLSTAP_PACKET_CAPTURE_MAX : p.len;
 	p.direction = direction;
@@ -241,7 +242,7 @@ static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 	chunks = (p.cap + TLSTAP_PACKET_CHUNK_MAX - 1) / TLSTAP_PACKET_CHUNK_MAX;
 	if (chunks > PACKET_CHUNKS_MAX)
 		chunks = PACKET_CHUNKS_MAX;
-	if (have_bpf_loop) {
+	if (modern) {
 		bpf_loop(chunks, emit_chunk_cb, &p, 0);
 	} else {
 		for (__u32 i = 0; i < PACKET_CHUNKS_MAX; i++)
@@ -259,11 +260,24 @@ static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 SEC("tc/ingress")
 int tlstap_ingress(struct __sk_buff *skb)
 {
-	return capture(skb, TLSTAP_PACKET_INGRESS);
+	return capture(skb, TLSTAP_PACKET_INGRESS, true);
 }
 
 SEC("tc/egress")
 int tlstap_egress(struct __sk_buff *skb)
 {
-	return capture(skb, TLSTAP_PACKET_EGRESS);
+	return capture(skb, TLSTAP_PACKET_EGRESS, true);
+}
+
+/* The same, legacy (features.h); userspace loads one pair. */
+SEC("tc/ingress")
+int tlstap_ingress_legacy(struct __sk_buff *skb)
+{
+	return capture(skb, TLSTAP_PACKET_INGRESS, false);
+}
+
+SEC("tc/egress")
+int tlstap_egress_legacy(struct __sk_buff *skb)
+{
+	return capture(skb, TLSTAP_PACKET_EGRESS, false);
 }

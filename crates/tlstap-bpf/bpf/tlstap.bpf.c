@@ -6,10 +6,11 @@
  * `(*tls.Conn).Read` at each of its RET instructions, using state saved at Read's entry keyed by
  * the goroutine (never uretprobes: Go moves goroutine stacks).
  *
- * Kernel paths (features.h): records go to a ring buffer, or to per-CPU perf buffers where
- * the kernel has no ring buffer (< 5.8); chunks through bpf_loop, or a bounded loop (< 5.17);
- * the probe's role from its cookie, or from the program attached and the executable's inode
- * (< 5.15: go_tls_*_nocookie); fetch atomics, or per-CPU and plain updates (< 5.12).
+ * Kernel paths: records go to a ring buffer, or to per-CPU perf buffers where the kernel has
+ * no ring buffer (< 5.8); each program comes modern (bpf_loop, fetch atomics) or legacy (a
+ * bounded loop, per-CPU and plain updates, Reads in the hash map: features.h); the probe's
+ * role comes from its cookie, or from the program attached and the executable's inode
+ * (< 5.15: go_tls_*_nocookie, legacy).
  *
  * Must stay true: no unbounded loop (chunks go through bpf_loop, at most CHUNK_LOOP_MAX, or a
  * loop of at most CHUNK_BOUNDED_MAX); every user read has a size the verifier can bound by the
@@ -36,8 +37,6 @@ const volatile bool report_processes = false;
 const volatile bool catch_exec = false;
 /* Slots for Reads in flight in use, less one (tests set 0: every Read shares one slot). */
 const volatile __u32 read_slot_mask = 0xffff;
-/* The probe's BPF cookie says its role and binary (5.15); else see binary_files. */
-const volatile bool have_cookies = true;
 /* Records go to per-CPU perf buffers (perf_events) instead of the ring buffer (events). */
 const volatile bool use_perf_output = false;
 
@@ -194,12 +193,12 @@ struct {
 	__type(value, __u64);
 } call_counters SEC(".maps");
 
-static __always_inline __u64 next_call_id(void)
+static __always_inline __u64 next_call_id(bool modern)
 {
 	__u32 zero = 0;
 	__u64 *counter = bpf_map_lookup_elem(&call_counters, &zero);
 	/* Atomic where it can be: a preempted program may share this CPU's counter with the next. */
-	__u64 n = counter ? fetch_inc(counter) : 0;
+	__u64 n = counter ? fetch_inc(counter, modern) : 0;
 
 	return ((__u64)bpf_get_smp_processor_id() << CALL_ID_CPU_SHIFT) | (n & ((1ull << CALL_ID_CPU_SHIFT) - 1));
 }
@@ -500,7 +499,12 @@ static __always_inline bool wanted(__u64 pid_tgid)
 	return comm_matches();
 }
 
-static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 direction,
+/*
+ * `modern` is a constant of each program (features.h): false compiles bpf_loop and fetch
+ * atomics out of it. A program that names bpf_loop's callback, even on a path never taken, is
+ * refused before 5.13 ("number of funcs in func_info doesn't match").
+ */
+static __always_inline void emit_call(struct pt_regs *ctx, bool modern, __u64 cookie, __u32 direction,
 				      __u64 conn_ptr, __u64 src, __u64 len, __u64 pid_tgid)
 {
 	struct emit_ctx e = {};
@@ -511,7 +515,7 @@ static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 d
 		return;
 	e.src = src;
 	e.len = len;
-	e.call_id = next_call_id();
+	e.call_id = next_call_id(modern);
 	e.conn_ptr = conn_ptr;
 	e.ts_ns = bpf_ktime_get_ns();
 	e.pid_tgid = pid_tgid;
@@ -521,10 +525,10 @@ static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 d
 	stream = stream_of(conn_ptr, pid_tgid >> 32, direction);
 	/* Atomic where it can be: calls on one stream may run on several CPUs at once (Go itself
 	 * serialises a tls.Conn's Writes, and its Reads, just after these probes). */
-	e.seq = stream ? fetch_inc(&stream->seq) : 0;
+	e.seq = stream ? fetch_inc(&stream->seq, modern) : 0;
 	resolve_conn(ctx, cookie, binary_of(cookie), conn_ptr, stream ? &stream->conn : 0, &e.conn);
 	chunks = (len + TLSTAP_CHUNK_MAX - 1) / TLSTAP_CHUNK_MAX;
-	max_chunks = have_bpf_loop ? CHUNK_LOOP_MAX : CHUNK_BOUNDED_MAX;
+	max_chunks = modern ? CHUNK_LOOP_MAX : CHUNK_BOUNDED_MAX;
 	if (chunks > max_chunks) {
 		count_call_loss(&e, TLSTAP_LOSS_CALL_TOO_LARGE, len - max_chunks * TLSTAP_CHUNK_MAX);
 		/* call_len stays the call's size: userspace shows the call cut (truncated). */
@@ -533,7 +537,7 @@ static __always_inline void emit_call(struct pt_regs *ctx, __u64 cookie, __u32 d
 	/* Most calls are one chunk: skip bpf_loop's indirect calls for them. */
 	if (chunks == 1) {
 		emit_chunk_at(ctx, &e, 0);
-	} else if (have_bpf_loop) {
+	} else if (modern) {
 		struct loop_arg arg = { .ctx = ctx, .e = &e };
 
 		bpf_loop(chunks, emit_chunk_cb, &arg, 0);
@@ -589,14 +593,15 @@ static __always_inline void on_keylog(struct pt_regs *ctx, bool stack_abi, __u64
 }
 
 /* func (c *Conn) Write(b []byte) (int, error): words c, b.ptr, b.len, b.cap. */
-static __always_inline void on_write_entry(struct pt_regs *ctx, __u64 cookie, __u64 pid_tgid)
+static __always_inline void on_write_entry(struct pt_regs *ctx, bool modern, __u64 cookie,
+					   __u64 pid_tgid)
 {
 	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
 	__u64 conn = go_arg(ctx, stack_abi, 0);
 	__u64 buf = go_arg(ctx, stack_abi, 1);
 	__u64 len = go_arg(ctx, stack_abi, 2);
 
-	emit_call(ctx, cookie, TLSTAP_DIR_WRITE, conn, buf, len, pid_tgid);
+	emit_call(ctx, modern, cookie, TLSTAP_DIR_WRITE, conn, buf, len, pid_tgid);
 }
 
 /* The key of this goroutine's Read in flight. */
@@ -620,7 +625,7 @@ static __always_inline struct tlstap_read_slot *read_slot_of(const struct read_k
 }
 
 /* func (c *Conn) Read(b []byte) (int, error): save c and b.ptr for the RET. */
-static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie, __u64 pid_tgid)
+static __always_inline void on_read_entry(struct pt_regs *ctx, bool modern, __u64 cookie, __u64 pid_tgid)
 {
 	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
 	struct read_key g = read_key_of(ctx, cookie, pid_tgid);
@@ -628,8 +633,8 @@ static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie, __u
 		.conn_ptr = go_arg(ctx, stack_abi, 0),
 		.buf = go_arg(ctx, stack_abi, 1),
 	};
-	/* Slots are claimed by compare-and-swap: without it, Reads take the hash map. */
-	struct tlstap_read_slot *slot = have_fetch_atomics ? read_slot_of(&g) : 0;
+	/* Slots are claimed by compare-and-swap: legacy programs keep Reads in the hash map. */
+	struct tlstap_read_slot *slot = modern ? read_slot_of(&g) : 0;
 
 	if (slot && g.g) {
 		__u64 owner = __sync_val_compare_and_swap(&slot->g, 0, g.g);
@@ -647,9 +652,9 @@ static __always_inline void on_read_entry(struct pt_regs *ctx, __u64 cookie, __u
 }
 
 /* This goroutine's saved Read entry, taken out of its slot or the hash map. */
-static __always_inline bool take_read_entry(struct read_key *g, struct read_entry *saved)
+static __always_inline bool take_read_entry(struct read_key *g, struct read_entry *saved, bool modern)
 {
-	struct tlstap_read_slot *slot = have_fetch_atomics ? read_slot_of(g) : 0;
+	struct tlstap_read_slot *slot = modern ? read_slot_of(g) : 0;
 	struct read_entry *entry;
 
 	if (slot && g->g && READ_ONCE(slot->g) == g->g && READ_ONCE(slot->tgid) == g->tgid) {
@@ -669,24 +674,26 @@ static __always_inline bool take_read_entry(struct read_key *g, struct read_entr
 }
 
 /* At a RET of Read: n is result word 0 (register ABI) or stack word 4 (after c and b). */
-static __always_inline void on_read_return(struct pt_regs *ctx, __u64 cookie, __u64 pid_tgid)
+static __always_inline void on_read_return(struct pt_regs *ctx, bool modern, __u64 cookie,
+					   __u64 pid_tgid)
 {
 	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
 	struct read_key g = read_key_of(ctx, cookie, pid_tgid);
 	__s64 n = (__s64)(stack_abi ? go_stack_word(ctx, 4) : go_reg(ctx, 0));
 	struct read_entry saved;
 
-	if (!take_read_entry(&g, &saved)) {
+	if (!take_read_entry(&g, &saved, modern)) {
 		if (n > 0)
 			count_loss(TLSTAP_LOSS_NO_ENTRY, n);
 		return;
 	}
 	if (n > 0)
-		emit_call(ctx, cookie, TLSTAP_DIR_READ, saved.conn_ptr, saved.buf, n, pid_tgid);
+		emit_call(ctx, modern, cookie, TLSTAP_DIR_READ, saved.conn_ptr, saved.buf, n, pid_tgid);
 }
 
-/* The whole probe, shared by the attach flavours below; `cookie` as events.h defines it. */
-static __always_inline int go_tls_probe(struct pt_regs *ctx, __u64 cookie)
+/* The whole probe, shared by the attach flavours below; `cookie` as events.h defines it;
+ * `modern` a constant: whether this program may use bpf_loop (see emit_call). */
+static __always_inline int go_tls_probe(struct pt_regs *ctx, bool modern, __u64 cookie)
 {
 	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -695,13 +702,13 @@ static __always_inline int go_tls_probe(struct pt_regs *ctx, __u64 cookie)
 		return 0;
 	switch (cookie & TLSTAP_COOKIE_KIND_MASK) {
 	case TLSTAP_PROBE_WRITE_ENTRY:
-		on_write_entry(ctx, cookie, pid_tgid);
+		on_write_entry(ctx, modern, cookie, pid_tgid);
 		break;
 	case TLSTAP_PROBE_READ_ENTRY:
-		on_read_entry(ctx, cookie, pid_tgid);
+		on_read_entry(ctx, modern, cookie, pid_tgid);
 		break;
 	case TLSTAP_PROBE_READ_RET:
-		on_read_return(ctx, cookie, pid_tgid);
+		on_read_return(ctx, modern, cookie, pid_tgid);
 		break;
 	case TLSTAP_PROBE_KEYLOG:
 		on_keylog(ctx, stack_abi, pid_tgid);
@@ -710,22 +717,30 @@ static __always_inline int go_tls_probe(struct pt_regs *ctx, __u64 cookie)
 	return 0;
 }
 
-/* One link for every offset of a binary (kernel >= 6.6). */
+/* One link for every offset of a binary (kernel >= 6.6, which has bpf_loop). */
 SEC("uprobe.multi")
 int go_tls_multi(struct pt_regs *ctx)
 {
-	return go_tls_probe(ctx, bpf_get_attach_cookie(ctx));
+	return go_tls_probe(ctx, true, bpf_get_attach_cookie(ctx));
 }
 
-/* One perf-event link per offset, for older kernels. Userspace loads only one of the two. */
+/* One perf-event link per offset, for older kernels: with bpf_loop (5.17) or without (5.15,
+ * 5.16). Userspace loads only the program of the path it takes. */
 SEC("uprobe")
 int go_tls_single(struct pt_regs *ctx)
 {
-	return go_tls_probe(ctx, bpf_get_attach_cookie(ctx));
+	return go_tls_probe(ctx, true, bpf_get_attach_cookie(ctx));
+}
+
+SEC("uprobe")
+int go_tls_single_legacy(struct pt_regs *ctx)
+{
+	return go_tls_probe(ctx, false, bpf_get_attach_cookie(ctx));
 }
 
 /*
- * Kernels without cookies (< 5.15): the cookie this probe would have, rebuilt from its role
+ * Kernels without cookies (< 5.15, so without bpf_loop: these programs never use it): the
+ * cookie this probe would have, rebuilt from its role
  * (the program attached there) and its binary, found by the executable's inode. 0 (no role)
  * when the executable is not a hooked binary (a binary mapped some other way).
  */
@@ -752,7 +767,7 @@ static __always_inline __u64 cookie_of_file(struct pt_regs *ctx, __u32 kind)
 	SEC("uprobe")                                                                          \
 	int go_tls_##NAME##_nocookie(struct pt_regs *ctx)                                      \
 	{                                                                                      \
-		return go_tls_probe(ctx, cookie_of_file(ctx, KIND));                           \
+		return go_tls_probe(ctx, false, cookie_of_file(ctx, KIND));                    \
 	}
 
 DEFINE_NOCOOKIE_PROBE(write, TLSTAP_PROBE_WRITE_ENTRY)

@@ -192,8 +192,11 @@ pub enum AttachPath {
 
 impl AttachPath {
     pub fn for_features(features: &KernelFeatures) -> Self {
-        // uprobe_multi links carry their roles in cookies only.
-        match (features.has(Feature::Cookies), features.has(Feature::UprobeMulti)) {
+        // uprobe_multi links carry their roles in cookies only, and their program is modern
+        // (every kernel with uprobe_multi has bpf_loop and fetch atomics; tests that disable
+        // either take the per-offset path, which has a legacy program).
+        let multi = features.has(Feature::UprobeMulti) && !features.legacy_programs();
+        match (features.has(Feature::Cookies), multi) {
             (true, true) => AttachPath::Multi,
             (true, false) => AttachPath::PerOffset,
             (false, _) => AttachPath::PerRole,
@@ -237,6 +240,8 @@ pub struct Capture<'obj> {
     inodes: HashMap<u32, (u64, PathBuf)>,
     /// Per-CPU perf buffer size in pages (a power of two).
     perf_pages: usize,
+    /// The per-offset program is the legacy one (features.h).
+    legacy: bool,
     null_probes: bool,
     /// Index of the next binary in the `binaries` map.
     next_binary: u32,
@@ -276,7 +281,10 @@ impl<'obj> Capture<'obj> {
         let multi = attach_path == AttachPath::Multi;
         let per_role = attach_path == AttachPath::PerRole;
         open.progs.go_tls_multi.set_autoload(multi && !null);
-        open.progs.go_tls_single.set_autoload(attach_path == AttachPath::PerOffset && !null);
+        // Modern programs use bpf_loop and fetch atomics, legacy ones neither (features.h).
+        let (per_offset, legacy) = (attach_path == AttachPath::PerOffset && !null, features.legacy_programs());
+        open.progs.go_tls_single.set_autoload(per_offset && !legacy);
+        open.progs.go_tls_single_legacy.set_autoload(per_offset && legacy);
         for prog in [
             &mut open.progs.go_tls_write_nocookie,
             &mut open.progs.go_tls_read_entry_nocookie,
@@ -308,9 +316,6 @@ impl<'obj> Capture<'obj> {
             rodata.read_slot_mask = opts.read_slots.unwrap_or(all_slots).clamp(1, all_slots).next_power_of_two() - 1;
             rodata.report_processes = opts.report_processes;
             rodata.catch_exec = opts.report_processes && opts.catch_exec;
-            rodata.have_bpf_loop = features.has(Feature::BpfLoop);
-            rodata.have_fetch_atomics = features.has(Feature::FetchAtomics);
-            rodata.have_cookies = !per_role;
             rodata.use_perf_output = perf_output;
         }
         let skel = open.load().map_err(|source| Error::Load { hint: load_hint(&source), source })?;
@@ -331,6 +336,7 @@ impl<'obj> Capture<'obj> {
             perf_output,
             inodes: HashMap::new(),
             perf_pages: perf_pages(opts.ringbuf_bytes),
+            legacy: features.legacy_programs(),
             null_probes: opts.null_probes,
             next_binary: 0,
             read_slots,
@@ -396,9 +402,12 @@ impl<'obj> Capture<'obj> {
                     (false, AttachPath::PerRole, ProbeKind::ReadEntry) => &progs.go_tls_read_entry_nocookie,
                     (false, AttachPath::PerRole, ProbeKind::ReadReturn) => &progs.go_tls_read_ret_nocookie,
                     (false, AttachPath::PerRole, ProbeKind::Keylog) => &progs.go_tls_keylog_nocookie,
+                    (false, _, _) if self.legacy => &progs.go_tls_single_legacy,
                     (false, _, _) => &progs.go_tls_single,
                 };
-                let opts = UprobeOpts { cookie: probe.cookie(index), ..Default::default() };
+                // A kernel without cookies refuses a link that carries one (libbpf checks).
+                let cookie = if self.attach_path == AttachPath::PerRole { 0 } else { probe.cookie(index) };
+                let opts = UprobeOpts { cookie, ..Default::default() };
                 let link = prog.attach_uprobe_with_opts(-1, binary, probe.file_offset as usize, opts).map_err(error)?;
                 links.push(link);
             }

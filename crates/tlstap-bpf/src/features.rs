@@ -151,6 +151,12 @@ impl KernelFeatures {
         self.present[feature.index()] && !self.disabled[feature.index()]
     }
 
+    /// Whether the legacy variant of the programs is loaded (bpf/features.h): without
+    /// bpf_loop or without fetch atomics, it uses neither.
+    pub fn legacy_programs(&self) -> bool {
+        !self.has(Feature::BpfLoop) || !self.has(Feature::FetchAtomics)
+    }
+
     /// The features tlstap cannot do without and this kernel lacks, and how to get each.
     /// `btf_file`: a BTF file given in place of the kernel's own.
     pub fn missing_required(&self, btf_file: Option<&Path>) -> Option<MissingFeatures> {
@@ -180,19 +186,36 @@ impl KernelFeatures {
             }
         };
         let pick = |f: Feature, yes: &str, no: &str| format!("{} ({})", if self.has(f) { yes } else { no }, why(f));
+        // bpf_loop and fetch atomics come together: the legacy programs have neither.
+        let legacy = |f: Feature, yes: &str, no: &str| {
+            if !self.legacy_programs() {
+                pick(f, yes, no)
+            } else if self.has(f) {
+                format!(
+                    "{no} ({}; the legacy programs, {})",
+                    why(f),
+                    if f == Feature::BpfLoop { "no fetch atomics" } else { "no bpf_loop" }
+                )
+            } else {
+                format!("{no} ({})", why(f))
+            }
+        };
         vec![
             format!("records:     {}", pick(Feature::RingBuffer, "ring buffer", "perf buffers, per CPU")),
-            format!("large calls: {}", pick(Feature::BpfLoop, "bpf_loop", "bounded loop, 64 MiB per call")),
+            format!("large calls: {}", legacy(Feature::BpfLoop, "bpf_loop", "bounded loop, 64 MiB per call")),
             format!("probe roles: {}", pick(Feature::Cookies, "attach cookies", "a program per role, binary by inode")),
             format!(
                 "counters:    {}",
-                pick(Feature::FetchAtomics, "atomics", "per-CPU and plain; Reads in a hash map")
+                legacy(Feature::FetchAtomics, "atomics", "per-CPU and plain; Reads in a hash map")
             ),
-            if self.has(Feature::Cookies) {
-                format!("attach:      {}", pick(Feature::UprobeMulti, "uprobe_multi link", "a link per offset"))
-            } else {
-                // uprobe_multi links carry each probe's role in its cookie only.
+            // uprobe_multi links carry each probe's role in its cookie only, and their
+            // program uses bpf_loop (capture.rs, AttachPath).
+            if !self.has(Feature::Cookies) {
                 format!("attach:      a link per offset (no cookies; {})", why(Feature::UprobeMulti))
+            } else if self.legacy_programs() {
+                format!("attach:      a link per offset (legacy programs; {})", why(Feature::UprobeMulti))
+            } else {
+                format!("attach:      {}", pick(Feature::UprobeMulti, "uprobe_multi link", "a link per offset"))
             },
             format!("pcap attach: {}", pick(Feature::Tcx, "tcx link", "clsact qdisc")),
             format!("btf:         {}", pick(Feature::KernelBtf, KERNEL_BTF_PATH, "--btf FILE")),

@@ -141,8 +141,16 @@ impl<'obj> PacketCapture<'obj> {
             rodata.tcp_only = opts.tcp_only;
             rodata.l2_len = opts.l2_len;
             rodata.syn_pids = syn_pids;
-            rodata.have_bpf_loop = opts.features.has(Feature::BpfLoop);
-            rodata.have_fetch_atomics = opts.features.has(Feature::FetchAtomics);
+        }
+        // One pair of programs: modern (bpf_loop, fetch atomics) or legacy (features.h).
+        let legacy = opts.features.legacy_programs();
+        for (prog, legacy_prog) in [
+            (&mut open.progs.tlstap_ingress, false),
+            (&mut open.progs.tlstap_egress, false),
+            (&mut open.progs.tlstap_ingress_legacy, true),
+            (&mut open.progs.tlstap_egress_legacy, true),
+        ] {
+            prog.set_autoload(legacy_prog == legacy);
         }
         let skel = open.load().map_err(PacketError::Load)?;
         let mut capture = PacketCapture {
@@ -164,12 +172,17 @@ impl<'obj> PacketCapture<'obj> {
 
     fn programs(&self, opts: &PacketOptions) -> Vec<(&libbpf_rs::ProgramMut<'obj>, bool)> {
         let progs = &self.skel.progs;
+        let (ingress, egress) = if !opts.features.legacy_programs() {
+            (&progs.tlstap_ingress, &progs.tlstap_egress)
+        } else {
+            (&progs.tlstap_ingress_legacy, &progs.tlstap_egress_legacy)
+        };
         let mut out = Vec::new();
         if opts.ingress {
-            out.push((&progs.tlstap_ingress, true));
+            out.push((ingress, true));
         }
         if opts.egress {
-            out.push((&progs.tlstap_egress, false));
+            out.push((egress, false));
         }
         out
     }
