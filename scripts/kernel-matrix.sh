@@ -6,6 +6,8 @@
 #                                          Builds the test binaries (scripts/kernel-tests.sh
 #                                          --build) and runs scripts/kernel-tests.sh on each;
 #                                          ends with "N passed, N failed" over all of them.
+#                                          KMX_JOBS kernels at once (default 2: a guest
+#                                          takes one host core).
 #   scripts/kernel-matrix.sh --run VERSION [OPTIONS] -- CMD [ARGS...]
 #   scripts/kernel-matrix.sh --prepare VERSION...
 #
@@ -395,33 +397,55 @@ kmx_main() {
   esac
 }
 
-# The test set on each kernel named (all four by default); fails if any kernel failed.
+# The test set on one kernel, its output into $2 and its exit code into $2.rc.
+kmx_one_kernel() {
+  local k=$1 log=$2 status=0
+  if [[ $k == host ]]; then
+    (cd "$KMX_REPO" && bash scripts/kernel-tests.sh) >"$log" 2>&1 || status=$?
+  else
+    (cd "$KMX_REPO" && run_in_guest "$k" bash scripts/kernel-tests.sh) >"$log" 2>&1 || status=$?
+  fi
+  echo "$status" >"$log.rc"
+}
+
+# The test set on each kernel named (all four by default), KMX_JOBS (default 2) at a time:
+# a guest runs on one host thread, so two use this machine's two cores. Each kernel's output
+# is printed whole when it is done. Fails if any kernel failed.
 kmx_matrix() {
-  local kernels=("$@") k status failed=() summary=()
+  local kernels=("$@") k failed=() summary=()
   ((${#kernels[@]})) || kernels=(5.10 6.1 6.12 host)
   for k in "${kernels[@]}"; do
     case $k in 5.10|6.1|6.12|host) ;; *) kmx_die "unknown kernel $k (5.10, 6.1, 6.12 or host)" ;; esac
   done
   (cd "$KMX_REPO" && bash scripts/kernel-tests.sh --build) || kmx_die "building the test binaries failed"
-  local log; log=$(mktemp)
+  # The tests ask scripts/fixture.sh for their Go fixtures, which takes a lock in the cache
+  # even when the build is there: writable for them (the changes go with the guest).
+  KMX_WRITABLE+=("${TLSTAP_CACHE:-$HOME/.cache/tlstap}")
+  # Kernels' files are prepared one at a time (apt and the initramfs build share the cache).
+  for k in "${kernels[@]}"; do [[ $k == host ]] || kmx_prepare "$k" >/dev/null; done
+  local logs; logs=$(mktemp -d)
+  local running=0
   for k in "${kernels[@]}"; do
-    status=0
-    if [[ $k == host ]]; then
-      (cd "$KMX_REPO" && bash scripts/kernel-tests.sh) 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
-    else
-      (cd "$KMX_REPO" && run_in_guest "$k" bash scripts/kernel-tests.sh) 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
-    fi
-    summary+=("$k: $(grep -o '[0-9]* passed, [0-9]* failed' "$log" | tail -n1 || echo 'no result') (exit $status)")
-    ((status == 0)) || failed+=("$k")
+    if ((running >= ${KMX_JOBS:-2})); then wait -n || true; running=$((running - 1)); fi
+    kmx_say "$k: started"
+    kmx_one_kernel "$k" "$logs/$k" &
+    running=$((running + 1))
   done
-  rm -f "$log"
-  local passed=0 fails=0 line
-  for line in "${summary[@]}"; do
-    kmx_say "$line"
+  wait || true
+  local passed=0 fails=0 line status
+  for k in "${kernels[@]}"; do
+    echo "==== kernel $k"
+    cat "$logs/$k" 2>/dev/null
+    status=$(cat "$logs/$k.rc" 2>/dev/null || echo 125)
+    line="$k: $(grep -o '[0-9]* passed, [0-9]* failed' "$logs/$k" | tail -n1 || true) (exit $status)"
+    summary+=("$line")
+    ((status == 0)) || failed+=("$k")
     if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
       passed=$((passed + BASH_REMATCH[1])); fails=$((fails + BASH_REMATCH[2]))
     fi
   done
+  rm -rf "$logs"
+  for line in "${summary[@]}"; do kmx_say "$line"; done
   # A kernel that failed without a count (it did not boot) counts as one failure.
   ((${#failed[@]} == 0 || fails > 0)) || fails=${#failed[@]}
   echo "kernel-matrix: $passed passed, $fails failed"

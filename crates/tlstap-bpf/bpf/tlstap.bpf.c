@@ -692,15 +692,17 @@ static __always_inline void on_read_return(struct pt_regs *ctx, bool modern, __u
 }
 
 /* The whole probe, shared by the attach flavours below; `cookie` as events.h defines it;
- * `modern` a constant: whether this program may use bpf_loop (see emit_call). */
-static __always_inline int go_tls_probe(struct pt_regs *ctx, bool modern, __u64 cookie)
+ * `modern` a constant: whether this program may use bpf_loop (see emit_call). `kind` is the
+ * probe's role; a constant in programs of one role, so that each holds only its role's path
+ * (the verifier's work, on slow old kernels, is then a quarter). */
+static __always_inline int go_tls_probe_kind(struct pt_regs *ctx, bool modern, __u64 cookie, __u32 kind)
 {
 	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
 	if (!wanted(pid_tgid))
 		return 0;
-	switch (cookie & TLSTAP_COOKIE_KIND_MASK) {
+	switch (kind) {
 	case TLSTAP_PROBE_WRITE_ENTRY:
 		on_write_entry(ctx, modern, cookie, pid_tgid);
 		break;
@@ -715,6 +717,12 @@ static __always_inline int go_tls_probe(struct pt_regs *ctx, bool modern, __u64 
 		break;
 	}
 	return 0;
+}
+
+/* The probe whose role its cookie says (every program but the per-role ones). */
+static __always_inline int go_tls_probe(struct pt_regs *ctx, bool modern, __u64 cookie)
+{
+	return go_tls_probe_kind(ctx, modern, cookie, cookie & TLSTAP_COOKIE_KIND_MASK);
 }
 
 /* One link for every offset of a binary (kernel >= 6.6, which has bpf_loop). */
@@ -767,7 +775,8 @@ static __always_inline __u64 cookie_of_file(struct pt_regs *ctx, __u32 kind)
 	SEC("uprobe")                                                                          \
 	int go_tls_##NAME##_nocookie(struct pt_regs *ctx)                                      \
 	{                                                                                      \
-		return go_tls_probe(ctx, false, cookie_of_file(ctx, KIND));                    \
+		__u64 cookie = cookie_of_file(ctx, KIND);                                      \
+		return cookie ? go_tls_probe_kind(ctx, false, cookie, KIND) : 0;               \
 	}
 
 DEFINE_NOCOOKIE_PROBE(write, TLSTAP_PROBE_WRITE_ENTRY)

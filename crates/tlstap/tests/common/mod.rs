@@ -40,6 +40,14 @@ pub fn fixture_for_arch(go_version: &str, variant: &str, program: &str, goarch: 
 }
 
 /// True when this test may load BPF. Otherwise prints why it skips, or fails under CI.
+/// How long to wait for something that takes `secs` seconds at most on a usual machine:
+/// scaled by TLSTAP_TEST_TIME_SCALE (scripts/kernel-tests.sh sets it under qemu's TCG, where
+/// everything, the kernel's verifier included, runs many times slower).
+pub fn patience(secs: u64) -> Duration {
+    let scale = std::env::var("TLSTAP_TEST_TIME_SCALE").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(1);
+    Duration::from_secs(secs * scale.max(1))
+}
+
 pub fn privileged() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -165,7 +173,7 @@ impl Server {
 
     pub fn stop(mut self) {
         self.proc.signal(libc::SIGTERM);
-        self.proc.wait_timeout(Duration::from_secs(10));
+        self.proc.wait_timeout(patience(10));
     }
 }
 
@@ -175,7 +183,7 @@ pub fn run_client(binary: &Path, addr: &str, manifest: &Path, extra: &[&str]) ->
         Command::new(binary).args(["client", "--addr", addr, "--manifest"]).arg(manifest).args(extra),
         "fixture client",
     );
-    let status = proc.wait_timeout(Duration::from_secs(60));
+    let status = proc.wait_timeout(patience(60));
     assert!(status.success(), "fixture client exited with {status}");
     proc.pid()
 }
@@ -199,7 +207,7 @@ impl Tlstap {
     /// processes.
     pub fn start_host(dir: &TempDir, args: &[&str]) -> Tlstap {
         let mut t = Tlstap::spawn(dir, &[&["-v"], args].concat());
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + patience(60);
         while !std::fs::read_to_string(&t.stderr).unwrap_or_default().contains("watching for new processes") {
             if let Some(status) = t.proc.child.try_wait().unwrap() {
                 panic!("tlstap exited with {status}: {}", std::fs::read_to_string(&t.stderr).unwrap());
@@ -228,7 +236,7 @@ impl Tlstap {
     }
 
     fn wait_for_attach(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + patience(30);
         loop {
             if read_jsonl(&self.out).iter().any(|v| v["type"] == "attach") {
                 return;
@@ -247,7 +255,7 @@ impl Tlstap {
     /// Sends SIGINT, waits for a clean exit and returns every record written.
     pub fn stop(mut self) -> Capture {
         self.proc.signal(libc::SIGINT);
-        let status = self.proc.wait_timeout(Duration::from_secs(30));
+        let status = self.proc.wait_timeout(patience(30));
         let stderr = std::fs::read_to_string(&self.stderr).unwrap();
         assert!(status.success(), "tlstap exited with {status}: {stderr}");
         Capture { records: read_jsonl(&self.out), stderr }
@@ -340,7 +348,7 @@ impl Tshark {
         );
         let stderr = proc.child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + patience(30);
         loop {
             let line = lines.next().unwrap_or_else(|| panic!("tshark exited before capturing")).unwrap();
             if line.contains("Capturing on") {
@@ -357,7 +365,7 @@ impl Tshark {
     pub fn stop(mut self) -> PathBuf {
         std::thread::sleep(Duration::from_millis(300)); // let the last packets reach tshark
         self.proc.signal(libc::SIGINT);
-        self.proc.wait_timeout(Duration::from_secs(30));
+        self.proc.wait_timeout(patience(30));
         self.file.clone()
     }
 }
@@ -532,7 +540,7 @@ pub fn assert_programs_unloaded(ids: &[u64]) {
             })
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + patience(10);
     while !loaded().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
