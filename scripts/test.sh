@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine, as root: installs build and test
 # dependencies, builds (or reuses from ~/.cache/tlstap) the Go toolchains and fixtures,
-# then runs every test, the privileged BPF tests included.
+# then runs every test, the privileged BPF tests included, then the privileged set again on
+# other kernels under qemu (scripts/kernel-matrix.sh; kernels cached in ~/.cache/tlstap).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh --test
@@ -26,4 +27,11 @@ timeout --kill-after=60 "${TLSTAP_TEST_TIMEOUT:-45m}" cargo test --workspace --l
 # What tests measured without judging (e.g. what host-wide capture misses without --catch-exec).
 for m in target/tmp/measurements/*.txt; do [[ -e $m ]] && { echo "measurement ($m):"; cat "$m"; }; done
 if [[ $status == 124 ]]; then echo "tests: still running after ${TLSTAP_TEST_TIMEOUT:-45m}; stopped" >&2; fi
+# The kernel matrix: the privileged set (scripts/kernel-tests.sh) on Debian's 5.10, 6.1 and
+# 6.12 kernels booted under qemu, and on this one (about 25 min with two kernels at once).
+# TLSTAP_KERNEL_MATRIX=0 leaves it out of a quick local run; CI always runs it.
+if [[ $status == 0 && (${CI:-} == true || ${TLSTAP_KERNEL_MATRIX:-1} != 0) ]]; then
+  bash scripts/deps.sh --kernels
+  bash scripts/kernel-matrix.sh 5.10 6.1 6.12 host || status=$?
+fi
 exit "$status"
