@@ -112,7 +112,10 @@ struct packet_ctx {
 		barrier_var(n);                                                               \
 		if (n > CAP)                                                                  \
 			n = CAP;                                                              \
-		if (n == 0 || bpf_skb_load_bytes(p->skb, off, r->data, n)) {                  \
+		/* 1..CAP as the verifier sees it (CAP is a power of two): before 6.7 it */   \
+		/* does not learn from n != 0 that n >= 1, and a size of 0 is refused. */     \
+		if (n == 0 ||                                                                 \
+		    bpf_skb_load_bytes(p->skb, off, r->data, ((n - 1) & (CAP - 1)) + 1)) {    \
 			bpf_ringbuf_discard(r, 0);                                            \
 			return 1 + TLSTAP_PACKET_LOSS_LOAD_FAULT;                             \
 		}                                                                             \

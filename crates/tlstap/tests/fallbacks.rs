@@ -63,7 +63,7 @@ fn each_fallback_path_is_byte_exact() {
             eprintln!("without {feature}, hooking the {}", if hook_server { "server" } else { "client" });
             let capture = byte_exact_without("1.27", "pie-strip", &[feature], hook_server);
             // Disabled here; on an older kernel (kernel-matrix.sh) absent already.
-            let (off, absent) = (format!("({feature}: disabled)"), format!("({feature}: no, "));
+            let (off, absent) = (format!("{feature}: disabled)"), format!("{feature}: no, "));
             assert!(capture.stderr.contains(&off) || capture.stderr.contains(&absent), "{}", capture.stderr);
         }
     }
