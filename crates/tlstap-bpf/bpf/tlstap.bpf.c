@@ -12,8 +12,8 @@
  * role comes from its cookie, or from the program attached and the executable's inode
  * (< 5.15: go_tls_*_nocookie, legacy).
  *
- * Must stay true: no unbounded loop (chunks go through bpf_loop, at most CHUNK_LOOP_MAX, or a
- * loop of at most CHUNK_BOUNDED_MAX); every user read has a size the verifier can bound by the
+ * Must stay true: no unbounded loop (chunks go through bpf_loop, or bounded loops, at most
+ * CHUNK_LOOP_MAX either way); every user read has a size the verifier can bound by the
  * reserved record; loss is counted.
  */
 #include "kernel_types.h"
@@ -42,9 +42,10 @@ const volatile bool use_perf_output = false;
 
 /* Enough chunks for a 1 GiB write; bpf_loop allows far more iterations than this. */
 #define CHUNK_LOOP_MAX (1u << 16)
-/* Without bpf_loop: chunks of one call emitted by a bounded loop (the verifier walks every
- * iteration, and its queue of branches to visit holds 8192 at most); 64 MiB per call. */
-#define CHUNK_BOUNDED_MAX 4096
+/* Legacy programs (no bpf_loop): chunks of one call emitted by bounded loops, blocks of
+ * CHUNK_BLOCK chunks, at most CHUNK_BLOCKS_MAX blocks: as many chunks as CHUNK_LOOP_MAX. */
+#define CHUNK_BLOCK 1024
+#define CHUNK_BLOCKS_MAX (CHUNK_LOOP_MAX / CHUNK_BLOCK)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -412,17 +413,20 @@ static long emit_chunk_cb(__u32 i, void *data)
 }
 
 /*
- * Without bpf_loop, a bounded loop emits the chunks. The verifier walks every iteration of it,
- * and every path through an iteration: with the chunk's work inline, paths multiplied (a
- * loss, a fault) until 256 iterations exceeded its million instructions. So each chunk is
- * emitted by a global function, which the verifier checks once, and the call it works on is
- * kept in this CPU's slot rather than on the stack (a global function takes no pointer to it
- * before 5.12). `owner` is the thread that filled the slot: kernels without bpf_loop run
+ * Without bpf_loop, bounded loops emit the chunks. The verifier walks every iteration of a
+ * loop, and every path through an iteration: with the chunk's work inline, paths multiplied (a
+ * loss, a fault) until 256 iterations exceeded its million instructions. So the work is done
+ * by global functions, which the verifier checks once each: one emits a chunk, one a block of
+ * CHUNK_BLOCK chunks (a loop of that many iterations, two branches each, within the 8192
+ * branches the verifier may hold), and the program loops over blocks. The call they work on
+ * is kept in this CPU's slot rather than on the stack (a global function takes no pointer to
+ * it before 5.12). `owner` is the thread that filled the slot: kernels without bpf_loop run
  * uprobe programs with preemption off, so none other can take it meanwhile; where one could
  * (a fallback forced on a new kernel), the chunks left are counted lost, never mixed up.
  */
 struct bounded_call {
 	__u64 owner;
+	__u64 chunks;
 	struct emit_ctx e;
 };
 
@@ -433,21 +437,50 @@ struct {
 	__type(value, struct bounded_call);
 } bounded_calls SEC(".maps");
 
-/* Emits chunk i of this CPU's bounded call: 0, 1 past the call's end, 2 when the slot is not
- * this thread's call any more. */
-__noinline int emit_bounded_chunk(bpf_user_pt_regs_t *ctx, __u32 i)
+/* Status of the global functions below: go on, the call's end was reached, or the slot is
+ * not this thread's call any more. */
+#define BOUNDED_GO_ON 0
+#define BOUNDED_DONE 1
+#define BOUNDED_LOST 2
+
+/* This CPU's bounded call, if this thread's. */
+static __always_inline struct bounded_call *own_bounded_call(void)
 {
 	__u32 zero = 0;
 	struct bounded_call *call = bpf_map_lookup_elem(&bounded_calls, &zero);
 
-	if (!call || call->owner != bpf_get_current_pid_tgid())
-		return 2;
-	return emit_chunk_at(ctx, &call->e, i);
+	return call && call->owner == bpf_get_current_pid_tgid() ? call : 0;
+}
+
+/* Emits chunk i of this CPU's bounded call. */
+__noinline int emit_bounded_chunk(bpf_user_pt_regs_t *ctx, __u32 i)
+{
+	struct bounded_call *call = own_bounded_call();
+
+	if (!call)
+		return BOUNDED_LOST;
+	if (i >= call->chunks)
+		return BOUNDED_DONE;
+	return emit_chunk_at(ctx, &call->e, i) ? BOUNDED_DONE : BOUNDED_GO_ON;
+}
+
+/* Emits block b (chunks b * CHUNK_BLOCK onwards) of this CPU's bounded call. */
+__noinline int emit_bounded_block(bpf_user_pt_regs_t *ctx, __u32 block)
+{
+	__u32 i;
+
+	for (i = 0; i < CHUNK_BLOCK; i++) {
+		int status = emit_bounded_chunk(ctx, block * CHUNK_BLOCK + i);
+
+		if (status != BOUNDED_GO_ON)
+			return status;
+	}
+	return BOUNDED_GO_ON;
 }
 
 static __always_inline void emit_chunks_bounded(void *ctx, struct emit_ctx *e, __u64 chunks)
 {
-	__u32 zero = 0, i;
+	__u32 zero = 0, block;
 	struct bounded_call *call = bpf_map_lookup_elem(&bounded_calls, &zero);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
@@ -456,18 +489,17 @@ static __always_inline void emit_chunks_bounded(void *ctx, struct emit_ctx *e, _
 		return;
 	}
 	call->owner = pid_tgid;
+	call->chunks = chunks;
 	__builtin_memcpy(&call->e, e, sizeof(*e));
-	for (i = 0; i < CHUNK_BOUNDED_MAX; i++) {
-		int status;
+	for (block = 0; block < CHUNK_BLOCKS_MAX; block++) {
+		int status = emit_bounded_block(ctx, block);
 
-		if (i >= chunks)
-			break;
-		status = emit_bounded_chunk(ctx, i);
-		if (status == 2) {
-			count_call_loss(e, TLSTAP_LOSS_RINGBUF_FULL, e->len - (__u64)i * TLSTAP_CHUNK_MAX);
+		if (status == BOUNDED_LOST) {
+			/* Which chunks went is not known here: the whole call is counted. */
+			count_call_loss(e, TLSTAP_LOSS_RINGBUF_FULL, e->len);
 			return;
 		}
-		if (status)
+		if (status == BOUNDED_DONE)
 			break;
 	}
 	if (call->owner == pid_tgid)
@@ -509,7 +541,7 @@ static __always_inline void emit_call(struct pt_regs *ctx, bool modern, __u64 co
 {
 	struct emit_ctx e = {};
 	struct stream_state *stream;
-	__u64 chunks, max_chunks;
+	__u64 chunks;
 
 	if (len == 0)
 		return;
@@ -528,11 +560,10 @@ static __always_inline void emit_call(struct pt_regs *ctx, bool modern, __u64 co
 	e.seq = stream ? fetch_inc(&stream->seq, modern) : 0;
 	resolve_conn(ctx, cookie, binary_of(cookie), conn_ptr, stream ? &stream->conn : 0, &e.conn);
 	chunks = (len + TLSTAP_CHUNK_MAX - 1) / TLSTAP_CHUNK_MAX;
-	max_chunks = modern ? CHUNK_LOOP_MAX : CHUNK_BOUNDED_MAX;
-	if (chunks > max_chunks) {
-		count_call_loss(&e, TLSTAP_LOSS_CALL_TOO_LARGE, len - max_chunks * TLSTAP_CHUNK_MAX);
+	if (chunks > CHUNK_LOOP_MAX) {
+		count_call_loss(&e, TLSTAP_LOSS_CALL_TOO_LARGE, len - (__u64)CHUNK_LOOP_MAX * TLSTAP_CHUNK_MAX);
 		/* call_len stays the call's size: userspace shows the call cut (truncated). */
-		chunks = max_chunks;
+		chunks = CHUNK_LOOP_MAX;
 	}
 	/* Most calls are one chunk: skip bpf_loop's indirect calls for them. */
 	if (chunks == 1) {

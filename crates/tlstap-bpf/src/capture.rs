@@ -356,6 +356,7 @@ impl<'obj> Capture<'obj> {
         };
         let result = self.attach_at(index, binary, probes, config);
         if result.is_err() {
+            self.forget_inode(index);
             self.free_binaries.push(index);
         }
         result
@@ -464,15 +465,15 @@ impl<'obj> Capture<'obj> {
         if self.links.remove(&handle.index).is_some() {
             self.free_binaries.push(handle.index);
         }
-        if let Some((ino, _)) = self.inodes.remove(&handle.index) {
+        self.forget_inode(handle.index);
+    }
+
+    /// Removes what register_inode stored for the binary at `index`, if anything.
+    fn forget_inode(&mut self, index: u32) {
+        if let Some((ino, _)) = self.inodes.remove(&index) {
             // Gone already is fine: nothing else removes it.
             let _ = self.skel.maps.binary_files.delete(&ino.to_ne_bytes());
         }
-    }
-
-    /// How probes are attached on this kernel.
-    pub fn attach_path(&self) -> AttachPath {
-        self.attach_path
     }
 
     /// A handle of its own on the ring buffer the records arrive in, so that reading it does

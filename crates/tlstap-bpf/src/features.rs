@@ -202,7 +202,7 @@ impl KernelFeatures {
         };
         vec![
             format!("records:     {}", pick(Feature::RingBuffer, "ring buffer", "perf buffers, per CPU")),
-            format!("large calls: {}", legacy(Feature::BpfLoop, "bpf_loop", "bounded loop, 64 MiB per call")),
+            format!("large calls: {}", legacy(Feature::BpfLoop, "bpf_loop", "bounded loops, 1 GiB per call")),
             format!("probe roles: {}", pick(Feature::Cookies, "attach cookies", "a program per role, binary by inode")),
             format!(
                 "counters:    {}",
@@ -393,7 +393,7 @@ mod tests {
         assert!(!old.has(Feature::BpfLoop) && !old.has(Feature::RingBuffer) && old.has(Feature::Cookies));
         let paths = old.paths().join("\n");
         assert!(paths.contains("perf buffers, per CPU (ringbuf: disabled)"), "{paths}");
-        assert!(paths.contains("bounded loop, 64 MiB per call (bpf-loop: disabled)"), "{paths}");
+        assert!(paths.contains("bounded loops, 1 GiB per call (bpf-loop: disabled)"), "{paths}");
         assert!(paths.contains("attach cookies (cookies: yes)"), "{paths}");
     }
 

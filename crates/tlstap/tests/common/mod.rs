@@ -555,3 +555,32 @@ pub fn write_measurement(name: &str, text: &str) {
     std::fs::write(dir.join(format!("{name}.txt")), text).unwrap();
     eprint!("{text}");
 }
+
+/// Two 8 MiB writes, each in one call, by a hooked fixture client, tlstap run with `args` too
+/// (a buffer too small for them): returns the capture.
+pub fn capture_two_8mib_writes(dir: &TempDir, args: &[&str]) -> Capture {
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let (server_bin, client_bin) = (copy_binary(&fixture, dir, "server"), copy_binary(&fixture, dir, "client"));
+    let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
+    let tlstap = Tlstap::start(dir, &[&["-e", client_bin.to_str().unwrap()], args].concat());
+    let client_args = ["--requests", "2", "--sizes", "8388608", "--write-chunk", "-1"];
+    run_client(&client_bin, &server.addr, &dir.path("client.jsonl"), &client_args);
+    let capture = tlstap.stop();
+    server.stop();
+    capture
+}
+
+/// The loss of [`capture_two_8mib_writes`] is counted as ringbuf_full and named in the
+/// summary; both writes are reported with their real length, marked truncated.
+pub fn assert_big_writes_cut(capture: &Capture) {
+    let stats = capture.stats();
+    assert!(stats["lost_by_cause"]["ringbuf_full"].as_u64().unwrap() > 0, "{stats}");
+    assert!(capture.stderr.contains("ringbuf_full="), "summary names the cause: {}", capture.stderr);
+    let big: Vec<_> =
+        capture.data("write").into_iter().filter(|(_, _, r)| r["len"].as_u64().unwrap() > 8 << 20).collect();
+    assert_eq!(big.len(), 2, "both big writes reported, with their real length");
+    for (_, data, record) in big {
+        assert_eq!(record["truncated"], true);
+        assert!((data.len() as u64) < record["len"].as_u64().unwrap());
+    }
+}
