@@ -9,6 +9,7 @@ refreshes it without touching the rest.
 import collections
 
 from .common import log
+from .procfs import BpfStats
 from .stats import f, med
 
 # (label, features disabled): the best path this kernel has, then each fallback alone, then
@@ -33,6 +34,11 @@ def flags(features):
 
 class FallbacksMixin:
     def fallbacks(self):
+        # BPF run-time stats on throughout (every path pays the same few ns per run for them).
+        with BpfStats():
+            self.fallbacks_measured()
+
+    def fallbacks_measured(self):
         rounds = max(self.a.rounds // 4, 2)
         log(f"== fallback paths: {rounds} rounds x {len(PATHS)} paths, jsonl, hey -n {self.a.requests} -c {self.a.concurrency}")
         rows = []
