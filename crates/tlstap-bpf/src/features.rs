@@ -167,8 +167,8 @@ impl KernelFeatures {
         if !self.has(Feature::ProbeReadUser) {
             missing.push(Feature::ProbeReadUser);
         }
-        // bpf_loop makes bounded loops unnecessary.
-        if !self.has(Feature::BoundedLoops) && !self.has(Feature::BpfLoop) {
+        // Only the legacy programs loop on their own (the modern ones have bpf_loop).
+        if !self.has(Feature::BoundedLoops) && self.legacy_programs() {
             missing.push(Feature::BoundedLoops);
         }
         (!missing.is_empty()).then_some(MissingFeatures(missing))
@@ -209,7 +209,7 @@ impl KernelFeatures {
                 legacy(Feature::FetchAtomics, "atomics", "per-CPU and plain; Reads in a hash map")
             ),
             // uprobe_multi links carry each probe's role in its cookie only, and their
-            // program uses bpf_loop (capture.rs, AttachPath).
+            // program is a modern one (capture.rs, AttachPath).
             if !self.has(Feature::Cookies) {
                 format!("attach:      a link per offset (no cookies; {})", why(Feature::UprobeMulti))
             } else if self.legacy_programs() {
