@@ -818,6 +818,7 @@ DEFINE_NOCOOKIE_PROBE(keylog, TLSTAP_PROBE_KEYLOG)
 /* --- Processes (discovery) -------------------------------------------------------------- */
 
 #define SIGSTOP 19
+#define SIGCONT 18
 
 static __always_inline void emit_proc(void *ctx, __u32 kind, __u64 pid_tgid, bool hold)
 {
@@ -834,15 +835,21 @@ static __always_inline void emit_proc(void *ctx, __u32 kind, __u64 pid_tgid, boo
 	r->uid = (__u32)bpf_get_current_uid_gid();
 	r->held = hold;
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
-	/* Stopped only once its record is sent: never a process userspace will not hear of. */
-	if (!submit_record(ctx, r, sizeof(*r), hold ? BPF_RB_FORCE_WAKEUP : 0)) {
-		count_loss(TLSTAP_LOSS_RINGBUF_FULL, 0);
-		return;
-	}
-	/* A held process waits for this record: it woke the reader (see WAKEUP_BYTES). The
-	 * signal is delivered on the way back to user space, after the submit above. */
+	/*
+	 * SIGSTOP before the record goes: userspace may read it and send SIGCONT at once, and a
+	 * SIGCONT queued after the SIGSTOP cancels it, while one sent before it would be lost
+	 * and leave the process stopped (seen on 6.1 under qemu).
+	 */
 	if (hold)
 		bpf_send_signal(SIGSTOP);
+	/* A held process waits for this record: wake the reader now (see WAKEUP_BYTES). */
+	if (!submit_record(ctx, r, sizeof(*r), hold ? BPF_RB_FORCE_WAKEUP : 0)) {
+		/* Only a perf buffer can refuse here: never leave a process userspace will not
+		 * hear of stopped. */
+		if (hold)
+			bpf_send_signal(SIGCONT);
+		count_loss(TLSTAP_LOSS_RINGBUF_FULL, 0);
+	}
 }
 
 /* Raw tracepoints: attached by name, no tracefs mount needed. */

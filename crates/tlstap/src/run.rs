@@ -2,6 +2,7 @@
 //! drains the ring buffer, reassembles calls and feeds the sink; at the end it detaches every
 //! probe, writes the totals and prints a one-line summary to stderr.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
 use std::mem::MaybeUninit;
@@ -258,7 +259,10 @@ fn capture(
     tlstap_bpf::configure_libbpf_logging();
     let mut storage = MaybeUninit::uninit();
     let mut capture = Capture::load(&mut storage, &options)?;
-    let mut pipeline = Pipeline::new(sinks);
+    // The reader exists before any probe is attached: perf buffers (kernels without a ring
+    // buffer) drop what BPF sends before they are opened, where a ring buffer keeps it.
+    let pipeline = RefCell::new(Pipeline::new(sinks));
+    let ring = capture.reader(|record: &[u8]| pipeline.borrow_mut().on_record(record))?;
     let probe_set = ProbeSet { data: request.data, secrets: request.secrets };
     let mut discovery = match target {
         Some(target) => {
@@ -270,24 +274,26 @@ fn capture(
                 abi: target.abi_name(),
                 probes: handle.probes,
             };
-            pipeline.write(&Event::Attach(attach)).or_else(quiet_if_broken_pipe)?;
+            pipeline.borrow_mut().write(&Event::Attach(attach)).or_else(quiet_if_broken_pipe)?;
             None
         }
         None => {
             let mut discovery =
                 Discovery::new(probe_set, request.comm.clone(), request.uid, request.linger, request.verbose);
-            discovery.scan(&mut capture, &mut pipeline)?;
+            discovery.scan(&mut capture, &mut pipeline.borrow_mut())?;
             if request.verbose {
                 eprintln!("tlstap: {} Go TLS binaries hooked; watching for new processes", discovery.hooked_binaries());
             }
             Some(discovery)
         }
     };
-    pipeline.tick(None).or_else(quiet_if_broken_pipe)?;
+    pipeline.borrow_mut().tick(None).or_else(quiet_if_broken_pipe)?;
 
-    let outcome = drain_until_stopped(&mut capture, &mut pipeline, discovery.as_mut(), &stop, request.verbose);
+    let outcome = drain_until_stopped(&ring, &mut capture, &pipeline, discovery.as_mut(), &stop, request.verbose);
     let losses = capture.losses()?;
     drop(capture); // detach every probe before the summary
+    drop(ring);
+    let mut pipeline = pipeline.into_inner();
     if let Err(err) = outcome {
         return err.downcast::<io::Error>().map_or_else(Err, quiet_if_broken_pipe);
     }
@@ -315,15 +321,14 @@ fn capture(
 /// Polls the ring buffer until a signal (or an output error), then drains what is left.
 /// Between polls, process events go to discovery, which attaches and detaches binaries.
 fn drain_until_stopped(
+    ring: &RingReader<'_>,
     capture: &mut Capture<'_>,
-    pipeline: &mut Pipeline,
+    pipeline: &RefCell<Pipeline>,
     discovery: Option<&mut Discovery>,
     stop: &AtomicBool,
     verbose: bool,
 ) -> Result<()> {
-    let pipeline = std::cell::RefCell::new(pipeline);
-    let ring = capture.reader(|record: &[u8]| pipeline.borrow_mut().on_record(record))?;
-    let outcome = poll_until_stopped(&ring, capture, &pipeline, discovery, stop, verbose);
+    let outcome = poll_until_stopped(ring, capture, pipeline, discovery, stop, verbose);
     if outcome.is_err() {
         // An output error ends the capture early: a process held by --catch-exec must not stay
         // stopped, whether its exec record was read already or still waits in the ring.
@@ -341,7 +346,7 @@ fn drain_until_stopped(
 fn poll_until_stopped(
     ring: &RingReader<'_>,
     capture: &mut Capture<'_>,
-    pipeline: &std::cell::RefCell<&mut Pipeline>,
+    pipeline: &RefCell<Pipeline>,
     mut discovery: Option<&mut Discovery>,
     stop: &AtomicBool,
     verbose: bool,
