@@ -100,6 +100,9 @@ impl fmt::Display for Feature {
 /// Which of [`Feature::ALL`] the kernel has (or is allowed to be used: see `without`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelFeatures {
+    /// Why not even a trivial program loads (bpf() forbidden: seccomp, lockdown), if so: then
+    /// no probe can tell what the kernel has, and the real load says why it fails.
+    refused: Option<i32>,
     present: [bool; Feature::ALL.len()],
     /// Features present but disabled (tests force every fallback on a new kernel).
     disabled: [bool; Feature::ALL.len()],
@@ -112,6 +115,9 @@ impl KernelFeatures {
     /// Asks the running kernel. Needs the rights to load BPF programs (root); without them
     /// every probe says absent.
     pub fn probe() -> Self {
+        let trivial = [insn(MOV64_IMM, 0, 0, 0, 0), insn(EXIT, 0, 0, 0, 0)];
+        let refused =
+            trial_load(sys::BPF_PROG_TYPE_SOCKET_FILTER, 0, &trivial).err().map(|e| e.raw_os_error().unwrap_or(0));
         let mut present = [false; Feature::ALL.len()];
         for feature in Feature::ALL {
             present[feature.index()] = match feature {
@@ -126,12 +132,16 @@ impl KernelFeatures {
                 Feature::Tcx => tcx_supported(),
             };
         }
-        KernelFeatures { present, disabled: [false; Feature::ALL.len()] }
+        KernelFeatures { refused, present, disabled: [false; Feature::ALL.len()] }
     }
 
     /// A set with exactly `present` (tests and plans).
     pub fn with(present: &[Feature]) -> Self {
-        let mut set = KernelFeatures { present: [false; Feature::ALL.len()], disabled: [false; Feature::ALL.len()] };
+        let mut set = KernelFeatures {
+            refused: None,
+            present: [false; Feature::ALL.len()],
+            disabled: [false; Feature::ALL.len()],
+        };
         for f in present {
             set.present[f.index()] = true;
         }
@@ -160,6 +170,9 @@ impl KernelFeatures {
     /// The features tlstap cannot do without and this kernel lacks, and how to get each.
     /// `btf_file`: a BTF file given in place of the kernel's own.
     pub fn missing_required(&self, btf_file: Option<&Path>) -> Option<MissingFeatures> {
+        if self.refused.is_some() {
+            return None; // nothing was learnt: the load itself will say why bpf() fails
+        }
         let mut missing = Vec::new();
         if !self.has(Feature::KernelBtf) && btf_file.is_none() {
             missing.push(Feature::KernelBtf);
@@ -176,6 +189,10 @@ impl KernelFeatures {
 
     /// The path taken for each job, and why: one line each, for `-v` and `--dry-run`.
     pub fn paths(&self) -> Vec<String> {
+        if let Some(errno) = self.refused {
+            let why = io::Error::from_raw_os_error(errno);
+            return vec![format!("not probed: not even a trivial BPF program loads here ({why})")];
+        }
         let why = |f: Feature| {
             if self.has(f) {
                 format!("{f}: yes")
