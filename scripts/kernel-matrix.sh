@@ -308,8 +308,15 @@ run_in_guest() {
     echo "KMX_HOSTNAME=tlstap-${version//./-}"
     echo "KMX_TEST_MODULES='${KMX_TEST_MODULES[*]}'"
   } >"$run/guest.env"
-  printf '%s\n' /tmp /var/tmp "$(cd "$target/tmp" && pwd -P)" >"$run/tmpfs.list"
+  : >"$run/tmpfs.list"
   : >"$run/writable.list"
+  # A fresh /tmp would hide a repository (a CI clone) under it: there, /tmp is the host's,
+  # made writable by an overlay, instead.
+  local repo scratch; repo=$(cd "$KMX_REPO" && pwd -P)
+  for scratch in /tmp /var/tmp; do
+    if [[ $repo == "$scratch"/* ]]; then echo "$scratch" >>"$run/writable.list"; else echo "$scratch" >>"$run/tmpfs.list"; fi
+  done
+  (cd "$target/tmp" && pwd -P) >>"$run/tmpfs.list"
   for d in ${KMX_WRITABLE[@]+"${KMX_WRITABLE[@]}"}; do (cd "$d" && pwd -P) >>"$run/writable.list"; done
   # The command, with the environment it gets: a clean one, plus what tests look at.
   {
