@@ -66,7 +66,8 @@ def main():
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     if a.quick:
         a.no_write = True  # a smoke test never replaces the published numbers
-    a.stem = "quick" if a.quick else "latest"
+    # A fallbacks-only run keeps its raw results apart: latest.* hold the last full run's.
+    a.stem = "quick" if a.quick else "fallbacks" if a.only == "fallbacks" else "latest"
     common.LOG = open(os.path.join(HERE, "results", a.stem + ".txt"), "w")
     b = Bench(a)
 

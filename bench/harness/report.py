@@ -41,7 +41,7 @@ class ReportMixin:
             new = "# Benchmarks\n\nRun: `sudo bench/run` (`--help` for options).\n\n" + MARK_BEGIN + "\n" + md + "\n" + MARK_END + "\n" + old
         with open(path, "w") as fh:
             fh.write(new)
-        log(f"== wrote {path} and bench/results/latest.{{txt,json}}")
+        log(f"== wrote {path} and bench/results/{self.a.stem}.{{txt,json}}")
 
 
 # ---------------------------------------------------------------- markdown
