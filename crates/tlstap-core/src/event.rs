@@ -99,6 +99,17 @@ pub struct SecretEvent<'a> {
     pub secret: &'a [u8],
 }
 
+/// A decoded HTTP request/response pair, with the process and connection that carried it
+/// (those of the call that completed it).
+#[derive(Debug, Clone)]
+pub struct HttpEvent<'a> {
+    pub pid: u32,
+    pub comm: &'a str,
+    pub conn: Option<&'a ConnInfo>,
+    pub cgroup: Option<&'a str>,
+    pub exchange: &'a crate::http::HttpExchange,
+}
+
 /// End-of-capture totals. `lost` is the sum of `lost_by_cause`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -117,6 +128,7 @@ pub enum Event<'a> {
         binary: &'a std::path::Path,
     },
     Data(DataEvent<'a>),
+    Http(HttpEvent<'a>),
     Secret(SecretEvent<'a>),
     Stats(&'a Stats),
 }

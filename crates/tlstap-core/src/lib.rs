@@ -3,6 +3,7 @@
 //! The one exception is [`secret_file`], which opens (never reads) the files secrets go to.
 pub mod event;
 pub mod hex;
+pub mod http;
 pub mod ordering;
 pub mod pcapng;
 pub mod reassembly;

@@ -124,6 +124,10 @@ impl<W: Write> Sink for JsonlSink<W> {
                 Record::Attach { binary: a.binary, go_version: a.go_version, abi: a.abi, probes: a.probes }
             }
             Event::Data(d) => return self.write_data(d),
+            Event::Http(h) => {
+                serde_json::to_writer(&mut self.out, &super::http_json::HttpRecord::new(h))?;
+                return self.out.write_all(b"\n");
+            }
             Event::Secret(k) => {
                 self.hex.clear();
                 push_hex_str(&mut self.hex, k.client_random);

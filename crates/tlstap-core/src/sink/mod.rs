@@ -6,6 +6,8 @@ use std::io;
 use crate::event::Event;
 
 mod hexdump;
+mod http_json;
+mod http_text;
 mod jsonl;
 mod keylog;
 mod pcapng;

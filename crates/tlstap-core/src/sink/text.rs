@@ -5,6 +5,7 @@
 use std::io::{self, Write};
 
 use super::hexdump::push_hexdump;
+use super::http_text::push_exchange;
 use super::keylog::is_nss_label;
 use super::{push_decimal, Rfc3339Cache, Sink};
 use crate::event::{DataEvent, Event, SecretEvent};
@@ -102,7 +103,7 @@ impl<W: Write> TextSink<W> {
 /// UTF-8 text without control characters other than tab, CR and LF. The ASCII part (all of
 /// it, for HTTP heads) is checked byte by byte in one pass; what follows the first non-ASCII
 /// byte goes through the UTF-8 decoder.
-fn is_printable(data: &[u8]) -> bool {
+pub(crate) fn is_printable(data: &[u8]) -> bool {
     let allowed = |c: char| !c.is_control() || matches!(c, '\t' | '\r' | '\n');
     let stops = |b: u8| !b.is_ascii() || (b.is_ascii_control() && !matches!(b, b'\t' | b'\r' | b'\n'));
     let ascii = data.iter().position(|&b| stops(b)).unwrap_or(data.len());
@@ -118,6 +119,11 @@ impl<W: Write> Sink for TextSink<W> {
         match event {
             Event::Data(ev) => self.write_data(ev),
             Event::Secret(ev) => self.write_secret(ev),
+            Event::Http(ev) => {
+                self.line.clear();
+                push_exchange(&mut self.line, ev, self.style, &mut self.clock);
+                self.out.write_all(&self.line)
+            }
             Event::Attach(a) => writeln!(
                 self.out,
                 "# attached {} ({}, {} ABI, {} probes)\n",
