@@ -122,6 +122,12 @@ class BaseBench:
         stdout) or ('link', path) (an uprobe link on path). Returns (Popen, seconds to ready)."""
         err = open(os.path.join(self.wd, f"tlstap-{time.monotonic_ns()}.err"), "w+")
         t0 = time.monotonic()
+        # The per-call view (what the figures have always measured), unless a run asks for the
+        # HTTP view.
+        if "--http-view" in argv:
+            argv = [a for a in argv if a != "--http-view"]
+        elif "--raw" not in argv:
+            argv = [*argv, "--raw"]
         p = PROCS.spawn([*prefix, self.tlstap, "gotls", *argv], stop_sig=signal.SIGINT,
                         stdout=subprocess.PIPE if (ready == "record" and out is None) else subprocess.DEVNULL,
                         stderr=err, env=env)

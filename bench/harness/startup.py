@@ -135,7 +135,7 @@ class StartupMixin:
         for mode, flags, fresh in modes:
             cap = os.path.join(self.wd, f"disc-{mode}.jsonl")
             err = open(os.path.join(self.wd, f"disc-{mode}.err"), "w+")
-            tp = PROCS.spawn([self.tlstap, "gotls", "--comm", comm, "--format", "jsonl", "-o", cap, "-v", *flags],
+            tp = PROCS.spawn([self.tlstap, "gotls", "--comm", comm, "--format", "jsonl", "-o", cap, "-v", "--raw", *flags],
                              stop_sig=signal.SIGINT, stdout=subprocess.DEVNULL, stderr=err)
             tp.errfile = err
             t0 = time.monotonic()

@@ -88,6 +88,16 @@ pub struct GotlsArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
+    /// Show each Read and Write call as it was, without decoding HTTP (the view before
+    /// HTTP decoding; also what scripts parsing `data` records of HTTP traffic want).
+    #[arg(long, conflicts_with = "data")]
+    pub raw: bool,
+
+    /// With HTTP decoding: show every call too (`data` records beside the `http` ones), not
+    /// only the calls of connections that are not HTTP.
+    #[arg(long)]
+    pub data: bool,
+
     /// Write events to FILE instead of standard output.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,

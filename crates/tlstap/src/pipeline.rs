@@ -7,10 +7,12 @@ use std::io;
 use std::time::Instant;
 
 use tlstap_bpf::wire::{self, ProcessEvent, Record, Secret};
-use tlstap_core::event::{ConnInfo, DataEvent, Event, SecretEvent};
+use tlstap_core::event::{ConnInfo, DataEvent, Direction, Event, HttpEvent, SecretEvent};
+use tlstap_core::http::HttpExchange;
 use tlstap_core::ordering::Sequencer;
 use tlstap_core::reassembly::{Call, Reassembler, WireConn};
 use tlstap_core::sink::Sink;
+use tlstap_http::{Chunk, HttpDecoder, Taken};
 
 use crate::system;
 
@@ -18,8 +20,31 @@ use crate::system;
 /// allocated, so they stay the same).
 const CONN_CACHE_MAX: usize = 65_536;
 
+/// What the sinks are given for each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Every call as it was (`--raw`, and the key log and pcap modes).
+    Calls,
+    /// HTTP decoded into exchanges; calls shown only where they are not HTTP, or all of them
+    /// too with `calls_too` (`--data`).
+    Http { calls_too: bool },
+}
+
+/// Names a connection for the HTTP decoder: what `ConnNames` keys on.
+type ConnKey = (u32, u64, WireConn);
+
+/// What an exchange is shown with: the process and connection of its calls.
+struct HttpContext {
+    pid: u32,
+    comm: String,
+    conn: ConnInfo,
+    cgroup: Option<String>,
+}
+
 pub struct Pipeline {
     sinks: Vec<Box<dyn Sink>>,
+    /// `None` in the per-call view.
+    http: Option<Http>,
     reassembler: Reassembler,
     sequencer: Sequencer,
     conns: ConnNames,
@@ -40,9 +65,16 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
+    pub fn new(sinks: Vec<Box<dyn Sink>>, view: View) -> Self {
+        let http = match view {
+            View::Calls => None,
+            View::Http { calls_too } => {
+                Some(Http { decoder: HttpDecoder::new(tlstap_http::Limits::default()), calls_too })
+            }
+        };
         Pipeline {
             sinks,
+            http,
             reassembler: Reassembler::new(),
             sequencer: Sequencer::new(),
             conns: ConnNames::default(),
@@ -84,8 +116,11 @@ impl Pipeline {
         let now = Instant::now();
         let result = match wire::decode(record) {
             Ok(Record::Data(chunk)) => {
-                let Pipeline { sinks, reassembler, sequencer, conns, cgroups, wall_offset, events, bytes, .. } = self;
-                let mut out = Output { sinks, conns, cgroups, wall_offset: *wall_offset, events, bytes };
+                let Pipeline {
+                    sinks, http, reassembler, sequencer, conns, cgroups, wall_offset, events, bytes, ..
+                } = self;
+                let mut out =
+                    Output { sinks, http: http.as_mut(), conns, cgroups, wall_offset: *wall_offset, events, bytes };
                 reassembler.push(chunk, now, |call| sequencer.offer(call, now, |call| out.call(&call)))
             }
             Ok(Record::Secret(secret)) => self.secret(&secret),
@@ -141,8 +176,8 @@ impl Pipeline {
     /// pending when `now` is None) and flush what was written.
     pub fn tick(&mut self, now: Option<Instant>) -> io::Result<()> {
         self.take_error()?;
-        let Pipeline { sinks, reassembler, sequencer, conns, cgroups, wall_offset, events, bytes, .. } = self;
-        let mut out = Output { sinks, conns, cgroups, wall_offset: *wall_offset, events, bytes };
+        let Pipeline { sinks, http, reassembler, sequencer, conns, cgroups, wall_offset, events, bytes, .. } = self;
+        let mut out = Output { sinks, http: http.as_mut(), conns, cgroups, wall_offset: *wall_offset, events, bytes };
         let at = now.unwrap_or_else(Instant::now);
         reassembler.flush_stale(now, |call| sequencer.offer(call, at, |call| out.call(&call)))?;
         sequencer.tick(now, |call| out.call(&call))?;
@@ -152,6 +187,25 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// The capture is ending: every HTTP exchange still open goes out as it is.
+    pub fn finish_http(&mut self) -> io::Result<()> {
+        let Some(http) = self.http.as_mut() else { return Ok(()) };
+        let mut result = Ok(());
+        let sinks = &mut self.sinks;
+        http.decoder.finish(&mut |context, exchange| {
+            if result.is_ok() {
+                result = write_exchange(sinks, context, &exchange);
+            }
+        });
+        self.dirty = true;
+        result
+    }
+
+    /// HTTP exchanges decoded so far (0 in the per-call view).
+    pub fn http_exchanges(&self) -> u64 {
+        self.http.as_ref().map_or(0, |h| h.decoder.stats.exchanges)
     }
 
     /// Process events received since the last call, in order.
@@ -168,10 +222,22 @@ fn write_all(sinks: &mut [Box<dyn Sink>], event: &Event<'_>) -> io::Result<()> {
     sinks.iter_mut().try_for_each(|sink| sink.write_event(event))
 }
 
+fn write_exchange(sinks: &mut [Box<dyn Sink>], c: &HttpContext, exchange: &HttpExchange) -> io::Result<()> {
+    let event = HttpEvent { pid: c.pid, comm: &c.comm, conn: Some(&c.conn), cgroup: c.cgroup.as_deref(), exchange };
+    write_all(sinks, &Event::Http(event))
+}
+
+/// The HTTP view's decoder.
+struct Http {
+    decoder: HttpDecoder<ConnKey, HttpContext>,
+    calls_too: bool,
+}
+
 /// The parts of the pipeline a finished call needs, borrowed apart from the reassembler and
 /// sequencer that produce it.
 struct Output<'p> {
     sinks: &'p mut Vec<Box<dyn Sink>>,
+    http: Option<&'p mut Http>,
     conns: &'p mut ConnNames,
     cgroups: &'p mut Cgroups,
     wall_offset: u64,
@@ -186,21 +252,43 @@ impl Output<'_> {
         let comm = call.meta.comm();
         let conn = self.conns.get(call.meta.pid, call.meta.conn_ptr, &call.meta.conn);
         let cgroup = self.cgroups.get(call.meta.pid);
-        write_all(
-            self.sinks,
-            &Event::Data(DataEvent {
-                ts_ns: call.meta.ts_ns.saturating_add(self.wall_offset),
-                pid: call.meta.pid,
-                tid: call.meta.tid,
-                comm: &comm,
-                direction: call.meta.direction,
-                len: call.meta.call_len,
-                data: call.data,
-                truncated: call.truncated,
-                conn: Some(conn),
-                cgroup,
-            }),
-        )
+        let ts_ns = call.meta.ts_ns.saturating_add(self.wall_offset);
+        let data = DataEvent {
+            ts_ns,
+            pid: call.meta.pid,
+            tid: call.meta.tid,
+            comm: &comm,
+            direction: call.meta.direction,
+            len: call.meta.call_len,
+            data: call.data,
+            truncated: call.truncated,
+            conn: Some(conn),
+            cgroup,
+        };
+        let Some(http) = self.http.as_deref_mut() else { return write_all(self.sinks, &Event::Data(data)) };
+        if http.calls_too {
+            write_all(self.sinks, &Event::Data(data.clone()))?;
+        }
+        let key = (call.meta.pid, call.meta.conn_ptr, call.meta.conn);
+        let context = || HttpContext {
+            pid: data.pid,
+            comm: comm.to_string(),
+            conn: conn.clone(),
+            cgroup: cgroup.map(str::to_string),
+        };
+        let chunk = Chunk { written: data.direction == Direction::Write, ts_ns, data: call.data, lost: call.truncated };
+        let mut result = Ok(());
+        let sinks = &mut *self.sinks;
+        let taken = http.decoder.feed(&key, context, chunk, &mut |context, exchange| {
+            if result.is_ok() {
+                result = write_exchange(sinks, context, &exchange);
+            }
+        });
+        result?;
+        if taken == Taken::NotHttp && !http.calls_too {
+            write_all(self.sinks, &Event::Data(data))?;
+        }
+        Ok(())
     }
 }
 
@@ -299,7 +387,7 @@ mod tests {
 
     #[test]
     fn records_that_do_not_decode_are_counted_not_fatal() {
-        let mut pipeline = Pipeline::new(Vec::new());
+        let mut pipeline = Pipeline::new(Vec::new(), View::Calls);
         for record in [&b""[..], b"\x01", &[0xff; 64]] {
             assert_eq!(pipeline.on_record(record), 0, "the ring goes on");
         }

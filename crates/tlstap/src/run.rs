@@ -20,7 +20,7 @@ use tlstap_pcap::{PcapMode, PcapRequest};
 use crate::cli::{Format, GotlsArgs, Mode};
 use crate::discovery::Discovery;
 use crate::output::{open_keylog_sink, open_sink};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, View};
 use crate::system;
 use crate::target::{binary_of_pid, ProbeSet, Target};
 
@@ -54,6 +54,8 @@ struct Request {
     uid: Option<u32>,
     format: Format,
     output: Option<PathBuf>,
+    /// Per call, or HTTP decoded.
+    view: View,
     ringbuf_bytes: u32,
     dry_run: bool,
     null_probes: bool,
@@ -127,6 +129,12 @@ impl Request {
             uid: args.uid,
             format: if args.hex { Format::Hex } else { args.format },
             output: args.output,
+            // HTTP is decoded for the plaintext output only: pcap mode's sink learns processes
+            // from every call, and the key log has no calls.
+            view: match args.mode {
+                Mode::Text if !args.raw => View::Http { calls_too: args.data },
+                _ => View::Calls,
+            },
             ringbuf_bytes,
             dry_run: args.dry_run,
             null_probes: args.null_probes,
@@ -261,7 +269,7 @@ fn capture(
     let mut capture = Capture::load(&mut storage, &options)?;
     // The reader exists before any probe is attached: perf buffers (kernels without a ring
     // buffer) drop what BPF sends before they are opened, where a ring buffer keeps it.
-    let pipeline = RefCell::new(Pipeline::new(sinks));
+    let pipeline = RefCell::new(Pipeline::new(sinks, request.view));
     let ring = capture.reader(|record: &[u8]| pipeline.borrow_mut().on_record(record))?;
     let probe_set = ProbeSet { data: request.data, secrets: request.secrets };
     let mut discovery = match target {
@@ -306,8 +314,16 @@ fn capture(
     stats.lost_by_cause.insert("secret_too_long", pipeline.secrets_cut);
     let pcap_summary = pcap.as_mut().map(|p| p.finish(&mut stats)).transpose()?.unwrap_or_default();
     stats.lost = stats.lost_by_cause.values().sum();
-    pipeline.write(&Event::Stats(&stats)).and_then(|()| pipeline.tick(None)).or_else(quiet_if_broken_pipe)?;
-    eprintln!("{}{pcap_summary}", summary(&stats, pipeline.secrets, pipeline.order_gaps()));
+    pipeline
+        .finish_http()
+        .and_then(|()| pipeline.write(&Event::Stats(&stats)))
+        .and_then(|()| pipeline.tick(None))
+        .or_else(quiet_if_broken_pipe)?;
+    let mut line = summary(&stats, pipeline.secrets, pipeline.order_gaps());
+    if pipeline.http_exchanges() > 0 {
+        line.push_str(&format!(", {} HTTP exchanges", pipeline.http_exchanges()));
+    }
+    eprintln!("{line}{pcap_summary}");
     if stats.lost_by_cause.get("ringbuf_full").is_some_and(|&n| n > 0) {
         eprintln!(
             "tlstap: the ring buffer ({} MiB) filled up: a larger --ringbuf-mb absorbs longer bursts and bigger calls; \

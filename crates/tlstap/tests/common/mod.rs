@@ -227,6 +227,9 @@ impl Tlstap {
             Command::new(TLSTAP)
                 .arg("gotls")
                 .args(args)
+                // Every call as a data record, beside the decoded HTTP exchanges (so the suite
+                // also runs the HTTP decoder on all of its traffic).
+                .args(if args.contains(&"--raw") { &[][..] } else { &["--data"][..] })
                 .args(["--format", "jsonl", "-o"])
                 .arg(&out)
                 .stderr(std::fs::File::create(&stderr).unwrap()),
