@@ -148,3 +148,68 @@ impl<'a> HttpRecord<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ConnKind, Event};
+    use crate::http::{HttpExchange, HttpProto};
+    use crate::sink::{JsonlSink, Sink};
+
+    /// The record, whole: the contract the README documents.
+    #[test]
+    fn http_record_is_the_documented_shape() {
+        let exchange = HttpExchange {
+            proto: HttpProto::Http1,
+            stream_id: None,
+            method: Some("GET".into()),
+            scheme: Some("https".into()),
+            authority: Some("h".into()),
+            path: Some("/x".into()),
+            status: Some(200),
+            request: Some(HttpMessage {
+                headers: vec![Header::new("Host", "h"), Header { name: None, value: Some(b"v".to_vec()) }],
+                complete: true,
+                version: Some("HTTP/1.1".into()),
+                ..HttpMessage::default()
+            }),
+            response: Some(HttpMessage {
+                body: b"ok".to_vec(),
+                raw_body: Some(b"OK".to_vec()),
+                encodings: vec!["gzip".into()],
+                decoded: true,
+                body_len: 2,
+                complete: true,
+                version: Some("HTTP/1.1".into()),
+                reason: Some("OK".into()),
+                ..HttpMessage::default()
+            }),
+            request_ns: Some(10),
+            response_ns: Some(15),
+            end_ns: 20,
+            program_is_client: true,
+        };
+        let conn = ConnInfo {
+            kind: ConnKind::Tcp,
+            fd: Some(3),
+            local: Some("a:1".into()),
+            remote: Some("b:2".into()),
+            id: "c".into(),
+        };
+        let event = HttpEvent { pid: 1, comm: "x", conn: Some(&conn), cgroup: None, exchange: &exchange };
+        let mut sink = JsonlSink::new(Vec::new());
+        sink.write_event(&Event::Http(event)).unwrap();
+        let want = concat!(
+            r#"{"type":"http","ts_ns":10,"pid":1,"comm":"x","proto":"http/1.1","program":"client","stream_id":null,"#,
+            r#""method":"GET","scheme":"https","authority":"h","path":"/x","status":200,"#,
+            r#""request":{"headers":[["Host","h"],[null,"v"]],"trailers":[],"body_b64":"","body_len":0,"body_encodings":[],"#,
+            r#""body_decoded":false,"body_truncated":false,"complete":true,"version":"HTTP/1.1"},"#,
+            r#""response":{"headers":[],"trailers":[],"body_b64":"b2s=","body_len":2,"body_encodings":["gzip"],"#,
+            r#""body_decoded":true,"raw_body_b64":"T0s=","body_truncated":false,"complete":true,"version":"HTTP/1.1","reason":"OK"},"#,
+            r#""request_ns":10,"response_ns":15,"end_ns":20,"latency_ns":10,"undecodable_fields":true,"#,
+            r#""conn":{"kind":"tcp","fd":3,"local":"a:1","remote":"b:2","id":"c"}}"#,
+            "\n"
+        );
+        assert_eq!(String::from_utf8(sink.into_inner()).unwrap(), want);
+    }
+}

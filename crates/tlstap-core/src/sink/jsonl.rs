@@ -24,6 +24,11 @@ impl<W: Write> JsonlSink<W> {
     pub fn new(out: W) -> Self {
         JsonlSink { out, line: Vec::new(), hex: String::new() }
     }
+
+    /// The writer, back (tests read what was rendered).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
 }
 
 #[derive(Serialize)]
