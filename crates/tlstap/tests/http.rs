@@ -132,7 +132,7 @@ fn go_client_and_server(proto: &str, go: &str, variant: &str, extra: &[&str], ts
     let fixture = fixture(go, variant, "httpfixture");
     let binary = copy_binary(&fixture, &dir, "httpfixture");
     let keys = dir.path("keys.log");
-    let tlstap = Tlstap::start(&dir, &["-e", binary.to_str().unwrap(), "-k", keys.to_str().unwrap()]);
+    let tlstap = Tlstap::start(&dir, &["--data", "-e", binary.to_str().unwrap(), "-k", keys.to_str().unwrap()]);
     let manifest = dir.path("manifest.jsonl");
     let server = Server::start(&binary, &manifest, &["--proto", proto]);
     let port: u16 = server.addr.rsplit(':').next().unwrap().parse().unwrap();
@@ -249,7 +249,7 @@ fn curl_http2_and_http1_against_a_go_server() {
     }
     let dir = TempDir::new("http-curl");
     let binary = copy_binary(&fixture("1.27", "exe", "httpfixture"), &dir, "httpfixture");
-    let tlstap = Tlstap::start(&dir, &["-e", binary.to_str().unwrap()]);
+    let tlstap = Tlstap::start(&dir, &["--data", "-e", binary.to_str().unwrap()]);
     let manifest = dir.path("manifest.jsonl");
     let server = Server::start(&binary, &manifest, &["--proto", "h2"]);
     let mut sent = BTreeMap::new();
@@ -333,7 +333,7 @@ fn joining_a_live_h2_connection_never_shows_a_wrong_header() {
         assert!(std::time::Instant::now() < deadline, "the client's first requests did not finish");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let tlstap = Tlstap::start(&dir, &["-e", binary.to_str().unwrap()]);
+    let tlstap = Tlstap::start(&dir, &["--data", "-e", binary.to_str().unwrap()]);
     client.child.stdin.take().unwrap().write_all(b"go on\n").unwrap();
     assert!(client.wait_timeout(patience(60)).success());
     let addr = server.addr.clone();

@@ -227,9 +227,9 @@ impl Tlstap {
             Command::new(TLSTAP)
                 .arg("gotls")
                 .args(args)
-                // Every call as a data record, beside the decoded HTTP exchanges (so the suite
-                // also runs the HTTP decoder on all of its traffic).
-                .args(if args.contains(&"--raw") { &[][..] } else { &["--data"][..] })
+                // The per-call view these tests check (HTTP decoding has its own tests, in
+                // http.rs); a test that wants the HTTP view says `--data` (calls and exchanges).
+                .args(if args.iter().any(|a| *a == "--raw" || *a == "--data") { &[][..] } else { &["--raw"][..] })
                 .args(["--format", "jsonl", "-o"])
                 .arg(&out)
                 .stderr(std::fs::File::create(&stderr).unwrap()),
