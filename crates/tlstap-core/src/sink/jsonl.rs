@@ -161,6 +161,7 @@ mod tests {
 
     use super::*;
     use crate::event::{ConnInfo, ConnKind, Direction};
+    use crate::sink::http_json::ConnRecord;
 
     /// The data record as serde would render it: the reference for the hand-written line.
     #[derive(Serialize)]
@@ -174,28 +175,13 @@ mod tests {
         len: u64,
         data_b64: String,
         truncated: bool,
-        conn: Option<SerdeConn<'a>>,
+        conn: Option<ConnRecord<'a>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         cgroup: Option<&'a str>,
     }
 
-    #[derive(Serialize)]
-    struct SerdeConn<'a> {
-        kind: &'static str,
-        fd: Option<i32>,
-        local: Option<&'a str>,
-        remote: Option<&'a str>,
-        id: &'a str,
-    }
-
     fn serde_line(d: &DataEvent<'_>) -> String {
-        let conn = d.conn.map(|c| SerdeConn {
-            kind: c.kind.as_str(),
-            fd: c.fd,
-            local: c.local.as_deref(),
-            remote: c.remote.as_deref(),
-            id: &c.id,
-        });
+        let conn = d.conn.map(ConnRecord::new);
         let record = SerdeData {
             r#type: "data",
             ts_ns: d.ts_ns,

@@ -189,31 +189,31 @@ impl H2Conn {
         self.bound_streams(limits, out);
     }
 
-    /// Handles every whole frame in the direction's buffer.
+    /// Handles every whole frame in the direction's buffer. The buffer is taken out while its
+    /// frames are handled, so payloads are borrowed from it, not copied.
     fn frames(&mut self, dir: DirIndex, ts_ns: u64, limits: &Limits, out: &mut dyn FnMut(HttpExchange)) {
+        let buf = std::mem::take(&mut self.dirs[dir].buf);
         let mut at = 0;
-        loop {
-            let buf = &self.dirs[dir].buf[at..];
-            let Some(header) = FrameHeader::parse(buf) else { break };
+        while let Some(header) = FrameHeader::parse(&buf[at..]) {
             if header.len > MAX_FRAME {
-                self.dirs[dir].desync();
-                return;
+                return self.dirs[dir].desync();
             }
-            let end = frame::HEADER_LEN + header.len as usize;
+            let end = at + frame::HEADER_LEN + header.len as usize;
             if buf.len() < end {
                 break;
             }
-            let payload = buf[frame::HEADER_LEN..end].to_vec();
-            at += end;
-            if at == self.dirs[dir].buf.len() {
+            if end == buf.len() {
                 self.dirs[dir].tentative = false;
             }
-            self.frame(dir, header, &payload, ts_ns, limits, out);
+            self.frame(dir, header, &buf[at + frame::HEADER_LEN..end], ts_ns, limits, out);
+            at = end;
             if !self.dirs[dir].synced {
-                return;
+                return; // desynced: what is left of the buffer is not framed
             }
         }
-        self.dirs[dir].buf.drain(..at);
+        let mut rest = buf;
+        rest.drain(..at);
+        self.dirs[dir].buf = rest;
     }
 
     fn frame(
