@@ -15,6 +15,7 @@ mod decode;
 mod detect;
 mod elf;
 mod error;
+pub mod h2;
 mod pclnfind;
 mod pclntab;
 mod prologue;

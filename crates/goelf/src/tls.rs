@@ -68,11 +68,11 @@ pub fn plan(bin: &GoBinary<'_>) -> Result<TlsPlan, Error> {
 
 /// The first instruction past the function's stack check: it runs once per call, whereas
 /// the very first instruction runs again after the stack grows (see prologue.rs).
-fn entry(bin: &GoBinary<'_>, symbol: &'static str, f: &Function) -> Result<ProbePoint, Error> {
+pub(crate) fn entry(bin: &GoBinary<'_>, symbol: &'static str, f: &Function) -> Result<ProbePoint, Error> {
     let code = bin.code(f)?;
     point(bin, symbol, crate::prologue::body_start(bin.info().arch, f.vaddr, code))
 }
 
-fn point(bin: &GoBinary<'_>, symbol: &'static str, vaddr: u64) -> Result<ProbePoint, Error> {
+pub(crate) fn point(bin: &GoBinary<'_>, symbol: &'static str, vaddr: u64) -> Result<ProbePoint, Error> {
     Ok(ProbePoint { symbol, vaddr, file_offset: bin.code_file_offset(vaddr)? })
 }

@@ -150,9 +150,14 @@ impl<'b, 'a> TypeData<'b, 'a> {
         Ok((f.offset, f.typ))
     }
 
-    /// The element type of the pointer type at `addr`.
+    /// The element type of the pointer or slice type at `addr`.
     pub fn elem(&self, addr: u64) -> Result<u64, Error> {
         self.reader.elem(&self.reader.rtype(addr)?)
+    }
+
+    /// The size in bytes of a value of the type at `addr`.
+    pub fn size(&self, addr: u64) -> Result<u64, Error> {
+        Ok(self.reader.rtype(addr)?.size)
     }
 
     fn is_pointer_to(&self, addr: u64, string: &[u8], pkg: &[u8]) -> bool {

@@ -30,6 +30,7 @@ enum tlstap_record_kind {
 	TLSTAP_RECORD_SECRET = 2,
 	TLSTAP_RECORD_EXEC = 3, /* a process exec'd: userspace may hook its binary */
 	TLSTAP_RECORD_EXIT = 4, /* a process (thread group) exited */
+	TLSTAP_RECORD_H2_FIELDS = 5, /* struct tlstap_h2_hdr: HTTP/2 header fields from Go's own code */
 	TLSTAP_RECORD_PACKET = 16, /* struct tlstap_packet_hdr, in packets.bpf.c's own ring */
 };
 
@@ -44,6 +45,8 @@ enum tlstap_probe_kind {
 	TLSTAP_PROBE_READ_ENTRY = 2,  /* (*tls.Conn).Read, first instruction */
 	TLSTAP_PROBE_READ_RET = 3,    /* (*tls.Conn).Read, each RET instruction */
 	TLSTAP_PROBE_KEYLOG = 4,      /* (*tls.Config).writeKeyLog, first instruction */
+	TLSTAP_PROBE_H2_SENT_FIELD = 5,     /* hpack (*Encoder).WriteField, first instruction */
+	TLSTAP_PROBE_H2_RECEIVED_BLOCK = 6, /* http2 (*Framer).readMetaFrame, each RET */
 };
 
 /* The BPF cookie of an attach point: probe kind in bits 0..7, flags in 8..15, the binary's
@@ -69,7 +72,7 @@ struct tlstap_binary_file {
 	__u64 exec_vaddr;   /* lowest p_vaddr of the executable PT_LOAD segments */
 };
 
-/* What userspace learned from a hooked binary; value of the `binaries` array map. 40 bytes. */
+/* What userspace learned from a hooked binary; value of the `binaries` array map. 56 bytes. */
 struct tlstap_binary_cfg {
 	__u64 tcp_conn_type;   /* vaddr of the *net.TCPConn type descriptor; 0 unknown */
 	__u64 unix_conn_type;  /* vaddr of the *net.UnixConn type descriptor; 0 unknown */
@@ -78,11 +81,17 @@ struct tlstap_binary_cfg {
 	__u32 net_fd_sysfd;    /* offset of netFD.pfd.Sysfd */
 	__u32 g_below_fs;      /* stack ABI on amd64: g is at FS base minus this (0: 8) */
 	__u32 flags;           /* enum tlstap_binary_flags */
+	/* HTTP/2 header hooks, read from the binary's type data (TLSTAP_BINARY_H2_LAYOUT): */
+	__u32 h2_meta_fields;  /* offset of MetaHeadersFrame.Fields, a []hpack.HeaderField */
+	__u32 h2_meta_headers; /* offset of MetaHeadersFrame's embedded *HeadersFrame */
+	__u32 h2_stream_id;    /* offset of StreamID (uint32) in HeadersFrame */
+	__u32 h2_field_size;   /* size of hpack.HeaderField, whose Name is at 0 and Value at 16 */
 	__u32 _reserved;
 };
 
 enum tlstap_binary_flags {
 	TLSTAP_BINARY_CONN_LAYOUT = 1, /* the conn offsets and types above are valid */
+	TLSTAP_BINARY_H2_LAYOUT = 2,   /* the h2_* offsets above are valid */
 };
 
 /* What a data record's `conn` says about the connection. */
@@ -123,7 +132,7 @@ enum tlstap_loss_cause {
 	TLSTAP_LOSS__COUNT = 5,
 };
 
-/* One chunk of one Read/Write call. 152 bytes, no padding. */
+/* One chunk of one Read/Write call. 160 bytes, no padding. */
 struct tlstap_data_hdr {
 	__u32 kind;        /* TLSTAP_RECORD_DATA */
 	__u32 direction;   /* enum tlstap_direction */
@@ -141,6 +150,7 @@ struct tlstap_data_hdr {
 	char comm[TLSTAP_COMM_LEN];
 	__u64 seq;         /* per (process, tls.Conn, direction), from 0, in call order */
 	struct tlstap_conn conn;
+	__u64 goroutine;   /* g of the calling goroutine (ties --h2-hooks records to conns) */
 };
 
 /* One `writeKeyLog(label, clientRandom, secret)` call. 224 bytes, no padding. The *_len fields
@@ -156,6 +166,49 @@ struct tlstap_secret_rec {
 	char label[TLSTAP_LABEL_MAX];
 	__u8 client_random[TLSTAP_SECRET_MAX];
 	__u8 secret[TLSTAP_SECRET_MAX];
+};
+
+/*
+ * HTTP/2 header fields as a Go program has them, decoded, whatever HPACK state tlstap saw on
+ * the wire (--h2-hooks). `side` says which way: SENT is one field the program's HPACK encoder
+ * was given (one record per field, in encoding order, `owner` the *hpack.Encoder); RECEIVED is
+ * every field of one header block the program decoded (`owner` the *MetaHeadersFrame,
+ * `stream_id` its stream). The payload is `captured` fields, each a struct tlstap_h2_field and
+ * then its name and value bytes; a field that did not fit ends the capture, so fields are
+ * never cut: `captured < field_count` means the rest is missing. 56 bytes, no padding.
+ */
+enum tlstap_h2_limits {
+	/* Longest name or value captured; a longer field ends the record's capture. */
+	TLSTAP_H2_STRING_MAX = 4096,
+	/* Payload bytes of a RECEIVED record at most (a SENT record holds one field). */
+	TLSTAP_H2_BLOCK_MAX = 8192,
+	/* Fields of one RECEIVED block captured at most. */
+	TLSTAP_H2_FIELDS_MAX = 64,
+};
+
+enum tlstap_h2_side {
+	TLSTAP_H2_SENT = 0,
+	TLSTAP_H2_RECEIVED = 1,
+};
+
+struct tlstap_h2_hdr {
+	__u32 kind;        /* TLSTAP_RECORD_H2_FIELDS */
+	__u32 side;        /* enum tlstap_h2_side */
+	__u64 ts_ns;       /* bpf_ktime_get_ns() */
+	__u64 goroutine;   /* g of the calling goroutine */
+	__u64 owner;       /* SENT: the *hpack.Encoder; RECEIVED: the *MetaHeadersFrame */
+	__u32 pid;         /* tgid */
+	__u32 stream_id;   /* RECEIVED: the block's stream; SENT: 0 */
+	__u32 field_count; /* fields the program had (SENT: 1) */
+	__u32 captured;    /* whole fields in the payload */
+	__u32 payload_len; /* bytes following this header */
+	__u32 flags;       /* enum tlstap_data_flags */
+};
+
+/* One captured field: this, then name_len bytes of name and value_len bytes of value. */
+struct tlstap_h2_field {
+	__u32 name_len;
+	__u32 value_len;
 };
 
 /* A process event from the sched tracepoints. 40 bytes, no padding. */
@@ -239,6 +292,10 @@ struct tlstap_wire_types {
 	struct tlstap_data_hdr data_hdr;
 	struct tlstap_secret_rec secret_rec;
 	struct tlstap_proc_rec proc_rec;
+	enum tlstap_h2_limits h2_limits;
+	enum tlstap_h2_side h2_side;
+	struct tlstap_h2_hdr h2_hdr;
+	struct tlstap_h2_field h2_field;
 	struct tlstap_read_slot read_slot;
 	enum tlstap_packet_limits packet_limits;
 	enum tlstap_packet_dir packet_dir;

@@ -39,6 +39,8 @@ const volatile bool catch_exec = false;
 const volatile __u32 read_slot_mask = 0xffff;
 /* Records go to per-CPU perf buffers (perf_events) instead of the ring buffer (events). */
 const volatile bool use_perf_output = false;
+/* --h2-hooks: data records carry their goroutine (what ties the h2 records to conns). */
+const volatile bool h2_hooks = false;
 
 /* Enough chunks for a 1 GiB write; bpf_loop allows far more iterations than this. */
 #define CHUNK_LOOP_MAX (1u << 16)
@@ -281,6 +283,7 @@ struct emit_ctx {
 	char comm[TLSTAP_COMM_LEN];
 	__u64 seq;
 	struct tlstap_conn conn;
+	__u64 goroutine;
 	bool lost; /* a loss of this call is counted already */
 };
 
@@ -310,6 +313,7 @@ static __always_inline void fill_hdr(struct tlstap_data_hdr *h, struct emit_ctx 
 	__builtin_memcpy(h->comm, e->comm, TLSTAP_COMM_LEN);
 	h->seq = e->seq;
 	__builtin_memcpy(&h->conn, &e->conn, sizeof(h->conn));
+	h->goroutine = e->goroutine;
 }
 
 /*
@@ -537,7 +541,7 @@ static __always_inline bool wanted(__u64 pid_tgid)
  * refused before 5.13 ("number of funcs in func_info doesn't match").
  */
 static __always_inline void emit_call(struct pt_regs *ctx, bool modern, __u64 cookie, __u32 direction,
-				      __u64 conn_ptr, __u64 src, __u64 len, __u64 pid_tgid)
+				      __u64 conn_ptr, __u64 src, __u64 len, __u64 pid_tgid, __u64 g)
 {
 	struct emit_ctx e = {};
 	struct stream_state *stream;
@@ -553,6 +557,7 @@ static __always_inline void emit_call(struct pt_regs *ctx, bool modern, __u64 co
 	e.pid_tgid = pid_tgid;
 	e.uid = (__u32)bpf_get_current_uid_gid();
 	e.direction = direction;
+	e.goroutine = g;
 	bpf_get_current_comm(e.comm, sizeof(e.comm));
 	stream = stream_of(conn_ptr, pid_tgid >> 32, direction);
 	/* Atomic where it can be: calls on one stream may run on several CPUs at once (Go itself
@@ -631,8 +636,9 @@ static __always_inline void on_write_entry(struct pt_regs *ctx, bool modern, __u
 	__u64 conn = go_arg(ctx, stack_abi, 0);
 	__u64 buf = go_arg(ctx, stack_abi, 1);
 	__u64 len = go_arg(ctx, stack_abi, 2);
+	__u64 g = h2_hooks ? go_goroutine(ctx, cookie) : 0;
 
-	emit_call(ctx, modern, cookie, TLSTAP_DIR_WRITE, conn, buf, len, pid_tgid);
+	emit_call(ctx, modern, cookie, TLSTAP_DIR_WRITE, conn, buf, len, pid_tgid, g);
 }
 
 /* The key of this goroutine's Read in flight. */
@@ -719,7 +725,8 @@ static __always_inline void on_read_return(struct pt_regs *ctx, bool modern, __u
 		return;
 	}
 	if (n > 0)
-		emit_call(ctx, modern, cookie, TLSTAP_DIR_READ, saved.conn_ptr, saved.buf, n, pid_tgid);
+		emit_call(ctx, modern, cookie, TLSTAP_DIR_READ, saved.conn_ptr, saved.buf, n, pid_tgid,
+			  h2_hooks ? g.g : 0);
 }
 
 /* The whole probe, shared by the attach flavours below; `cookie` as events.h defines it;
@@ -814,6 +821,8 @@ DEFINE_NOCOOKIE_PROBE(write, TLSTAP_PROBE_WRITE_ENTRY)
 DEFINE_NOCOOKIE_PROBE(read_entry, TLSTAP_PROBE_READ_ENTRY)
 DEFINE_NOCOOKIE_PROBE(read_ret, TLSTAP_PROBE_READ_RET)
 DEFINE_NOCOOKIE_PROBE(keylog, TLSTAP_PROBE_KEYLOG)
+
+#include "h2_hooks.h"
 
 /* --- Processes (discovery) -------------------------------------------------------------- */
 

@@ -43,6 +43,16 @@ pub struct CaptureOptions {
     pub report_processes: bool,
     /// Stop each exec'd process until userspace continues it (needs `report_processes`).
     pub catch_exec: bool,
+    /// Load the HTTP/2 header hooks' programs (probes of kinds `H2SentField` and
+    /// `H2ReceivedBlock`), and tag data records with their goroutine. Needs uprobe cookies and
+    /// the ring buffer ([`h2_hooks_supported`]).
+    pub h2_hooks: bool,
+}
+
+/// Whether the kernel can run the HTTP/2 header hooks: their programs learn their role from the
+/// cookie and write to the ring buffer (no per-role or perf-buffer variants exist).
+pub fn h2_hooks_supported(features: &KernelFeatures) -> bool {
+    features.has(Feature::Cookies) && features.has(Feature::RingBuffer)
 }
 
 /// Which probe program path an attach point takes; the low byte of its cookie.
@@ -52,6 +62,10 @@ pub enum ProbeKind {
     ReadEntry,
     ReadReturn,
     Keylog,
+    /// hpack `(*Encoder).WriteField` entry (--h2-hooks).
+    H2SentField,
+    /// Each RET of http2 `(*Framer).readMetaFrame` (--h2-hooks).
+    H2ReceivedBlock,
 }
 
 impl ProbeKind {
@@ -61,8 +75,15 @@ impl ProbeKind {
             ProbeKind::ReadEntry => tlstap_probe_kind::TLSTAP_PROBE_READ_ENTRY,
             ProbeKind::ReadReturn => tlstap_probe_kind::TLSTAP_PROBE_READ_RET,
             ProbeKind::Keylog => tlstap_probe_kind::TLSTAP_PROBE_KEYLOG,
+            ProbeKind::H2SentField => tlstap_probe_kind::TLSTAP_PROBE_H2_SENT_FIELD,
+            ProbeKind::H2ReceivedBlock => tlstap_probe_kind::TLSTAP_PROBE_H2_RECEIVED_BLOCK,
         };
         u64::from(kind.0)
+    }
+
+    /// A header hook, run by the h2 programs rather than the capture's.
+    fn is_h2(self) -> bool {
+        matches!(self, ProbeKind::H2SentField | ProbeKind::H2ReceivedBlock)
     }
 }
 
@@ -105,11 +126,27 @@ pub struct ConnLayout {
     pub net_fd_sysfd: u32,
 }
 
+/// Where the header fields of a `*MetaHeadersFrame` are, in one binary's own layout (its type
+/// data); a `hpack.HeaderField` has its Name at 0 and Value at 16 (checked by the analysis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Layout {
+    /// Offset of `MetaHeadersFrame.Fields`.
+    pub meta_fields: u32,
+    /// Offset of the `*HeadersFrame` embedded in `MetaHeadersFrame`.
+    pub meta_headers: u32,
+    /// Offset of `StreamID` in `HeadersFrame`.
+    pub stream_id: u32,
+    /// Size of `hpack.HeaderField`.
+    pub field_size: u32,
+}
+
 /// What BPF needs to know about a hooked binary beyond its probe offsets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BinaryConfig {
     /// None: connections of this binary are reported as unknown.
     pub conn_layout: Option<ConnLayout>,
+    /// None: received header blocks are not reported.
+    pub h2_layout: Option<H2Layout>,
     /// Stack ABI on amd64: g is this far below the FS base (0: the usual 8).
     pub g_below_fs: u32,
     /// The lowest address of an executable segment (kernels without cookies: BPF derives a
@@ -120,6 +157,14 @@ pub struct BinaryConfig {
 impl BinaryConfig {
     fn to_wire(self) -> tlstap_binary_cfg {
         let layout = self.conn_layout;
+        let h2 = self.h2_layout;
+        let mut flags = 0;
+        if layout.is_some() {
+            flags |= tlstap_binary_flags::TLSTAP_BINARY_CONN_LAYOUT.0;
+        }
+        if h2.is_some() {
+            flags |= tlstap_binary_flags::TLSTAP_BINARY_H2_LAYOUT.0;
+        }
         tlstap_binary_cfg {
             tcp_conn_type: layout.map_or(0, |l| l.tcp_conn_type),
             unix_conn_type: layout.map_or(0, |l| l.unix_conn_type),
@@ -127,7 +172,11 @@ impl BinaryConfig {
             net_conn_fd: layout.map_or(0, |l| l.net_conn_fd),
             net_fd_sysfd: layout.map_or(0, |l| l.net_fd_sysfd),
             g_below_fs: self.g_below_fs,
-            flags: if layout.is_some() { tlstap_binary_flags::TLSTAP_BINARY_CONN_LAYOUT.0 } else { 0 },
+            flags,
+            h2_meta_fields: h2.map_or(0, |l| l.meta_fields),
+            h2_meta_headers: h2.map_or(0, |l| l.meta_headers),
+            h2_stream_id: h2.map_or(0, |l| l.stream_id),
+            h2_field_size: h2.map_or(0, |l| l.field_size),
             _reserved: 0,
         }
     }
@@ -243,6 +292,8 @@ pub struct Capture<'obj> {
     /// The per-offset program is the legacy one (features.h).
     legacy: bool,
     null_probes: bool,
+    /// The h2 header hooks' programs are loaded.
+    h2_hooks: bool,
     /// Index of the next binary in the `binaries` map.
     next_binary: u32,
     /// BPF's slots for Reads in flight, for freeing those of dead processes.
@@ -293,6 +344,9 @@ impl<'obj> Capture<'obj> {
         ] {
             prog.set_autoload(per_role && !null);
         }
+        let h2_hooks = opts.h2_hooks && !null && h2_hooks_supported(features);
+        open.progs.go_h2_multi.set_autoload(h2_hooks && multi);
+        open.progs.go_h2_single.set_autoload(h2_hooks && !multi);
         open.progs.go_tls_null_multi.set_autoload(multi && null);
         open.progs.go_tls_null_single.set_autoload(!multi && null);
         // Records go through the ring buffer or perf buffers; the other's maps are not made
@@ -317,6 +371,7 @@ impl<'obj> Capture<'obj> {
             rodata.report_processes = opts.report_processes;
             rodata.catch_exec = opts.report_processes && opts.catch_exec;
             rodata.use_perf_output = perf_output;
+            rodata.h2_hooks = h2_hooks;
         }
         let skel = open.load().map_err(|source| Error::Load { hint: load_hint(&source), source })?;
         let read_slots = ReadSlots::map(&skel.maps.read_slots.as_fd(), skel.maps.read_slots.max_entries() as usize)
@@ -338,6 +393,7 @@ impl<'obj> Capture<'obj> {
             perf_pages: perf_pages(opts.ringbuf_bytes),
             legacy: features.legacy_programs(),
             null_probes: opts.null_probes,
+            h2_hooks,
             next_binary: 0,
             read_slots,
         })
@@ -386,18 +442,28 @@ impl<'obj> Capture<'obj> {
             self.register_inode(index, binary, probes, config)?;
         }
         let progs = &self.skel.progs;
+        // Header hooks go to their own programs, and only when those are loaded.
+        let (h2_probes, probes): (Vec<ProbeSpec>, Vec<ProbeSpec>) = probes.iter().partition(|p| p.kind.is_h2());
+        let h2_probes = if self.h2_hooks { h2_probes } else { Vec::new() };
         if self.attach_path == AttachPath::Multi {
-            let offsets = probes.iter().map(|p| p.file_offset as usize).collect();
-            let cookies = probes.iter().map(|p| p.cookie(index)).collect();
-            let opts = UprobeMultiOpts { offsets, cookies, ..Default::default() };
+            let mut links = Vec::with_capacity(2);
             let prog = if self.null_probes { &progs.go_tls_null_multi } else { &progs.go_tls_multi };
-            let link = prog.attach_uprobe_multi_with_opts(-1, binary, "", opts).map_err(error)?;
-            self.links.insert(index, vec![link]);
+            for (prog, probes) in [(prog, &probes), (&progs.go_h2_multi, &h2_probes)] {
+                if probes.is_empty() {
+                    continue;
+                }
+                let offsets = probes.iter().map(|p| p.file_offset as usize).collect();
+                let cookies = probes.iter().map(|p| p.cookie(index)).collect();
+                let opts = UprobeMultiOpts { offsets, cookies, ..Default::default() };
+                links.push(prog.attach_uprobe_multi_with_opts(-1, binary, "", opts).map_err(error)?);
+            }
+            self.links.insert(index, links);
         } else {
             // All or nothing: links made before a failure drop with this vector.
-            let mut links = Vec::with_capacity(probes.len());
-            for probe in probes {
+            let mut links = Vec::with_capacity(probes.len() + h2_probes.len());
+            for probe in probes.iter().chain(&h2_probes) {
                 let prog = match (self.null_probes, self.attach_path, probe.kind) {
+                    (_, _, ProbeKind::H2SentField | ProbeKind::H2ReceivedBlock) => &progs.go_h2_single,
                     (true, _, _) => &progs.go_tls_null_single,
                     (false, AttachPath::PerRole, ProbeKind::WriteEntry) => &progs.go_tls_write_nocookie,
                     (false, AttachPath::PerRole, ProbeKind::ReadEntry) => &progs.go_tls_read_entry_nocookie,
@@ -414,7 +480,7 @@ impl<'obj> Capture<'obj> {
             }
             self.links.insert(index, links);
         }
-        Ok(BinaryHandle { index, probes: probes.len() })
+        Ok(BinaryHandle { index, probes: probes.len() + h2_probes.len() })
     }
 
     /// Stops reporting (and holding) exec'd processes: the first step of shutting down, so that

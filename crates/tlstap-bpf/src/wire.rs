@@ -9,15 +9,19 @@ use tlstap_core::event::{ConnKind, Direction};
 use tlstap_core::reassembly::{CallMeta, Chunk, WireConn};
 
 use crate::skel::types::{
-    tlstap_conn, tlstap_conn_kind, tlstap_data_flags, tlstap_data_hdr, tlstap_direction, tlstap_limits,
-    tlstap_proc_rec, tlstap_record_kind, tlstap_secret_rec,
+    tlstap_conn, tlstap_conn_kind, tlstap_data_flags, tlstap_data_hdr, tlstap_direction, tlstap_h2_field,
+    tlstap_h2_hdr, tlstap_h2_side, tlstap_limits, tlstap_proc_rec, tlstap_record_kind, tlstap_secret_rec,
 };
 
 /// Size of the data record header, asserted against events.h's stated layout.
 pub const DATA_HDR_LEN: usize = size_of::<tlstap_data_hdr>();
-const _: () = assert!(DATA_HDR_LEN == 152, "events.h: struct tlstap_data_hdr must be 152 bytes");
+const _: () = assert!(DATA_HDR_LEN == 160, "events.h: struct tlstap_data_hdr must be 160 bytes");
 const SECRET_REC_LEN: usize = size_of::<tlstap_secret_rec>();
 const _: () = assert!(SECRET_REC_LEN == 224, "events.h: struct tlstap_secret_rec must be 224 bytes");
+
+const H2_HDR_LEN: usize = size_of::<tlstap_h2_hdr>();
+const _: () = assert!(H2_HDR_LEN == 56, "events.h: struct tlstap_h2_hdr must be 56 bytes");
+const H2_FIELD_LEN: usize = size_of::<tlstap_h2_field>();
 
 const PROC_REC_LEN: usize = size_of::<tlstap_proc_rec>();
 const _: () = assert!(PROC_REC_LEN == 40, "events.h: struct tlstap_proc_rec must be 40 bytes");
@@ -39,14 +43,43 @@ pub enum DecodeError {
     PayloadPastEnd { payload: u32, record: usize },
     #[error("unknown direction {0}")]
     UnknownDirection(u32),
+    #[error("HTTP/2 field {0} runs past its record's payload")]
+    FieldPastEnd(u32),
 }
 
 /// A decoded ring-buffer record.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Record<'a> {
     Data(Chunk<'a>),
     Secret(Secret<'a>),
     Process(ProcessEvent),
+    H2Fields(H2Fields<'a>),
+}
+
+/// Header fields a Go program had (--h2-hooks): one field its HPACK encoder was given, or every
+/// field of one header block its framer decoded.
+#[derive(Debug, Clone)]
+pub struct H2Fields<'a> {
+    /// The fields came from the encoder (sent), else from a decoded block (received).
+    pub sent: bool,
+    pub pid: u32,
+    pub ts_ns: u64,
+    pub goroutine: u64,
+    /// Sent: the `*hpack.Encoder`; received: the `*MetaHeadersFrame`.
+    pub owner: u64,
+    /// Received: the block's stream.
+    pub stream_id: u32,
+    /// Fields the program had; `fields` holds them all only when the lengths are equal.
+    pub field_count: u32,
+    /// (name, value), whole, in the program's order.
+    pub fields: Vec<(&'a [u8], &'a [u8])>,
+}
+
+impl H2Fields<'_> {
+    /// Every field the program had was captured.
+    pub fn complete(&self) -> bool {
+        self.fields.len() == self.field_count as usize
+    }
 }
 
 /// A process exec'd or exited (discovery).
@@ -87,6 +120,7 @@ pub fn decode(record: &[u8]) -> Result<Record<'_>, DecodeError> {
         tlstap_record_kind::TLSTAP_RECORD_EXEC | tlstap_record_kind::TLSTAP_RECORD_EXIT => {
             decode_process(record).map(Record::Process)
         }
+        tlstap_record_kind::TLSTAP_RECORD_H2_FIELDS => decode_h2(record).map(Record::H2Fields),
         _ => Err(DecodeError::UnknownKind(kind)),
     }
 }
@@ -124,11 +158,48 @@ fn decode_data(record: &[u8]) -> Result<Chunk<'_>, DecodeError> {
             call_len: hdr.call_len,
             seq: hdr.seq,
             conn: decode_conn(&hdr.conn),
+            goroutine: hdr.goroutine,
         },
         offset: hdr.chunk_off,
         span,
         read_fault,
         payload,
+    })
+}
+
+/// Each field of the payload is a `tlstap_h2_field`, its name and value, padded to 8 bytes.
+fn decode_h2(record: &[u8]) -> Result<H2Fields<'_>, DecodeError> {
+    if record.len() < H2_HDR_LEN {
+        return Err(DecodeError::Short(record.len()));
+    }
+    // SAFETY: the record holds at least H2_HDR_LEN bytes (checked above); the struct is repr(C)
+    // of integers, valid for every bit pattern; read_unaligned makes no alignment assumption.
+    let hdr: tlstap_h2_hdr = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let payload = record
+        .get(H2_HDR_LEN..H2_HDR_LEN + hdr.payload_len as usize)
+        .ok_or(DecodeError::PayloadPastEnd { payload: hdr.payload_len, record: record.len() })?;
+    let mut fields = Vec::with_capacity(hdr.captured.min(64) as usize);
+    let mut at = 0usize;
+    for i in 0..hdr.captured {
+        let past = || DecodeError::FieldPastEnd(i);
+        let lens = payload.get(at..at + H2_FIELD_LEN).ok_or_else(past)?;
+        let name_len = u32::from_ne_bytes([lens[0], lens[1], lens[2], lens[3]]) as usize;
+        let value_len = u32::from_ne_bytes([lens[4], lens[5], lens[6], lens[7]]) as usize;
+        let name_at = at + H2_FIELD_LEN;
+        let name = payload.get(name_at..name_at + name_len).ok_or_else(past)?;
+        let value = payload.get(name_at + name_len..name_at + name_len + value_len).ok_or_else(past)?;
+        fields.push((name, value));
+        at = (name_at + name_len + value_len + 7) & !7;
+    }
+    Ok(H2Fields {
+        sent: hdr.side == tlstap_h2_side::TLSTAP_H2_SENT.0,
+        pid: hdr.pid,
+        ts_ns: hdr.ts_ns,
+        goroutine: hdr.goroutine,
+        owner: hdr.owner,
+        stream_id: hdr.stream_id,
+        field_count: hdr.field_count,
+        fields,
     })
 }
 
@@ -235,6 +306,7 @@ mod tests {
                 local_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 remote_addr: [127, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             },
+            goroutine: 0xc000_0070,
         };
         let mut out = vec![0u8; DATA_HDR_LEN];
         // SAFETY: `out` has exactly DATA_HDR_LEN bytes; write_unaligned has no alignment need.
@@ -287,6 +359,51 @@ mod tests {
         assert_eq!(s.secret[47], 1);
         assert!(!s.incomplete);
         assert!(decode(&bytes[..SECRET_REC_LEN - 1]).is_err());
+    }
+
+    fn h2_record(captured: u32, field_count: u32, fields: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut payload = Vec::new();
+        for (name, value) in fields {
+            payload.extend_from_slice(&(name.len() as u32).to_ne_bytes());
+            payload.extend_from_slice(&(value.len() as u32).to_ne_bytes());
+            payload.extend_from_slice(name);
+            payload.extend_from_slice(value);
+            payload.resize(payload.len().next_multiple_of(8), 0xee);
+        }
+        let hdr = tlstap_h2_hdr {
+            kind: tlstap_record_kind::TLSTAP_RECORD_H2_FIELDS.0,
+            side: tlstap_h2_side::TLSTAP_H2_RECEIVED.0,
+            ts_ns: 1,
+            goroutine: 0xc000_0070,
+            owner: 0xc000_9000,
+            pid: 100,
+            stream_id: 5,
+            field_count,
+            captured,
+            payload_len: payload.len() as u32,
+            flags: 0,
+        };
+        let mut out = vec![0u8; H2_HDR_LEN];
+        // SAFETY: `out` has exactly H2_HDR_LEN bytes; write_unaligned has no alignment need.
+        unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast(), hdr) };
+        out.extend_from_slice(&payload);
+        out.extend_from_slice(&[0; 32]); // a ring record is reserved longer than its payload
+        out
+    }
+
+    #[test]
+    fn decodes_h2_fields_padded_to_8_bytes() {
+        let rec = h2_record(2, 3, &[(b":status", b"200"), (b"content-type", b"text/plain; charset=utf-8")]);
+        let Record::H2Fields(h) = decode(&rec).unwrap() else { panic!("not h2 fields") };
+        assert!(!h.sent);
+        assert_eq!((h.pid, h.stream_id, h.goroutine, h.owner), (100, 5, 0xc000_0070, 0xc000_9000));
+        assert_eq!(h.fields, vec![(&b":status"[..], &b"200"[..]), (b"content-type", b"text/plain; charset=utf-8")]);
+        assert!(!h.complete(), "3 fields, 2 captured");
+        // A field claimed past the payload is an error, not a short read.
+        let mut bad = h2_record(3, 3, &[(b"a", b"b")]);
+        assert_eq!(decode(&bad).unwrap_err(), DecodeError::FieldPastEnd(1));
+        bad[48..52].copy_from_slice(&1000u32.to_ne_bytes()); // payload_len past the record
+        assert!(matches!(decode(&bad).unwrap_err(), DecodeError::PayloadPastEnd { .. }));
     }
 
     #[test]

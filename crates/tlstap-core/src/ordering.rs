@@ -156,6 +156,7 @@ mod tests {
             call_len: 1,
             seq,
             conn: WireConn::UNKNOWN,
+            goroutine: 0,
         }
     }
 

@@ -46,6 +46,8 @@ pub struct CallMeta {
     /// Position of the call among its (process, tls.Conn, direction)'s calls, from 0.
     pub seq: u64,
     pub conn: WireConn,
+    /// The goroutine (g address) that made the call; 0 unless BPF was asked for it (--h2-hooks).
+    pub goroutine: u64,
 }
 
 impl CallMeta {
@@ -189,6 +191,7 @@ mod tests {
             call_len,
             seq: 0,
             conn: WireConn::UNKNOWN,
+            goroutine: 0,
         }
     }
 

@@ -10,6 +10,7 @@
 mod body;
 pub mod h1;
 pub mod h2;
+pub mod hints;
 
 use std::hash::Hash;
 
@@ -44,6 +45,8 @@ pub struct Chunk<'a> {
     pub data: &'a [u8],
     /// Bytes of this call after `data` were lost in capture.
     pub lost: bool,
+    /// The process that made the call (whose Go header reports may fill its blocks).
+    pub process: u32,
 }
 
 /// Whether a call's bytes went into an HTTP decoder (the caller need not show them raw).
@@ -88,12 +91,64 @@ struct Conn<C> {
 pub struct HttpDecoder<K, C> {
     conns: FxHashMap<K, Conn<C>>,
     limits: Limits,
+    /// Header fields from the programs themselves (--h2-hooks), when asked for.
+    go_reports: Option<hints::SentFields>,
     pub stats: DecodeStats,
 }
 
+/// How long an ended HTTP/2 stream waits for the program's report of a block it read (reports
+/// follow their Read by microseconds; this covers a loaded reader).
+pub const REPORT_HOLD_NS: u64 = 500_000_000;
+
 impl<K: Hash + Eq + Clone, C> HttpDecoder<K, C> {
     pub fn new(limits: Limits) -> Self {
-        HttpDecoder { conns: FxHashMap::default(), limits, stats: DecodeStats::default() }
+        HttpDecoder { conns: FxHashMap::default(), limits, go_reports: None, stats: DecodeStats::default() }
+    }
+
+    /// Expect header fields from the programs (`sent_field`, `received_block`): HTTP/2 streams
+    /// with undecodable received fields then wait up to [`REPORT_HOLD_NS`] for them.
+    pub fn with_go_reports(mut self) -> Self {
+        self.go_reports = Some(hints::SentFields::default());
+        self
+    }
+
+    /// A header field a program's HPACK encoder `encoder` was given (`None`: not captured whole).
+    pub fn sent_field(&mut self, process: u32, encoder: u64, field: Option<hints::GoField>) {
+        if let Some(sent) = self.go_reports.as_mut() {
+            sent.push(process, encoder, field);
+        }
+    }
+
+    /// The fields a program decoded from the next header block it read on `key`'s stream
+    /// `stream` (`None` entries: not captured whole).
+    pub fn received_block(
+        &mut self,
+        key: &K,
+        stream: u32,
+        program: Vec<Option<hints::GoField>>,
+        out: &mut dyn FnMut(&C, HttpExchange),
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Protocol::Http2(h2) = &mut conn.protocol else { return };
+        let mut emitted = Vec::new();
+        h2.received_report(stream, program, &self.limits, &mut |e| emitted.push(e));
+        self.stats.exchanges += emitted.len() as u64;
+        for exchange in emitted {
+            out(&conn.context, exchange);
+        }
+    }
+
+    /// Streams held for a report longer than [`REPORT_HOLD_NS`] before `now_ns` go out as they are.
+    pub fn release_held(&mut self, now_ns: u64, out: &mut dyn FnMut(&C, HttpExchange)) {
+        for conn in self.conns.values_mut() {
+            let Protocol::Http2(h2) = &mut conn.protocol else { continue };
+            let mut emitted = Vec::new();
+            h2.release_held(Some(now_ns), &self.limits, &mut |e| emitted.push(e));
+            self.stats.exchanges += emitted.len() as u64;
+            for exchange in emitted {
+                out(&conn.context, exchange);
+            }
+        }
     }
 
     /// Feeds one call, calling `out` for each exchange it completes. `context` is called once
@@ -113,10 +168,11 @@ impl<K: Hash + Eq + Clone, C> HttpDecoder<K, C> {
             context: context(),
             last_ns: chunk.ts_ns,
         });
-        let HttpDecoder { limits, stats, .. } = self;
+        let HttpDecoder { limits, stats, go_reports, .. } = self;
         conn.last_ns = chunk.ts_ns;
         let mut emitted = Vec::new();
-        let taken = feed_conn(&mut conn.protocol, chunk, limits, stats, &mut |e| emitted.push(e));
+        let mut hooked = go_reports.as_mut().map(|sent| h2::Hooked { sent, hold_ns: REPORT_HOLD_NS });
+        let taken = feed_conn(&mut conn.protocol, chunk, limits, stats, hooked.as_mut(), &mut |e| emitted.push(e));
         stats.exchanges += emitted.len() as u64;
         for exchange in emitted {
             out(&conn.context, exchange);
@@ -142,6 +198,11 @@ impl<K: Hash + Eq + Clone, C> HttpDecoder<K, C> {
 
     fn finish_conn(&mut self, key: &K, out: &mut dyn FnMut(&C, HttpExchange)) {
         let Some(mut conn) = self.conns.remove(key) else { return };
+        if let (Protocol::Http2(h2), Some(sent)) = (&conn.protocol, self.go_reports.as_mut()) {
+            if let Some(encoder) = h2.bound_encoder {
+                sent.release(h2.process(), encoder);
+            }
+        }
         let mut emitted = Vec::new();
         finish_protocol(&mut conn.protocol, conn.last_ns, &self.limits, &mut |e| emitted.push(e));
         self.stats.exchanges += emitted.len() as u64;
@@ -165,14 +226,15 @@ fn feed_conn(
     chunk: Chunk<'_>,
     limits: &Limits,
     stats: &mut DecodeStats,
+    hooked: Option<&mut h2::Hooked<'_>>,
     out: &mut dyn FnMut(HttpExchange),
 ) -> Taken {
     let dir = if chunk.written { 0 } else { 1 };
     if let Protocol::Detecting = protocol {
         *protocol = match detect(chunk.data) {
-            Some(Detected::Preface) => Protocol::Http2(Box::new(h2::H2Conn::from_preface(dir))),
+            Some(Detected::Preface) => Protocol::Http2(Box::new(h2::H2Conn::from_preface(dir, chunk.process))),
             Some(Detected::Http1 { request }) => Protocol::Http1(Box::new(h1::H1Conn::new(request == chunk.written))),
-            Some(Detected::Frames) => Protocol::Http2(Box::new(h2::H2Conn::joined())),
+            Some(Detected::Frames) => Protocol::Http2(Box::new(h2::H2Conn::joined(chunk.process))),
             None => return Taken::NotHttp,
         };
     }
@@ -194,7 +256,7 @@ fn feed_conn(
         }
         Protocol::Http2(conn) => {
             let (before, synced_before) = (conn.unattributed_frames, conn.is_synced(dir));
-            conn.feed(dir, chunk.ts_ns, chunk.data, chunk.lost, limits, out);
+            conn.feed(dir, chunk.ts_ns, chunk.data, chunk.lost, limits, hooked, out);
             stats.unattributed_frames += conn.unattributed_frames - before;
             // A call that neither was nor became synced was not decoded.
             match synced_before || conn.is_synced(dir) {

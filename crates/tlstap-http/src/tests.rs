@@ -93,7 +93,7 @@ impl Run {
 
     fn call_lost(&mut self, written: bool, data: &[u8], lost: bool) -> &mut Run {
         let ts_ns = self.taken.len() as u64 * 10;
-        let chunk = Chunk { written, ts_ns, data, lost };
+        let chunk = Chunk { written, ts_ns, data, lost, process: 1 };
         let exchanges = &mut self.exchanges;
         let taken = self.decoder.feed(&1, || (), chunk, &mut |_, e| exchanges.push(e));
         self.taken.push(taken);
@@ -210,6 +210,73 @@ fn h2_joined_mid_connection_marks_only_what_it_cannot_know() {
     assert!(e.program_is_client);
 }
 
+fn go(name: &str, value: &str) -> Option<hints::GoField> {
+    Some((name.into(), value.into()))
+}
+
+/// The program's own fields of `get_request(stream, false)`, as Go's HPACK sees them.
+fn go_request(stream: u32) -> Vec<Option<hints::GoField>> {
+    let path = format!("/p{stream}");
+    vec![
+        go(":method", "GET"),
+        go(":scheme", "https"),
+        go(":path", &path),
+        go(":authority", "example.test"),
+        go("x-session", "s1"),
+    ]
+}
+
+/// Hooked, joined mid-connection: what the wire cannot know comes from the program's encoder
+/// (a client's requests), matched to this connection among the process's encoders.
+#[test]
+fn h2_joined_client_fills_sent_fields_from_its_encoder() {
+    let mut run = Run::new();
+    run.decoder = HttpDecoder::new(Limits::default()).with_go_reports();
+    // Another connection's encoder in the same process, whose queue looks different.
+    for f in [go(":method", "POST"), go(":scheme", "https"), go(":path", "/other")] {
+        run.decoder.sent_field(1, 0xB, f);
+    }
+    for stream in [3, 5] {
+        for f in go_request(stream) {
+            run.decoder.sent_field(1, 0xA, f);
+        }
+        run.call(true, &get_request(stream, false)).call(false, &ok_response(stream, b"x"));
+    }
+    assert_eq!(run.exchanges.len(), 2);
+    for e in &run.exchanges {
+        assert!(!e.has_undecodable_fields(), "{e:?}");
+        assert_eq!(header_value(&e.request.as_ref().unwrap().headers, "x-session"), Some(&b"s1"[..]));
+    }
+}
+
+/// Hooked, joined mid-connection, a server: the program's report of a block it read comes after
+/// the Read; the stream waits for it (then goes out filled), or goes out as it is past the hold.
+#[test]
+fn h2_joined_server_waits_for_received_reports() {
+    let mut run = Run::new();
+    run.decoder = HttpDecoder::new(Limits::default()).with_go_reports();
+    run.call(false, &get_request(3, false)).call(true, &ok_response(3, b"x"));
+    assert!(run.exchanges.is_empty(), "held for the report");
+    let exchanges = &mut run.exchanges;
+    run.decoder.received_block(&1, 3, go_request(3), &mut |_, e| exchanges.push(e));
+    assert_eq!(run.exchanges.len(), 1);
+    assert_eq!(header_value(&run.exchanges[0].request.as_ref().unwrap().headers, "x-session"), Some(&b"s1"[..]));
+    // A report that disagrees with what the wire decoded fills nothing.
+    run.call(false, &get_request(5, false)).call(true, &ok_response(5, b"y"));
+    let mut wrong = go_request(5);
+    wrong[2] = go(":path", "/elsewhere");
+    let exchanges = &mut run.exchanges;
+    run.decoder.received_block(&1, 5, wrong, &mut |_, e| exchanges.push(e));
+    assert_eq!(run.exchanges.len(), 2);
+    assert!(run.exchanges[1].has_undecodable_fields());
+    // No report at all: out when the hold is over.
+    run.call(false, &get_request(7, false)).call(true, &ok_response(7, b"z"));
+    let exchanges = &mut run.exchanges;
+    run.decoder.release_held(100 + REPORT_HOLD_NS, &mut |_, e| exchanges.push(e));
+    assert_eq!(run.exchanges.len(), 3);
+    assert!(run.exchanges[2].has_undecodable_fields());
+}
+
 #[test]
 fn h2_entries_inserted_after_joining_are_known() {
     let mut run = Run::new();
@@ -311,7 +378,8 @@ fn connections_beyond_the_bound_are_flushed_oldest_first() {
     let mut decoder: HttpDecoder<u32, u32> = HttpDecoder::new(limits);
     let mut out = Vec::new();
     for conn in 0..3u32 {
-        let chunk = Chunk { written: true, ts_ns: u64::from(conn), data: b"GET / HTTP/1.1\r\n\r\n", lost: false };
+        let chunk =
+            Chunk { written: true, ts_ns: u64::from(conn), data: b"GET / HTTP/1.1\r\n\r\n", lost: false, process: 1 };
         decoder.feed(&conn, || conn, chunk, &mut |c, e| out.push((*c, e)));
     }
     assert_eq!(decoder.stats.conns_evicted, 1);

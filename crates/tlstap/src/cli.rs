@@ -98,6 +98,12 @@ pub struct GotlsArgs {
     #[arg(long)]
     pub data: bool,
 
+    /// With HTTP decoding: also hook Go's own HTTP/2 header code (hpack's encoder, the
+    /// framer's decoded blocks), so that headers are right on connections opened before tlstap
+    /// started. Costs a uprobe hit per header field sent and per header block received.
+    #[arg(long, conflicts_with = "raw")]
+    pub h2_hooks: bool,
+
     /// Write events to FILE instead of standard output.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,

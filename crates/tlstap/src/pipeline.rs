@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap;
 use std::io;
 use std::time::Instant;
 
-use tlstap_bpf::wire::{self, ProcessEvent, Record, Secret};
+use tlstap_bpf::wire::{self, H2Fields, ProcessEvent, Record, Secret};
 use tlstap_core::event::{ConnInfo, DataEvent, Direction, Event, HttpEvent, SecretEvent};
 use tlstap_core::http::HttpExchange;
 use tlstap_core::ordering::Sequencer;
@@ -26,9 +26,13 @@ pub enum View {
     /// Every call as it was (`--raw`, and the key log and pcap modes).
     Calls,
     /// HTTP decoded into exchanges; calls shown only where they are not HTTP, or all of them
-    /// too with `calls_too` (`--data`).
-    Http { calls_too: bool },
+    /// too with `calls_too` (`--data`); `go_reports`: Go's header fields come too (--h2-hooks).
+    Http { calls_too: bool, go_reports: bool },
 }
+
+/// Goroutines whose last Read is remembered past this many start over (a report whose Read is
+/// forgotten fills nothing).
+const LAST_READS_MAX: usize = 65_536;
 
 /// Names a connection for the HTTP decoder: what `ConnNames` keys on.
 type ConnKey = (u32, u64, WireConn);
@@ -68,8 +72,10 @@ impl Pipeline {
     pub fn new(sinks: Vec<Box<dyn Sink>>, view: View) -> Self {
         let http = match view {
             View::Calls => None,
-            View::Http { calls_too } => {
-                Some(Http { decoder: HttpDecoder::new(tlstap_http::Limits::default()), calls_too })
+            View::Http { calls_too, go_reports } => {
+                let decoder = HttpDecoder::new(tlstap_http::Limits::default());
+                let decoder = if go_reports { decoder.with_go_reports() } else { decoder };
+                Some(Http { decoder, calls_too, last_reads: FxHashMap::default() })
             }
         };
         Pipeline {
@@ -116,6 +122,17 @@ impl Pipeline {
         let now = Instant::now();
         let result = match wire::decode(record) {
             Ok(Record::Data(chunk)) => {
+                // Go reads a block, then reports its fields, in one goroutine: remember which
+                // connection each goroutine read last (in ring order, before reordering).
+                if let Some(http) = self.http.as_mut().filter(|_| chunk.meta.goroutine != 0) {
+                    if chunk.meta.direction == Direction::Read {
+                        if http.last_reads.len() >= LAST_READS_MAX {
+                            http.last_reads.clear();
+                        }
+                        let key = (chunk.meta.pid, chunk.meta.conn_ptr, chunk.meta.conn);
+                        http.last_reads.insert((chunk.meta.pid, chunk.meta.goroutine), key);
+                    }
+                }
                 let Pipeline {
                     sinks, http, reassembler, sequencer, conns, cgroups, wall_offset, events, bytes, ..
                 } = self;
@@ -124,6 +141,7 @@ impl Pipeline {
                 reassembler.push(chunk, now, |call| sequencer.offer(call, now, |call| out.call(&call)))
             }
             Ok(Record::Secret(secret)) => self.secret(&secret),
+            Ok(Record::H2Fields(fields)) => self.go_fields(&fields),
             Ok(Record::Process(process)) => {
                 // Read a new process's cgroup now, while it surely exists: a short-lived client
                 // has exited by the time its events are written. An exited one's entry stays
@@ -147,6 +165,26 @@ impl Pipeline {
                 -1
             }
         }
+    }
+
+    /// Header fields from a Go program's own HTTP/2 code (--h2-hooks), to the decoder.
+    fn go_fields(&mut self, f: &H2Fields<'_>) -> io::Result<()> {
+        let Some(http) = self.http.as_mut() else { return Ok(()) };
+        let mut program: Vec<_> = f.fields.iter().map(|(n, v)| Some((n.to_vec(), v.to_vec()))).collect();
+        program.resize(f.field_count as usize, None);
+        if f.sent {
+            http.decoder.sent_field(f.pid, f.owner, program.pop().flatten());
+            return Ok(());
+        }
+        let Some(key) = http.last_reads.get(&(f.pid, f.goroutine)).copied() else { return Ok(()) };
+        let sinks = &mut self.sinks;
+        let mut result = Ok(());
+        http.decoder.received_block(&key, f.stream_id, program, &mut |context, exchange| {
+            if result.is_ok() {
+                result = write_exchange(sinks, context, &exchange);
+            }
+        });
+        result
     }
 
     fn secret(&mut self, s: &Secret<'_>) -> io::Result<()> {
@@ -181,6 +219,17 @@ impl Pipeline {
         let at = now.unwrap_or_else(Instant::now);
         reassembler.flush_stale(now, |call| sequencer.offer(call, at, |call| out.call(&call)))?;
         sequencer.tick(now, |call| out.call(&call))?;
+        if let Some(http) = self.http.as_mut() {
+            let mut result = Ok(());
+            let sinks = &mut self.sinks;
+            let now_ns = tlstap_bpf::clock::monotonic_ns().saturating_add(self.wall_offset);
+            http.decoder.release_held(now_ns, &mut |context, exchange| {
+                if result.is_ok() {
+                    result = write_exchange(sinks, context, &exchange);
+                }
+            });
+            result?;
+        }
         if std::mem::take(&mut self.dirty) {
             for sink in &mut self.sinks {
                 sink.flush()?;
@@ -231,6 +280,8 @@ fn write_exchange(sinks: &mut [Box<dyn Sink>], c: &HttpContext, exchange: &HttpE
 struct Http {
     decoder: HttpDecoder<ConnKey, HttpContext>,
     calls_too: bool,
+    /// The connection each (process, goroutine) last read from (--h2-hooks).
+    last_reads: FxHashMap<(u32, u64), ConnKey>,
 }
 
 /// The parts of the pipeline a finished call needs, borrowed apart from the reassembler and
@@ -276,7 +327,13 @@ impl Output<'_> {
             conn: conn.clone(),
             cgroup: cgroup.map(str::to_string),
         };
-        let chunk = Chunk { written: data.direction == Direction::Write, ts_ns, data: call.data, lost: call.truncated };
+        let chunk = Chunk {
+            written: data.direction == Direction::Write,
+            ts_ns,
+            data: call.data,
+            lost: call.truncated,
+            process: data.pid,
+        };
         let mut result = Ok(());
         let sinks = &mut *self.sinks;
         let taken = http.decoder.feed(&key, context, chunk, &mut |context, exchange| {

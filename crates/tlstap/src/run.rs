@@ -47,6 +47,8 @@ struct Request {
     verbose: bool,
     /// Capture plaintext (Read/Write probes).
     data: bool,
+    /// --h2-hooks: Go's HTTP/2 header paths hooked too.
+    h2_hooks: bool,
     /// Capture TLS secrets (writeKeyLog probe); with a file when `keylog_file` is set.
     secrets: bool,
     keylog_file: Option<PathBuf>,
@@ -90,6 +92,9 @@ fn pcap_request(args: &GotlsArgs) -> Result<Option<PcapRequest>> {
 impl Request {
     fn resolve(args: GotlsArgs) -> Result<Request> {
         let pcap = pcap_request(&args)?;
+        if args.h2_hooks && args.mode != Mode::Text {
+            bail!("--h2-hooks belongs to the HTTP view of -m text");
+        }
         let data = match args.mode {
             Mode::Text | Mode::Pcap => true,
             Mode::Keylog if args.keylog_file.is_none() => bail!("-m keylog needs -k/--keylogfile FILE"),
@@ -123,6 +128,7 @@ impl Request {
             linger: Duration::from_secs(args.linger),
             verbose: args.verbose,
             data,
+            h2_hooks: args.h2_hooks,
             secrets: args.mode != Mode::Text || args.keylog_file.is_some(),
             keylog_file: args.keylog_file,
             pid: args.pid,
@@ -132,7 +138,7 @@ impl Request {
             // HTTP is decoded for the plaintext output only: pcap mode's sink learns processes
             // from every call, and the key log has no calls.
             view: match args.mode {
-                Mode::Text if !args.raw => View::Http { calls_too: args.data },
+                Mode::Text if !args.raw => View::Http { calls_too: args.data, go_reports: args.h2_hooks },
                 _ => View::Calls,
             },
             ringbuf_bytes,
@@ -220,6 +226,16 @@ fn print_plan(target: &Target, features: Option<&KernelFeatures>) -> io::Result<
     let mut points = vec![("write entry", &plan.write_entry), ("read entry", &plan.read_entry)];
     points.extend(plan.read_returns.iter().map(|p| ("read return", p)));
     points.extend(plan.keylog_entry.iter().map(|p| ("keylog", p)));
+    // --h2-hooks: Go's HTTP/2 header paths, where the binary has them.
+    points.extend(target.h2.sent_field_entries.iter().map(|p| ("h2 sent", p)));
+    points.extend(target.h2.received_block_returns.iter().map(|p| ("h2 received", p)));
+    if let Some(l) = &target.h2.layout {
+        writeln!(
+            out,
+            "h2:       MetaHeadersFrame.Fields +{}, *HeadersFrame +{}, StreamID +{}, HeaderField {} bytes",
+            l.fields, l.headers, l.stream_id, l.field_size
+        )?;
+    }
     for (what, p) in points {
         writeln!(out, "probe:    {what:<12} {} vaddr {:#x} file offset {:#x}", p.symbol, p.vaddr, p.file_offset)?;
     }
@@ -263,7 +279,11 @@ fn capture(
         comm: request.comm.clone(),
         report_processes: target.is_none(),
         catch_exec: request.catch_exec,
+        h2_hooks: request.h2_hooks,
     };
+    if request.h2_hooks && !tlstap_bpf::h2_hooks_supported(&options.features) {
+        bail!("--h2-hooks needs uprobe cookies and the BPF ring buffer, which this kernel lacks (Linux 5.15 or later has both)");
+    }
     tlstap_bpf::configure_libbpf_logging();
     let mut storage = MaybeUninit::uninit();
     let mut capture = Capture::load(&mut storage, &options)?;
@@ -271,7 +291,7 @@ fn capture(
     // buffer) drop what BPF sends before they are opened, where a ring buffer keeps it.
     let pipeline = RefCell::new(Pipeline::new(sinks, request.view));
     let ring = capture.reader(|record: &[u8]| pipeline.borrow_mut().on_record(record))?;
-    let probe_set = ProbeSet { data: request.data, secrets: request.secrets };
+    let probe_set = ProbeSet { data: request.data, secrets: request.secrets, h2_headers: request.h2_hooks };
     let mut discovery = match target {
         Some(target) => {
             let probes = target.probes(probe_set)?;

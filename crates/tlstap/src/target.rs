@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use goelf::tls::TlsPlan;
 use goelf::{Abi, Arch, GoBinary};
-use tlstap_bpf::{BinaryConfig, ConnLayout, ProbeKind, ProbeSpec};
+use tlstap_bpf::{BinaryConfig, ConnLayout, H2Layout, ProbeKind, ProbeSpec};
 
 /// Which probes to attach.
 #[derive(Debug, Clone, Copy)]
@@ -15,6 +15,8 @@ pub struct ProbeSet {
     pub data: bool,
     /// `(*Config).writeKeyLog` entry.
     pub secrets: bool,
+    /// Go's HTTP/2 header paths (--h2-hooks), where the binary has them.
+    pub h2_headers: bool,
 }
 
 /// A Go binary ready to be hooked.
@@ -31,6 +33,8 @@ pub struct Target {
     pub pie: bool,
     pub has_symtab: bool,
     pub plan: TlsPlan,
+    /// Go's HTTP/2 header paths (empty without net/http's or x/net's HTTP/2).
+    pub h2: goelf::h2::H2Plan,
     /// Where the socket of a tls.Conn is; None when the binary's type data was unreadable.
     pub conn_layout: Option<ConnLayout>,
     /// Stack ABI on amd64: how far below the FS base g is (0: the usual 8).
@@ -62,6 +66,8 @@ impl Target {
                 net_fd_sysfd: u32::try_from(l.net_fd_sysfd).ok()?,
             })
         });
+        // Without them, HTTP/2 is still decoded from the wire.
+        let h2 = goelf::h2::plan(&bin).unwrap_or_else(|_| goelf::h2::H2Plan::default());
         let g_below_fs = goelf::types::g_below_fs(&bin).and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
         Ok(Target {
             path: path.to_path_buf(),
@@ -72,6 +78,7 @@ impl Target {
             pie: info.pie,
             has_symtab: info.has_symtab,
             plan,
+            h2,
             conn_layout,
             g_below_fs,
             exec_vaddr: bin.exec_segment_vaddr().unwrap_or(0),
@@ -117,12 +124,29 @@ impl Target {
             })?;
             probes.push(spec(keylog, ProbeKind::Keylog));
         }
+        if set.h2_headers {
+            probes.extend(self.h2.sent_field_entries.iter().map(|p| spec(p, ProbeKind::H2SentField)));
+            probes.extend(self.h2.received_block_returns.iter().map(|p| spec(p, ProbeKind::H2ReceivedBlock)));
+        }
         Ok(probes)
     }
 
     /// What BPF needs to know about the binary beyond its probe offsets.
     pub fn bpf_config(&self) -> BinaryConfig {
-        BinaryConfig { conn_layout: self.conn_layout, g_below_fs: self.g_below_fs, exec_vaddr: self.exec_vaddr }
+        let h2_layout = self.h2.layout.and_then(|l| {
+            Some(H2Layout {
+                meta_fields: u32::try_from(l.fields).ok()?,
+                meta_headers: u32::try_from(l.headers).ok()?,
+                stream_id: u32::try_from(l.stream_id).ok()?,
+                field_size: u32::try_from(l.field_size).ok()?,
+            })
+        });
+        BinaryConfig {
+            conn_layout: self.conn_layout,
+            h2_layout,
+            g_below_fs: self.g_below_fs,
+            exec_vaddr: self.exec_vaddr,
+        }
     }
 
     pub fn abi_name(&self) -> &'static str {

@@ -313,11 +313,28 @@ fn curl_http2_and_http1_against_a_go_server() {
 /// it cannot know are marked, and every later request is decoded with its bodies.
 #[test]
 fn joining_a_live_h2_connection_never_shows_a_wrong_header() {
-    if !privileged() {
-        return;
+    if privileged() {
+        assert!(join_live_h2_connection("1.27", "exe", false) > 0, "the test must join tables in use");
     }
-    let dir = TempDir::new("http-joined");
-    let binary = copy_binary(&fixture("1.27", "exe", "httpfixture"), &dir, "httpfixture");
+}
+
+/// The same with --h2-hooks: the fields come from Go's own HTTP/2 code, so every header of
+/// every exchange is known and equals what the peer's net/http saw. Go 1.27's framer returns a
+/// `Frame` interface, Go 1.19's a pointer; the 1.27 binary is a stripped PIE.
+#[test]
+fn joining_a_live_h2_connection_with_go_hooks_shows_every_header() {
+    if privileged() {
+        for (go, variant) in [("1.27", "pie-strip"), ("1.19", "exe")] {
+            assert_eq!(join_live_h2_connection(go, variant, true), 0, "go{go} {variant}: undecodable fields");
+        }
+    }
+}
+
+/// Runs the joining scenario and checks every exchange (exactly, with `hooks`); returns how
+/// many header fields were undecodable.
+fn join_live_h2_connection(go: &str, variant: &str, hooks: bool) -> usize {
+    let dir = TempDir::new(&format!("http-joined-{go}-{variant}-{hooks}"));
+    let binary = copy_binary(&fixture(go, variant, "httpfixture"), &dir, "httpfixture");
     let manifest = dir.path("manifest.jsonl");
     let server = Server::start(&binary, &manifest, &["--proto", "h2"]);
     let mut client = Proc::spawn(
@@ -333,7 +350,11 @@ fn joining_a_live_h2_connection_never_shows_a_wrong_header() {
         assert!(std::time::Instant::now() < deadline, "the client's first requests did not finish");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let tlstap = Tlstap::start(&dir, &["--data", "-e", binary.to_str().unwrap()]);
+    let mut args = vec!["--data", "-e", binary.to_str().unwrap()];
+    if hooks {
+        args.push("--h2-hooks");
+    }
+    let tlstap = Tlstap::start(&dir, &args);
     client.child.stdin.take().unwrap().write_all(b"go on\n").unwrap();
     assert!(client.wait_timeout(patience(60)).success());
     let addr = server.addr.clone();
@@ -416,9 +437,24 @@ fn joining_a_live_h2_connection_never_shows_a_wrong_header() {
             assert!(shown[0].is_null() || shown[0] == "POST", "{what}");
             assert!(shown[1].is_null() || *shown[1] == server_side["path"], "{what}");
             assert!(shown[2].is_null() || shown[2] == 200, "{what}");
+            if hooks {
+                // Every field known: the headers are exactly what each peer's net/http saw.
+                if record["request"].is_object() {
+                    let got = header_map(&record["request"]["headers"]);
+                    assert_eq!(got, go_header_map(&server_side["headers"], ""), "{what}: request headers");
+                }
+                if response.is_object() {
+                    let got = header_map(&response["headers"]);
+                    assert_eq!(got, go_header_map(&client_side["headers"], ""), "{what}: response headers");
+                    let body = response["body_b64"].as_str().map(b64);
+                    assert_eq!(body, client_side["body_b64"].as_str().map(b64), "{what}: response body decoded");
+                }
+            }
         }
     }
     eprintln!(
-        "joined mid-connection: {undecodable} fields undecodable (the HPACK entries were made before tlstap started)"
+        "joined mid-connection (go{go} {variant}, hooks {hooks}): {undecodable} fields undecodable (the HPACK \
+         entries were made before tlstap started)"
     );
+    undecodable
 }

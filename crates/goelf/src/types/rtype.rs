@@ -143,10 +143,10 @@ impl<'i, 'a> Reader<'i, 'a> {
         Ok(if t.tflag & TFLAG_EXTRA_STAR != 0 { s.get(1..).unwrap_or(s) } else { s })
     }
 
-    /// The element type of a pointer type.
+    /// The element type of a pointer or slice type (both hold it right after the descriptor).
     pub fn elem(&self, t: &RType) -> Result<u64, Error> {
-        if t.kind != KIND_PTR {
-            return Err(bad(format!("type at {:#x} is not a pointer (kind {})", t.addr, t.kind)));
+        if t.kind != KIND_PTR && t.kind != KIND_SLICE {
+            return Err(bad(format!("type at {:#x} is not a pointer or slice (kind {})", t.addr, t.kind)));
         }
         self.ptr(t.addr.wrapping_add(TYPE_SIZE))
     }

@@ -10,11 +10,12 @@
 pub mod frame;
 pub mod hpack;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use tlstap_core::http::{Header, HttpExchange, HttpMessage, HttpProto};
 
 use crate::body::{self, BodyBuffer};
+use crate::hints::{self, GoField, SentFields};
 use crate::Limits;
 use frame::FrameHeader;
 
@@ -79,6 +80,15 @@ struct Side {
     ended: bool,
     start_ns: Option<u64>,
     end_ns: u64,
+    /// Header blocks seen on this side (1xx included): the program's n-th received report of
+    /// the stream is its n-th block.
+    blocks: u32,
+    /// Received reports taken so far.
+    reports: u32,
+    /// Reports that came before their block.
+    early: VecDeque<Vec<Option<GoField>>>,
+    /// Blocks with undecodable fields whose report has not come: (block number, trailers?).
+    awaiting: VecDeque<(u32, bool)>,
 }
 
 impl Side {
@@ -105,12 +115,27 @@ pub struct H2Conn {
     streams: BTreeMap<u32, Stream>,
     /// DATA or trailers for streams whose headers were not seen (joined mid-stream).
     pub unattributed_frames: u64,
+    /// The program's process (whose sent fields may fill this connection's written blocks).
+    process: u32,
+    /// The program's HPACK encoder of this connection, once matched (hints.rs).
+    pub bound_encoder: Option<u64>,
+    /// Ended streams waiting for the program's report of a received block: (id, stream, the
+    /// time after which they go out as they are).
+    held: Vec<(u32, Stream, u64)>,
+}
+
+/// What a connection's decoding gets from the program itself (--h2-hooks), when hooked.
+#[derive(Debug)]
+pub struct Hooked<'a> {
+    pub sent: &'a mut SentFields,
+    /// How long an ended stream waits for a received block's report.
+    pub hold_ns: u64,
 }
 
 impl H2Conn {
     /// A connection seen from its start: `preface_dir` carries the client preface.
-    pub fn from_preface(preface_dir: DirIndex) -> H2Conn {
-        let mut conn = H2Conn::joined();
+    pub fn from_preface(preface_dir: DirIndex, process: u32) -> H2Conn {
+        let mut conn = H2Conn::joined(process);
         conn.program_is_client = Some(preface_dir == 0);
         for dir in &mut conn.dirs {
             dir.synced = true;
@@ -121,13 +146,21 @@ impl H2Conn {
     }
 
     /// A connection joined mid-way: each direction syncs on its own.
-    pub fn joined() -> H2Conn {
+    pub fn joined(process: u32) -> H2Conn {
         H2Conn {
             program_is_client: None,
             dirs: [Direction::new(), Direction::new()],
             streams: BTreeMap::new(),
             unattributed_frames: 0,
+            process,
+            bound_encoder: None,
+            held: Vec::new(),
         }
+    }
+
+    /// The process whose connection this is.
+    pub fn process(&self) -> u32 {
+        self.process
     }
 
     /// Whether `dir`'s frame boundaries are known (its bytes are being decoded).
@@ -136,6 +169,7 @@ impl H2Conn {
     }
 
     /// Feeds one call's bytes; `lost` = bytes of the call after `data` were not captured.
+    #[allow(clippy::too_many_arguments)]
     pub fn feed(
         &mut self,
         dir: DirIndex,
@@ -143,6 +177,7 @@ impl H2Conn {
         mut data: &[u8],
         lost: bool,
         limits: &Limits,
+        mut hooked: Option<&mut Hooked<'_>>,
         out: &mut dyn FnMut(HttpExchange),
     ) {
         let d = &mut self.dirs[dir];
@@ -162,7 +197,7 @@ impl H2Conn {
             d.hpack = hpack::Decoder::complete();
             d.preface_left = frame::PREFACE.len();
             self.program_is_client = Some(dir == 0);
-            return self.feed(dir, ts_ns, data, lost, limits, out);
+            return self.feed(dir, ts_ns, data, lost, limits, hooked, out);
         }
         if !d.synced {
             let Some(point) = frame::sync_point(data) else { return };
@@ -171,13 +206,19 @@ impl H2Conn {
             d.tentative = point == frame::SyncPoint::LoneHeader;
         }
         self.dirs[dir].buf.extend_from_slice(data);
-        self.frames(dir, ts_ns, limits, out);
+        self.frames(dir, ts_ns, limits, hooked.as_deref_mut(), out);
         let d = &mut self.dirs[dir];
         if d.tentative && d.buf.len() > frame::HEADER_LEN {
             d.desync();
         }
         if lost {
             d.desync();
+            // Blocks were missed: the encoder's queue no longer lines up with this side.
+            if dir == 0 {
+                if let (Some(encoder), Some(h)) = (self.bound_encoder.take(), hooked) {
+                    h.sent.release(self.process, encoder);
+                }
+            }
             // What the lost bytes carried is unknown: every open stream's body in this
             // direction may miss some.
             for stream in self.streams.values_mut() {
@@ -191,7 +232,14 @@ impl H2Conn {
 
     /// Handles every whole frame in the direction's buffer. The buffer is taken out while its
     /// frames are handled, so payloads are borrowed from it, not copied.
-    fn frames(&mut self, dir: DirIndex, ts_ns: u64, limits: &Limits, out: &mut dyn FnMut(HttpExchange)) {
+    fn frames(
+        &mut self,
+        dir: DirIndex,
+        ts_ns: u64,
+        limits: &Limits,
+        mut hooked: Option<&mut Hooked<'_>>,
+        out: &mut dyn FnMut(HttpExchange),
+    ) {
         let buf = std::mem::take(&mut self.dirs[dir].buf);
         let mut at = 0;
         while let Some(header) = FrameHeader::parse(&buf[at..]) {
@@ -205,7 +253,7 @@ impl H2Conn {
             if end == buf.len() {
                 self.dirs[dir].tentative = false;
             }
-            self.frame(dir, header, &buf[at + frame::HEADER_LEN..end], ts_ns, limits, out);
+            self.frame(dir, header, &buf[at + frame::HEADER_LEN..end], ts_ns, limits, hooked.as_deref_mut(), out);
             at = end;
             if !self.dirs[dir].synced {
                 return; // desynced: what is left of the buffer is not framed
@@ -216,6 +264,7 @@ impl H2Conn {
         self.dirs[dir].buf = rest;
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn frame(
         &mut self,
         dir: DirIndex,
@@ -223,6 +272,7 @@ impl H2Conn {
         payload: &[u8],
         ts_ns: u64,
         limits: &Limits,
+        hooked: Option<&mut Hooked<'_>>,
         out: &mut dyn FnMut(HttpExchange),
     ) {
         match h.kind {
@@ -237,7 +287,7 @@ impl H2Conn {
                 side.end_ns = ts_ns;
                 if h.flags & frame::END_STREAM != 0 {
                     side.ended = true;
-                    self.maybe_emit(h.stream, limits, out);
+                    self.maybe_emit(h.stream, limits, hooked.as_deref(), out);
                 }
             }
             frame::HEADERS | frame::PUSH_PROMISE => {
@@ -259,7 +309,7 @@ impl H2Conn {
                     fragment: fragment.to_vec(),
                 });
                 if h.flags & frame::END_HEADERS != 0 {
-                    self.header_block(dir, ts_ns, limits, out);
+                    self.header_block(dir, ts_ns, limits, hooked, out);
                 }
             }
             frame::CONTINUATION => {
@@ -279,7 +329,7 @@ impl H2Conn {
                     if std::mem::take(&mut self.dirs[dir].orphan_block) {
                         self.dirs[dir].hpack = hpack::Decoder::partial();
                     } else {
-                        self.header_block(dir, ts_ns, limits, out);
+                        self.header_block(dir, ts_ns, limits, hooked, out);
                     }
                 }
             }
@@ -293,9 +343,16 @@ impl H2Conn {
         }
     }
 
-    fn header_block(&mut self, dir: DirIndex, ts_ns: u64, limits: &Limits, out: &mut dyn FnMut(HttpExchange)) {
+    fn header_block(
+        &mut self,
+        dir: DirIndex,
+        ts_ns: u64,
+        limits: &Limits,
+        mut hooked: Option<&mut Hooked<'_>>,
+        out: &mut dyn FnMut(HttpExchange),
+    ) {
         let Some(block) = self.dirs[dir].block.take() else { return };
-        let fields = match self.dirs[dir].hpack.decode(&block.fragment) {
+        let mut fields = match self.dirs[dir].hpack.decode(&block.fragment) {
             Ok(fields) => fields,
             Err(_) => {
                 // What this block inserted is unknown from here on.
@@ -303,6 +360,12 @@ impl H2Conn {
                 vec![Header::default()]
             }
         };
+        // A block the program wrote: its encoder's fields, matched (hints.rs).
+        if let (0, Some(h)) = (dir, hooked.as_deref_mut()) {
+            if let Some(program) = h.sent.take_block(self.process, &mut self.bound_encoder, &fields) {
+                hints::fill(&mut fields, &program);
+            }
+        }
         if block.push {
             return;
         }
@@ -330,29 +393,104 @@ impl H2Conn {
             }
         };
         let side = &mut stream.sides[dir];
+        let number = side.blocks;
+        side.blocks += 1;
+        // A block the program read: its report may have come first (calls are ordered apart).
+        if dir == 1 && side.reports > number {
+            if let Some(program) = side.early.pop_front() {
+                hints::fill(&mut fields, &program);
+            }
+        }
+        let undecodable = dir == 1 && hooked.is_some() && fields.iter().any(|f| !f.is_complete());
         if informational {
             // 1xx: the final response follows on the same stream.
         } else if side.headers.is_none() {
             side.headers = Some(fields);
             side.start_ns = Some(ts_ns);
+            if undecodable {
+                side.awaiting.push_back((number, false));
+            }
         } else {
             side.trailers = fields;
+            if undecodable {
+                side.awaiting.push_back((number, true));
+            }
         }
         side.end_ns = ts_ns;
         if block.end_stream {
             side.ended = true;
-            self.maybe_emit(block.stream, limits, out);
+            self.maybe_emit(block.stream, limits, hooked.as_deref(), out);
+        }
+    }
+
+    /// The program's report of the next block it read on `stream` (--h2-hooks): fills that
+    /// block's undecodable fields, at once or when the block comes; a held stream then goes out.
+    pub fn received_report(
+        &mut self,
+        stream: u32,
+        program: Vec<Option<GoField>>,
+        limits: &Limits,
+        out: &mut dyn FnMut(HttpExchange),
+    ) {
+        let held_at = self.held.iter().position(|(id, _, _)| *id == stream);
+        let side = match held_at {
+            Some(i) => &mut self.held[i].1.sides[1],
+            None => match self.streams.get_mut(&stream) {
+                Some(s) => &mut s.sides[1],
+                None => return, // a stream tlstap never saw the start of
+            },
+        };
+        let number = side.reports;
+        side.reports += 1;
+        if number >= side.blocks {
+            side.early.push_back(program);
+            return;
+        }
+        if side.awaiting.front().is_some_and(|(n, _)| *n == number) {
+            if let Some((_, trailers)) = side.awaiting.pop_front() {
+                let fields = if trailers { Some(&mut side.trailers) } else { side.headers.as_mut() };
+                if let Some(fields) = fields {
+                    hints::fill(fields, &program);
+                }
+            }
+        }
+        if let Some(i) = held_at {
+            if self.held[i].1.sides[1].awaiting.is_empty() {
+                let (id, stream, _) = self.held.swap_remove(i);
+                out(self.exchange(id, stream, limits));
+            }
+        }
+    }
+
+    /// Held streams whose wait is over (`now_ns` None: all of them) go out as they are.
+    pub fn release_held(&mut self, now_ns: Option<u64>, limits: &Limits, out: &mut dyn FnMut(HttpExchange)) {
+        let mut i = 0;
+        while i < self.held.len() {
+            if now_ns.is_none_or(|now| self.held[i].2 <= now) {
+                let (id, stream, _) = self.held.swap_remove(i);
+                out(self.exchange(id, stream, limits));
+            } else {
+                i += 1;
+            }
         }
     }
 
     /// A stream is emitted when its response has ended (a request still open then, as in a
     /// server that answers early, is shown as it is), or when both sides ended.
-    fn maybe_emit(&mut self, id: u32, limits: &Limits, out: &mut dyn FnMut(HttpExchange)) {
+    /// Hooked, a stream still missing the program's report of a block it read is held until
+    /// the report comes or `hold_ns` passes.
+    fn maybe_emit(&mut self, id: u32, limits: &Limits, hooked: Option<&Hooked<'_>>, out: &mut dyn FnMut(HttpExchange)) {
         let Some(stream) = self.streams.get(&id) else { return };
         let done = stream.sides.iter().all(|s| s.ended) || stream.sides.iter().any(|s| s.ended && s.has(":status"));
         if done {
             if let Some(stream) = self.streams.remove(&id) {
-                out(self.exchange(id, stream, limits));
+                match hooked {
+                    Some(h) if !stream.sides[1].awaiting.is_empty() => {
+                        let deadline = stream.sides.iter().map(|s| s.end_ns).max().unwrap_or(0) + h.hold_ns;
+                        self.held.push((id, stream, deadline));
+                    }
+                    _ => out(self.exchange(id, stream, limits)),
+                }
             }
         }
     }
@@ -367,6 +505,7 @@ impl H2Conn {
 
     /// Emits every stream still open (the capture is ending).
     pub fn finish(&mut self, limits: &Limits, out: &mut dyn FnMut(HttpExchange)) {
+        self.release_held(None, limits, out);
         for (id, stream) in std::mem::take(&mut self.streams) {
             out(self.exchange(id, stream, limits));
         }
