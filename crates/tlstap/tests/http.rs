@@ -320,11 +320,12 @@ fn joining_a_live_h2_connection_never_shows_a_wrong_header() {
 
 /// The same with --h2-hooks: the fields come from Go's own HTTP/2 code, so every header of
 /// every exchange is known and equals what the peer's net/http saw. Go 1.27's framer returns a
-/// `Frame` interface, Go 1.19's a pointer; the 1.27 binary is a stripped PIE.
+/// `Frame` interface, Go 1.19's a pointer, Go 1.15's on the stack (ABI0); the 1.27 binary is a
+/// stripped PIE.
 #[test]
 fn joining_a_live_h2_connection_with_go_hooks_shows_every_header() {
     if privileged() {
-        for (go, variant) in [("1.27", "pie-strip"), ("1.19", "exe")] {
+        for (go, variant) in [("1.27", "pie-strip"), ("1.19", "exe"), ("1.15", "exe")] {
             assert_eq!(join_live_h2_connection(go, variant, true), 0, "go{go} {variant}: undecodable fields");
         }
     }
