@@ -18,8 +18,10 @@ for v in "${versions[@]}"; do
   for var in exe pie pie-strip; do builds+=("$v arm64 $var tlsfixture"); done
 done
 for v in 1.15 1.19 "$newest"; do builds+=("$v amd64 exe notls"); done
-# HTTP decoding (crates/tlstap/tests/http.rs): Go 1.19, and the newest stripped PIE.
-builds+=("1.19 amd64 exe httpfixture" "$newest amd64 exe httpfixture" "$newest amd64 pie-strip httpfixture")
+# HTTP decoding and the h2 header hooks (crates/tlstap/tests/http.rs, crates/goelf/tests/h2.rs):
+# Go 1.15 (stack ABI), 1.19, and the newest, stripped too.
+builds+=("1.15 amd64 exe httpfixture" "1.19 amd64 exe httpfixture" "1.19 amd64 pie-strip httpfixture")
+builds+=("$newest amd64 exe httpfixture" "$newest amd64 exe-sw httpfixture" "$newest amd64 pie-strip httpfixture")
 builds+=("$newest amd64 exe oddconn" "$newest 386 exe tlsfixture" "$newest riscv64 exe tlsfixture" "$newest amd64 c-shared tlsfixture")
 
 # Combinations that cannot work, with the reason (none known today; e.g.

@@ -34,6 +34,9 @@ class BaseBench:
         log(f"== fixture: scripts/fixture.sh {self.a.go} exe tlsfixture")
         self.fixture = subprocess.run(["bash", "scripts/fixture.sh", self.a.go, "exe", "tlsfixture"], cwd=ROOT,
                                       check=True, capture_output=True, text=True).stdout.strip()
+        # The HTTP view's runs (httpview.py): a server that speaks HTTP/2 as well.
+        self.http_fixture = subprocess.run(["bash", "scripts/fixture.sh", self.a.go, "exe", "httpfixture"], cwd=ROOT,
+                                           check=True, capture_output=True, text=True).stdout.strip()
         self.help = subprocess.run([self.tlstap, "gotls", "--help"], capture_output=True, text=True).stdout
         self.tlsbench = self.build_tlsbench()
         so = os.path.join(self.wd, "malloc_count.so")
@@ -182,9 +185,10 @@ class BaseBench:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def hey(self, addr, n, c, prefix=()):
+    def hey(self, addr, n, c, prefix=(), h2=False):
         url = f"https://{addr}/echo?size=64"
-        p = PROCS.spawn([*prefix, "hey", "-n", str(n), "-c", str(c), "-m", "POST", "-H", f"X-Nonce: {NONCE}",
+        p = PROCS.spawn([*prefix, "hey", *(["-h2"] if h2 else []), "-n", str(n), "-c", str(c), "-m", "POST",
+                         "-H", f"X-Nonce: {NONCE}",
                          "-d", f"{NONCE}-bench", url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out = p.stdout.read().decode(errors="replace")  # hey stops by itself: n requests, 20 s timeout each
         rc, ru = PROCS.reap(p, 60) or (None, None)

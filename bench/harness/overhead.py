@@ -22,7 +22,7 @@ class OverheadMixin:
         """Responses (status line + nonce header) and requests found in the captured plaintext,
         each connection's writes and reads concatenated in capture order."""
         streams = collections.defaultdict(bytearray)
-        stats, truncated = None, 0
+        stats, truncated, exchanges, undecodable = None, 0, 0, 0
         with open(path, "rb") as fh:
             for line in fh:
                 if line.startswith(b'{"type":"data"'):
@@ -34,6 +34,11 @@ class OverheadMixin:
                     streams[(conn, r["direction"])] += base64.b64decode(r["data_b64"])
                 elif line.startswith(b'{"type":"stats"'):
                     stats = json.loads(line)
+                elif line.startswith(b'{"type":"http"'):
+                    r = json.loads(line)
+                    if r["pid"] == pid and r.get("status") == 200 and (r.get("path") or "").startswith("/echo"):
+                        exchanges += 1
+                        undecodable += bool(r.get("undecodable_fields"))
         resp = req = 0
         for (conn, d), data in streams.items():
             if d == "write":
@@ -41,13 +46,15 @@ class OverheadMixin:
             else:
                 req += min(data.count(b"POST /echo?size=64 HTTP/1.1\r\n"), data.count(f"\r\nX-Nonce: {NONCE}\r\n".encode()))
         return {"responses": resp, "requests": req, "truncated": truncated, "stats": stats,
+                "exchanges": exchanges, "undecodable": undecodable,
                 "conns": len({c for c, _ in streams})}
 
     # -- 1. overhead A/B
-    def overhead_run(self, cfg, rnd, extra=None, malloc=False, n=None, c=None):
-        """One hey run against a fresh server copy under `cfg`; returns the measurements."""
+    def overhead_run(self, cfg, rnd, extra=None, malloc=False, n=None, c=None, h2=False, server=None):
+        """One hey run against a fresh server copy under `cfg` (`server`: another fixture than the
+        default, `h2`: hey speaks HTTP/2); returns the measurements."""
         n, c = n or self.a.requests, c or self.a.concurrency
-        srv = self.copy_target(f"ov{rnd}-{cfg}")
+        srv = self.copy_target(f"ov{rnd}-{cfg}", src=server)
         sp, addr = self.start_server(srv)
         row = {"cfg": cfg, "round": rnd}
         tp = None
@@ -88,7 +95,7 @@ class OverheadMixin:
             if tp:
                 th.start()
             s0 = cpu_s(sp.pid)
-            h = self.hey(addr, n, c)
+            h = self.hey(addr, n, c, h2=h2)
             row["srv_cpu"] = cpu_s(sp.pid) - s0
             stop_ev.set()
             row.update({k: h[k] for k in ("rps", "secs", "ok", "errors", "cpu", "codes")})
@@ -136,6 +143,8 @@ class OverheadMixin:
                     if cfg == "jsonl":
                         row["complete_resp"] = comp["responses"] / row["ok"] if row["ok"] else float("nan")
                         row["complete_req"] = comp["requests"] / row["ok"] if row["ok"] else float("nan")
+                        row["complete_http"] = comp["exchanges"] / row["ok"] if row["ok"] else float("nan")
+                        row["undecodable"] = comp["undecodable"]
         finally:
             self.teardown(sp, tlstap=tp, workdir=os.path.dirname(srv))
         return row

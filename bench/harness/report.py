@@ -7,6 +7,7 @@ import os
 
 from .common import HERE, MARK_BEGIN, MARK_END, ROOT, log
 from .fallbacks import MARK_BEGIN as FB_BEGIN, MARK_END as FB_END, fallbacks_report
+from .httpview import MARK_BEGIN as HV_BEGIN, MARK_END as HV_END, httpview_report
 from .pinned import pinned_report
 from .stats import f, med, spread
 
@@ -19,12 +20,13 @@ class ReportMixin:
         with open(os.path.join(HERE, "results", self.a.stem + ".json"), "w") as fh:
             json.dump(self.res, fh, indent=1, default=str)
         sections = self.res["sections"]
-        main_ran = any(k != "fallbacks" for k in sections)
+        main_ran = any(k not in ("fallbacks", "httpview") for k in sections)
         md = report(self.res, self.a) if main_ran else ""
         fb = fallbacks_report(sections["fallbacks"], self.a, self.res["machine"]) if "fallbacks" in sections else ""
+        hv = httpview_report(sections["httpview"], self.a, self.res["machine"]) if "httpview" in sections else ""
         if self.a.no_write:
             with open(os.path.join(HERE, "results", self.a.stem + ".md"), "w") as fh:
-                fh.write(md + "\n" + fb + "\n")
+                fh.write(md + "\n" + fb + "\n" + hv + "\n")
             log(f"== report in bench/results/{self.a.stem}.md (BENCHMARKS.md untouched)")
             return
         path = os.path.join(ROOT, "BENCHMARKS.md")
@@ -33,6 +35,10 @@ class ReportMixin:
             old = old.split(FB_BEGIN)[0] + FB_BEGIN + "\n" + fb + "\n" + FB_END + old.split(FB_END, 1)[1]
         elif fb:
             old += "\n## Kernel fallback paths (issue 13)\n\n" + FB_BEGIN + "\n" + fb + "\n" + FB_END + "\n"
+        if hv and HV_BEGIN in old and HV_END in old:
+            old = old.split(HV_BEGIN)[0] + HV_BEGIN + "\n" + hv + "\n" + HV_END + old.split(HV_END, 1)[1]
+        elif hv:
+            old += "\n## The HTTP view and the HTTP/2 header hooks (issue 14)\n\n" + HV_BEGIN + "\n" + hv + "\n" + HV_END + "\n"
         if not main_ran:
             new = old
         elif MARK_BEGIN in old and MARK_END in old:
