@@ -207,6 +207,32 @@ fn a_missing_required_feature_is_one_clear_line() {
     }
 }
 
+/// --h2-hooks needs cookies and the ring buffer: where either is missing (kernels before 5.15,
+/// forced here) it is one clear line and exit 1, and outside the HTTP view it is refused too.
+#[test]
+fn h2_hooks_without_their_kernel_features_are_one_clear_line() {
+    if !privileged() {
+        return;
+    }
+    let fixture = fixture("1.27", "exe", "httpfixture");
+    let cases: [(&[&str], &str); 3] = [
+        (&["--disable-feature", "cookies"], "Linux 5.15 or later"),
+        (&["--disable-feature", "ringbuf"], "Linux 5.15 or later"),
+        (&["-m", "keylog", "-k", "/dev/null"], "belongs to the HTTP view"),
+    ];
+    for (args, named) in cases {
+        let out = std::process::Command::new(TLSTAP)
+            .args(["gotls", "--h2-hooks", "-e", fixture.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+}
+
 /// Without bpf_loop, a call of more than one block of chunks (1024 chunks, 16 MiB) crosses
 /// from one block to the next: a 20 MB write in one call is byte-exact, nothing lost.
 #[test]
