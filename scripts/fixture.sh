@@ -3,7 +3,7 @@
 #   GOVERSION: as for go-toolchain.sh (1.15, 1.19, 1.21 ... 1.27, or exact)
 #   VARIANT:   exe pie exe-sw pie-sw exe-strip pie-strip exe-objcopy cgo cgo-pie cgo-strip
 #              cgo-pie-strip c-shared (a shared library: tlstap refuses it)
-#   PROGRAM:   a directory under testdata/go (tlsfixture, notls)
+#   PROGRAM:   a directory under testdata/go (tlsfixture, notls, httpfixture, grpcfixture)
 #   GOARCH:    amd64 (default) or arm64; 386 and riscv64 (exe only) as ports tlstap refuses
 # Prints only the absolute path of the built binary; builds it unless cached in
 # ${TLSTAP_CACHE:-$HOME/.cache/tlstap}/fixtures/VER/ARCH/VARIANT/HASH/PROGRAM, where
@@ -77,13 +77,16 @@ log=$work/build.log  # copied next to the binary's place on failure
 # Go >= 1.21: add a go.mod saying `go 1.N` so the binary gets that release's own
 # defaults, as a real program would (GOPATH mode pins DefaultGODEBUG to Go 1.20
 # behaviour, e.g. tlsmlkem=0: no ML-KEM key share). Older Go: plain GOPATH mode.
+# GOPATH mode also sees Debian's Go packages (/usr/share/gocode: grpc-go for grpcfixture,
+# from scripts/deps.sh --test); HASH covers only the program's own sources.
 modules=off goflags=-trimpath minor=$(sed -E 's/^go version go1\.([0-9]+).*/\1/' <<<"$gover")
+gopath=$work/gopath:/usr/share/gocode
 if ((minor >= 21)); then
   printf 'module %s\n\ngo 1.%s\n' "$prog" "$minor" >"$work/gopath/src/$prog/go.mod"
-  modules=on goflags="-trimpath -buildvcs=false"
+  modules=on goflags="-trimpath -buildvcs=false" gopath=$work/gopath
 fi
 if ! (cd "$work/gopath/src/$prog" &&
-      env GOROOT="$goroot" GOPATH="$work/gopath" GOCACHE="$cache/gocache/$ver-$arch" \
+      env GOROOT="$goroot" GOPATH="$gopath" GOCACHE="$cache/gocache/$ver-$arch" \
           GO111MODULE=$modules GOTOOLCHAIN=local GOENV=off GOFLAGS="$goflags" GOPROXY=off \
           GOOS=linux GOARCH="$arch" CGO_ENABLED=$cgo CC="$cc" \
           "$goroot/bin/go" build "${flags[@]}" -o "$work/$prog" .) >"$log" 2>&1; then

@@ -22,6 +22,9 @@ for v in 1.15 1.19 "$newest"; do builds+=("$v amd64 exe notls"); done
 # Go 1.15 (stack ABI), 1.19, and the newest, stripped too.
 builds+=("1.15 amd64 exe httpfixture" "1.19 amd64 exe httpfixture" "1.19 amd64 pie-strip httpfixture")
 builds+=("$newest amd64 exe httpfixture" "$newest amd64 exe-sw httpfixture" "$newest amd64 pie-strip httpfixture")
+# gRPC decoding: Go 1.19 only, the Go whose GOPATH mode builds against Debian's grpc-go
+# (golang-google-grpc-dev, 1.33.3), plain and stripped.
+builds+=("1.19 amd64 exe grpcfixture" "1.19 amd64 pie-strip grpcfixture")
 builds+=("$newest amd64 exe oddconn" "$newest 386 exe tlsfixture" "$newest riscv64 exe tlsfixture" "$newest amd64 c-shared tlsfixture")
 
 # Combinations that cannot work, with the reason (none known today; e.g.

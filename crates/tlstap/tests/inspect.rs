@@ -67,6 +67,11 @@ fn dry_run_of_an_arm64_binary_prints_the_plan() {
     let mut points = vec![&plan.write_entry, &plan.read_entry];
     points.extend(&plan.read_returns);
     points.extend(&plan.keylog_entry);
+    // It serves HTTP/2 (net/http): the --h2-hooks points follow.
+    let h2 = goelf::h2::plan(&bin).unwrap();
+    assert!(!h2.is_empty(), "net/http's HTTP/2 is linked");
+    points.extend(&h2.sent_field_entries);
+    points.extend(&h2.received_block_returns);
     let printed: Vec<&str> = text.lines().filter(|l| l.starts_with("probe:")).collect();
     assert_eq!(printed.len(), points.len(), "{text}");
     for (line, p) in printed.iter().zip(points) {
