@@ -2,8 +2,9 @@
 //! from Debian, Go 1.19) makes unary, server-streaming (gzip-compressed messages) and
 //! client-streaming calls, and one that fails, over one connection; both sides write what they
 //! sent and received at the gRPC level (messages as serialized, metadata, status) to a
-//! manifest. Every call tlstap decodes, on each side, must match it byte for byte; joined
-//! mid-connection with --h2-hooks, every header too.
+//! manifest. Every call tlstap decodes, on each side, must match it byte for byte, and tshark's
+//! HTTP/2 dissector must show the same header fields per stream; joined mid-connection with
+//! --h2-hooks, every header too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -92,10 +93,19 @@ fn grpc_go_client_and_server_match_their_manifests() {
     for variant in ["exe", "pie-strip"] {
         let dir = TempDir::new(&format!("grpc-{variant}"));
         let binary = copy_binary(&fixture("1.19", variant, "grpcfixture"), &dir, "grpcfixture");
-        let tlstap = Tlstap::start(&dir, &["--data", "-e", binary.to_str().unwrap()]);
+        let keys = dir.path("keys.log");
+        let tlstap = Tlstap::start(&dir, &["--data", "-e", binary.to_str().unwrap(), "-k", keys.to_str().unwrap()]);
         let manifest = dir.path("manifest.jsonl");
         let server = Server::start(&binary, &manifest, &[]);
+        // The plain build's connection is also decrypted by tshark, with tlstap's key log.
+        let port: u16 = server.addr.rsplit(':').next().unwrap().parse().unwrap();
+        let witness = (variant == "exe").then(|| Tshark::start(&dir.path("wire.pcapng"), port));
+        if witness.is_some() {
+            // tshark says it is capturing a little before its filter is in place.
+            std::thread::sleep(std::time::Duration::from_millis(1000));
+        }
         run_client(&binary, &server.addr, &manifest, &["--calls", "8", "--sizes", "10,1000,20000"]);
+        let wire = witness.map(Tshark::stop);
         server.stop();
         let capture = tlstap.stop();
         let (servers, clients) = (by_nonce(&manifest, "server"), by_nonce(&manifest, "client"));
@@ -108,6 +118,10 @@ fn grpc_go_client_and_server_match_their_manifests() {
                 let nonce = nonce_of(record);
                 assert_call_matches(record, &servers[&nonce], &clients[&nonce]);
             }
+        }
+        if let Some(wire) = wire {
+            let records: Vec<&Value> = capture.records.iter().filter(|r| r["type"] == "http").collect();
+            assert_tshark_agrees(&wire, &keys, &records);
         }
     }
 }

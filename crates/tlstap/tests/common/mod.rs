@@ -587,3 +587,54 @@ pub fn assert_big_writes_cut(capture: &Capture) {
         assert!((data.len() as u64) < record["len"].as_u64().unwrap());
     }
 }
+
+/// tshark's HTTP/2 dissector, on the decrypted capture, shows the same header fields on each
+/// stream as tlstap decoded (client's view: streams are the client's).
+pub fn assert_tshark_agrees(file: &Path, keys: &Path, records: &[&Value]) {
+    // Fields joined by an ASCII unit separator: header values hold commas.
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .arg("-o")
+        .arg(format!("tls.keylog_file:{}", keys.display()))
+        .args(["-Y", "http2.type == 1", "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=\u{1f}"])
+        .args(["-e", "http2.type", "-e", "http2.streamid", "-e", "http2.header.name", "-e", "http2.header.value"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+    // (name, value) of every field tshark decoded, in order, per stream. A packet's frames
+    // are listed in parallel (type, stream); its header fields are those of its HEADERS frames.
+    let mut tshark: std::collections::BTreeMap<u64, Vec<(String, String)>> = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let [types, streams, names, values] = cols[..] else { panic!("tshark line {line:?}") };
+        let headers_streams: std::collections::BTreeSet<u64> = types
+            .split('\u{1f}')
+            .zip(streams.split('\u{1f}'))
+            .filter(|(t, _)| *t == "1")
+            .map(|(_, s)| s.parse().unwrap())
+            .collect();
+        assert_eq!(headers_streams.len(), 1, "one stream's HEADERS per packet: {line:?}");
+        let stream = *headers_streams.first().unwrap();
+        let pairs = names.split('\u{1f}').zip(values.split('\u{1f}')).map(|(n, v)| (n.to_string(), v.to_string()));
+        tshark.entry(stream).or_default().extend(pairs);
+    }
+    let mut compared = 0;
+    for record in records.iter().filter(|r| r["program"] == "client") {
+        let stream = record["stream_id"].as_u64().unwrap();
+        let mut ours = Vec::new();
+        for part in [&record["request"]["headers"], &record["response"]["headers"], &record["response"]["trailers"]] {
+            for f in part.as_array().unwrap() {
+                ours.push((f[0].as_str().unwrap().to_string(), f[1].as_str().unwrap().to_string()));
+            }
+        }
+        let keys: Vec<_> = tshark.keys().collect();
+        assert_eq!(
+            tshark.get(&stream),
+            Some(&ours),
+            "stream {stream}: tshark and tlstap differ (tshark streams {keys:?})"
+        );
+        compared += 1;
+    }
+    assert!(compared > 0, "no stream compared with tshark");
+}
