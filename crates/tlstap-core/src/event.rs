@@ -62,6 +62,7 @@ pub struct DataEvent<'a> {
     pub ts_ns: u64,
     pub pid: u32,
     pub tid: u32,
+    /// The command name as names.rs writes names (escaped by whoever makes the event).
     pub comm: &'a str,
     pub direction: Direction,
     /// Bytes the call moved (what the program wrote or was given), even if fewer were captured.
@@ -104,6 +105,7 @@ pub struct SecretEvent<'a> {
 #[derive(Debug, Clone)]
 pub struct HttpEvent<'a> {
     pub pid: u32,
+    /// As in [`DataEvent::comm`].
     pub comm: &'a str,
     pub conn: Option<&'a ConnInfo>,
     pub cgroup: Option<&'a str>,
@@ -131,4 +133,9 @@ pub enum Event<'a> {
     Http(HttpEvent<'a>),
     Secret(SecretEvent<'a>),
     Stats(&'a Stats),
+    /// Probes are live: what was hooked when the capture started (more may follow).
+    Ready {
+        binaries: usize,
+        processes: usize,
+    },
 }

@@ -4,6 +4,7 @@
 pub mod event;
 pub mod hex;
 pub mod http;
+pub mod names;
 pub mod ordering;
 pub mod pcapng;
 pub mod reassembly;

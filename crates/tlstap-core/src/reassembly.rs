@@ -51,10 +51,11 @@ pub struct CallMeta {
 }
 
 impl CallMeta {
-    /// The command name up to its first NUL, lossily as UTF-8.
+    /// The command name up to its first NUL, as names.rs writes names (losslessly escaped:
+    /// whoever named the program chose these bytes).
     pub fn comm(&self) -> std::borrow::Cow<'_, str> {
         let end = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
-        String::from_utf8_lossy(&self.comm[..end])
+        crate::names::escape_name(&self.comm[..end])
     }
 }
 

@@ -1,10 +1,13 @@
 //! Opens the files TLS secrets go to (key logs, pcapng files with decryption secrets) so that
 //! tlstap, usually root, cannot be tricked into writing secrets through someone else's link.
-//! Must stay true: a file we create is mode 0600 whatever the umask; an existing file keeps its
-//! mode; a symlink owned by another user is refused (ours are followed, each hop checked); a
-//! regular file owned by another user with more than one hard link is refused; every error
-//! names the path. An existing single-link file of another user is used as it is, mode
-//! included: choosing it was the caller's decision, as with any output path.
+//! Must stay true: a file we create is mode 0600 whatever the umask; a symlink owned by another
+//! user is refused (ours are followed, each hop checked); an existing regular file is used only
+//! if it is ours and no one else may read or write it (no group or other bits), and is then
+//! left with its mode; a regular file goes only in directories where no one else can swap it
+//! (each directory from the root down owned by root or us, and not writable by group or
+//! others unless sticky); nothing is created or truncated before these checks pass; every
+//! error names the path. Devices, pipes and sockets (/dev/null, /dev/stdout) are written as
+//! they are: they hold nothing to steal.
 
 use std::fs::{File, Metadata, OpenOptions, Permissions};
 use std::io;
@@ -30,6 +33,10 @@ const MAX_SYMLINK_HOPS: usize = 40;
 pub fn open_secret_file(path: &Path, mode: OpenMode) -> io::Result<File> {
     let uid = effective_uid();
     let target = resolve_own_symlinks(path, uid)?;
+    let regular = std::fs::symlink_metadata(&target).map_or(true, |m| m.is_file());
+    if regular {
+        refuse_swappable_directories(&target, uid).map_err(|e| annotate(e, path, &target))?;
+    }
     let file = if target == path {
         open_no_follow(path, mode)
     } else {
@@ -43,6 +50,7 @@ pub fn open_secret_file(path: &Path, mode: OpenMode) -> io::Result<File> {
     let file = file.map_err(|e| annotate(e, path, &target))?;
     let meta = file.metadata().map_err(|e| annotate(e, path, &target))?;
     refuse_foreign_hard_link(&meta, uid).map_err(|e| annotate(e, path, &target))?;
+    refuse_shared_file(&meta, uid).map_err(|e| annotate(e, path, &target))?;
     if mode == OpenMode::Truncate && meta.is_file() {
         // Truncated only after the checks above, through the descriptor they examined.
         file.set_len(0).map_err(|e| annotate(e, path, &target))?;
@@ -119,6 +127,51 @@ fn refuse_foreign_hard_link(meta: &Metadata, uid: u32) -> io::Result<()> {
     if meta.file_type().is_file() && meta.nlink() > 1 && meta.uid() != uid {
         let msg =
             format!("refusing to write to a file owned by uid {} that has {} hard links", meta.uid(), meta.nlink());
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, msg));
+    }
+    Ok(())
+}
+
+/// An existing regular file that is another user's, or that others may read or write, would
+/// hand them the secrets. (A file we just created is ours and 0600.)
+fn refuse_shared_file(meta: &Metadata, uid: u32) -> io::Result<()> {
+    if !meta.is_file() {
+        return Ok(());
+    }
+    let why = if meta.uid() != uid {
+        format!("it is owned by uid {} (tlstap runs as uid {uid})", meta.uid())
+    } else if meta.mode() & 0o077 != 0 {
+        format!("its mode {:04o} lets group or others at it (chmod 600 it, or remove it)", meta.mode() & 0o7777)
+    } else {
+        return Ok(());
+    };
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("refusing to write secrets to an existing file: {why}"),
+    ))
+}
+
+/// Whoever may rename or replace entries of a directory on the way to the file could swap it:
+/// every directory from the root down must be root's or ours, and not writable by group or
+/// others unless sticky (as /tmp: there, only an entry's owner may rename it).
+fn refuse_swappable_directories(target: &Path, uid: u32) -> io::Result<()> {
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let parent = std::fs::canonicalize(parent)?;
+    for dir in parent.ancestors() {
+        let meta = std::fs::metadata(dir)?;
+        let (owner, mode) = (meta.uid(), meta.mode());
+        let why = if owner != 0 && owner != uid {
+            format!("is owned by uid {owner}")
+        } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            format!("is writable by group or others (mode {:04o}) without the sticky bit", mode & 0o7777)
+        } else {
+            continue;
+        };
+        let msg =
+            format!("refusing: the directory {} {why}: whoever can write there could swap the file", dir.display());
         return Err(io::Error::new(io::ErrorKind::PermissionDenied, msg));
     }
     Ok(())

@@ -245,7 +245,7 @@ impl Sink for Forwarder {
                 self.send(Msg::Binary { path: binary.to_path_buf(), hooked: false })?;
                 self.side_line(event)
             }
-            Event::Stats(_) => self.side_line(event),
+            Event::Stats(_) | Event::Ready { .. } => self.side_line(event),
             #[allow(unreachable_patterns)] // events added later are not pcap mode's business
             _ => Ok(()),
         }

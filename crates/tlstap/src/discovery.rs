@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -31,8 +31,9 @@ struct FileId {
 }
 
 impl FileId {
-    fn of(path: &Path) -> Option<FileId> {
-        let m = std::fs::metadata(path).ok()?;
+    /// The identity of an open file (fstat: the file itself, not whatever its path names now).
+    fn of(file: &std::fs::File) -> Option<FileId> {
+        let m = file.metadata().ok()?;
         Some(FileId {
             dev: m.dev(),
             ino: m.ino(),
@@ -86,6 +87,11 @@ impl Discovery {
         self.hooked.len()
     }
 
+    /// Processes known to run a hooked binary now.
+    pub fn hooked_processes(&self) -> usize {
+        self.hooked.values().map(|h| h.pids.len()).sum()
+    }
+
     /// Hooks the binaries of every process running now.
     pub fn scan(&mut self, capture: &mut Capture<'_>, pipeline: &mut Pipeline) -> Result<()> {
         let entries = std::fs::read_dir("/proc")?;
@@ -130,7 +136,10 @@ impl Discovery {
         pipeline: &mut Pipeline,
     ) -> Result<()> {
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-        let Some(id) = FileId::of(&exe) else { return Ok(()) }; // gone, or a kernel thread
+        // Opened once: identified, analysed and attached through this one descriptor, so a pid
+        // reused meanwhile cannot put probes computed for one file into another.
+        let Ok(file) = std::fs::File::open(&exe) else { return Ok(()) }; // gone, or a kernel thread
+        let Some(id) = FileId::of(&file) else { return Ok(()) };
         if let Some(hooked) = self.hooked.get_mut(&id) {
             hooked.pids.insert(pid);
             hooked.idle_since = None;
@@ -144,7 +153,7 @@ impl Discovery {
         let analysis = match self.analyses.get(&id) {
             Some(analysis) => Rc::clone(analysis),
             None => {
-                let outcome = Target::analyze_named(&exe, &shown_path);
+                let outcome = Target::analyze_file(file, &exe, &shown_path);
                 // A file that could not be read (its process exited meanwhile) says nothing
                 // about the binary: only what its bytes showed is remembered.
                 let unreadable =
@@ -174,7 +183,7 @@ impl Discovery {
             }
         };
         let analysed = Instant::now();
-        let handle = match capture.attach(&exe, &probes, target.bpf_config()) {
+        let handle = match capture.attach(&target.attach_path(), &probes, target.bpf_config()) {
             Ok(handle) => handle,
             Err(err) => {
                 // The process may have exited meanwhile; other processes go on being found.

@@ -295,7 +295,14 @@ fn capture(
     let mut discovery = match target {
         Some(target) => {
             let probes = target.probes(probe_set)?;
-            let handle = capture.attach(&target.path, &probes, target.bpf_config())?;
+            // Testing only: a window between analysis and attach, in which a test swaps the file.
+            if let Some(ms) = std::env::var("TLSTAP_TEST_ATTACH_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+                eprintln!("tlstap: analysed; attaching in {ms} ms (TLSTAP_TEST_ATTACH_DELAY_MS)");
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+            let handle = capture
+                .attach(&target.attach_path(), &probes, target.bpf_config())
+                .with_context(|| format!("cannot hook {}", tlstap_core::names::escape_path(&target.shown_path)))?;
             let attach = AttachEvent {
                 binary: &target.shown_path,
                 go_version: &target.go_version,
@@ -315,7 +322,19 @@ fn capture(
             Some(discovery)
         }
     };
+    // Live: say so, on stderr for people and in the output for scripts (JSON Lines: a ready
+    // record), so that nobody has to guess when traffic starts being captured.
+    let (binaries, processes) = match (&discovery, target) {
+        (Some(d), _) => (d.hooked_binaries(), d.hooked_processes()),
+        (None, Some(t)) => (1, crate::system::processes_running(&t.attach_path())),
+        (None, None) => (0, 0),
+    };
+    pipeline.borrow_mut().write(&Event::Ready { binaries, processes }).or_else(quiet_if_broken_pipe)?;
     pipeline.borrow_mut().tick(None).or_else(quiet_if_broken_pipe)?;
+    let watching = if discovery.is_some() { "; watching for new processes" } else { "" };
+    eprintln!(
+        "tlstap: ready: binaries hooked: {binaries}, processes running them: {processes}{watching}; Ctrl-C stops"
+    );
 
     let outcome = drain_until_stopped(&ring, &mut capture, &pipeline, discovery.as_mut(), &stop, request.verbose);
     let losses = capture.losses()?;

@@ -32,6 +32,19 @@ pub fn continue_process(pid: u32) {
 }
 
 /// Whether process `pid` exists (a zombie counts as gone: it runs no code).
+/// How many processes run the file at `binary` now (its executable is the same inode).
+pub fn processes_running(binary: &std::path::Path) -> usize {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(target) = std::fs::metadata(binary) else { return 0 };
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter_map(|e| std::fs::metadata(e.path().join("exe")).ok())
+        .filter(|m| m.dev() == target.dev() && m.ino() == target.ino())
+        .count()
+}
+
 pub fn process_exists(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the command name, which is in parentheses and may hold any byte.

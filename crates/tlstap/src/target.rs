@@ -22,8 +22,11 @@ pub struct ProbeSet {
 /// A Go binary ready to be hooked.
 #[derive(Debug)]
 pub struct Target {
-    /// The path probes are attached through (for --pid, /proc/PID/exe: valid in any mount
-    /// namespace).
+    /// The file that was analysed, held open: probes are attached through it
+    /// ([`Target::attach_path`]), so they land on the very inode whose offsets were computed,
+    /// whatever has been renamed over its path or has reused its process ID since.
+    file: std::fs::File,
+    /// The path it was opened by (for --pid, /proc/PID/exe: valid in any mount namespace).
     pub path: PathBuf,
     /// The path shown to people (for --pid, where /proc/PID/exe points).
     pub shown_path: PathBuf,
@@ -47,6 +50,11 @@ impl Target {
     /// Reads `path` (e.g. /proc/PID/exe) and analyses it, naming it `name` in messages.
     pub fn analyze_named(path: &Path, name: &Path) -> Result<Target> {
         let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", name.display()))?;
+        Target::analyze_file(file, path, name)
+    }
+
+    /// Analyses the open `file` (opened by `path`), naming it `name` in messages.
+    pub fn analyze_file(file: std::fs::File, path: &Path, name: &Path) -> Result<Target> {
         // SAFETY: the map is read-only and private to this function. A binary being rewritten
         // while it is analysed could change under the map; goelf checks every length and
         // offset it reads, so changed bytes give a wrong or failed analysis, not a crash beyond
@@ -70,6 +78,7 @@ impl Target {
         let h2 = goelf::h2::plan(&bin).unwrap_or_else(|_| goelf::h2::H2Plan::default());
         let g_below_fs = goelf::types::g_below_fs(&bin).and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
         Ok(Target {
+            file,
             path: path.to_path_buf(),
             shown_path: name.to_path_buf(),
             go_version: info.go_version.raw.clone(),
@@ -83,6 +92,13 @@ impl Target {
             g_below_fs,
             exec_vaddr: bin.exec_segment_vaddr().unwrap_or(0),
         })
+    }
+
+    /// The path to attach probes through: the analysed file's own descriptor (the kernel
+    /// resolves it to that inode, never to whatever is at `path` now; any bytes of a name work).
+    pub fn attach_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd as _;
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
     }
 
     /// Fails when this build of tlstap cannot run probes on the target.

@@ -293,7 +293,7 @@ fn two_processes_of_one_binary_are_kept_apart() {
     }
 }
 
-/// SIGTERM ends a capture as Ctrl-C does: exit 0 and one summary line on stderr whose counts
+/// SIGTERM ends a capture as Ctrl-C does: exit 0 and, after the ready line, one summary line on stderr whose counts
 /// are those of the events written; every probe is gone afterwards.
 #[test]
 fn sigterm_prints_one_summary_line_and_detaches() {
@@ -316,10 +316,112 @@ fn sigterm_prints_one_summary_line_and_detaches() {
     let records = read_jsonl(&tlstap.out);
     let data: Vec<_> = records.iter().filter(|r| r["type"] == "data").collect();
     let bytes: u64 = data.iter().map(|r| r["len"].as_u64().unwrap()).sum();
-    assert_eq!(stderr, format!("tlstap: {} events, {bytes} bytes, 0 lost\n", data.len()), "one summary line");
+    let ready = "tlstap: ready: binaries hooked: 1, processes running them: 1; Ctrl-C stops\n";
+    assert_eq!(
+        stderr,
+        format!("{ready}tlstap: {} events, {bytes} bytes, 0 lost\n", data.len()),
+        "ready, then one summary line"
+    );
     assert_eq!(data.len(), manifest_calls(&manifest).len(), "every call of the server");
     assert!(data.iter().all(|r| r["pid"] == server_pid), "only the hooked server");
     assert!(!ids.is_empty(), "tlstap's programs were loaded");
     assert_programs_unloaded(&ids);
     server.stop();
+}
+
+/// A binary whose path is not UTF-8 and holds terminal escapes and a line break (its command
+/// name then too): the capture goes on, JSON Lines writes the path losslessly escaped, and the
+/// text view shows no control character, path and command name escaped the same way.
+#[test]
+fn hostile_names_are_written_escaped_and_never_end_a_capture() {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::process::{Command, Stdio};
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("capture-names");
+    let binary = dir.0.join(std::ffi::OsStr::from_bytes(b"s\xff\x1b[2J\nv"));
+    std::fs::copy(fixture("1.27", "exe", "tlsfixture"), &binary).unwrap();
+    let shown = format!("{}/s\\xff\\x1b[2J\\x0av", dir.0.display());
+    let server = Server::start(&binary, &dir.path("server.jsonl"), &[]);
+    // Both views at once, each waited for until it has attached.
+    let (jsonl_out, text_out) = (dir.path("out.jsonl"), dir.path("out.txt"));
+    let mut views = Vec::new();
+    for (format, out) in [("jsonl", &jsonl_out), ("text", &text_out)] {
+        let mut cmd = Command::new(TLSTAP);
+        cmd.args(["gotls", "--raw", "--format", format, "-e"]).arg(&binary).arg("-o").arg(out);
+        views.push(Proc::spawn(cmd.stderr(Stdio::null()), "tlstap"));
+        let deadline = std::time::Instant::now() + patience(30);
+        while !std::fs::read_to_string(out).unwrap_or_default().contains("attach") {
+            assert!(std::time::Instant::now() < deadline, "tlstap --format {format} did not attach");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    run_client(&binary, &server.addr, &dir.path("client.jsonl"), &["--requests", "2", "--sizes", "100"]);
+    server.stop();
+    for mut view in views {
+        view.signal(libc::SIGINT);
+        assert!(view.wait_timeout(patience(30)).success(), "the capture ended cleanly");
+    }
+    let records = read_jsonl(&jsonl_out);
+    let attach = records.iter().find(|r| r["type"] == "attach").unwrap();
+    assert_eq!(attach["binary"], shown.as_str(), "lossless: \\ and \\xNN undo to the bytes");
+    let data: Vec<_> = records.iter().filter(|r| r["type"] == "data").collect();
+    assert!(data.len() >= 4, "requests and responses of both processes captured");
+    assert!(records.iter().any(|r| r["type"] == "stats"), "the capture ran to its end");
+    let text = std::fs::read_to_string(&text_out).unwrap();
+    assert!(!text.contains('\x1b'), "no terminal escape in the text view");
+    assert!(text.contains(&format!("# attached {shown} (")), "{text}");
+    // The command name: the first 15 bytes of the file name, escaped alike.
+    assert!(text.contains(" comm=s\\xff\\x1b[2J\\x0av "), "{text}");
+}
+
+/// The file at the path given is replaced between its analysis and the attach (a test-only
+/// delay opens the window): the probes must land on the analysed file, never at its offsets in
+/// the new one. The analysed program (renamed aside) is captured; the newcomer (another Go
+/// release, other offsets) runs untouched and uncaptured.
+#[test]
+fn probes_land_on_the_analysed_file_when_its_path_is_swapped() {
+    use std::process::Command;
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("capture-swap");
+    let path = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "srv");
+    let (out, err) = (dir.path("out.jsonl"), dir.path("err.txt"));
+    let mut tlstap = Proc::spawn(
+        Command::new(TLSTAP)
+            .args(["gotls", "--raw", "--format", "jsonl", "-e"])
+            .arg(&path)
+            .arg("-o")
+            .arg(&out)
+            .env("TLSTAP_TEST_ATTACH_DELAY_MS", "1500")
+            .stderr(std::fs::File::create(&err).unwrap()),
+        "tlstap",
+    );
+    let deadline = std::time::Instant::now() + patience(30);
+    while !std::fs::read_to_string(&err).unwrap().contains("analysed; attaching in") {
+        assert!(std::time::Instant::now() < deadline, "no analysis: {}", std::fs::read_to_string(&err).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let analysed = dir.path("srv.analysed");
+    std::fs::rename(&path, &analysed).unwrap();
+    std::fs::copy(fixture("1.19", "exe", "tlsfixture"), &path).unwrap();
+    while !read_jsonl(&out).iter().any(|r| r["type"] == "attach") {
+        assert!(std::time::Instant::now() < deadline, "no attach: {}", std::fs::read_to_string(&err).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let newcomer = Server::start(&path, &dir.path("new-server.jsonl"), &[]);
+    run_client(&path, &newcomer.addr, &dir.path("new-client.jsonl"), &["--requests", "3", "--sizes", "100"]);
+    let original = Server::start(&analysed, &dir.path("server.jsonl"), &[]);
+    run_client(&analysed, &original.addr, &dir.path("client.jsonl"), &["--requests", "3", "--sizes", "100"]);
+    let (newcomer_pid, original_pid) = (newcomer.proc.pid(), original.proc.pid());
+    newcomer.stop();
+    original.stop();
+    tlstap.signal(libc::SIGINT);
+    assert!(tlstap.wait_timeout(patience(30)).success());
+    let pids: std::collections::BTreeSet<u64> =
+        read_jsonl(&out).iter().filter(|r| r["type"] == "data").filter_map(|r| r["pid"].as_u64()).collect();
+    assert!(pids.contains(&u64::from(original_pid)), "the analysed program is captured: {pids:?}");
+    assert!(!pids.contains(&u64::from(newcomer_pid)), "the file swapped in is not: {pids:?}");
 }

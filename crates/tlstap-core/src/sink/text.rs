@@ -10,6 +10,7 @@ use super::keylog::is_nss_label;
 use super::{push_decimal, Rfc3339Cache, Sink};
 use crate::event::{DataEvent, Event, SecretEvent};
 use crate::hex::push_hex;
+use crate::names::escape_path;
 
 /// How payload bytes are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,14 +128,15 @@ impl<W: Write> Sink for TextSink<W> {
             Event::Attach(a) => writeln!(
                 self.out,
                 "# attached {} ({}, {} ABI, {} probes)\n",
-                a.binary.display(),
+                escape_path(a.binary),
                 a.go_version,
                 a.abi,
                 a.probes
             ),
-            Event::Detach { binary } => writeln!(self.out, "# detached {}\n", binary.display()),
-            // The summary goes to stderr from the caller; the text stream stays payload.
-            Event::Stats(_) => Ok(()),
+            Event::Detach { binary } => writeln!(self.out, "# detached {}\n", escape_path(binary)),
+            // The summary and the ready line go to stderr from the caller; the text stream
+            // stays payload.
+            Event::Stats(_) | Event::Ready { .. } => Ok(()),
         }
     }
 

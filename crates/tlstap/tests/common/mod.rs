@@ -203,12 +203,12 @@ impl Tlstap {
         t
     }
 
-    /// Starts host-wide tlstap (no target; `-v` added) and waits until it watches for new
-    /// processes.
+    /// Starts host-wide tlstap (no target; `-v` added) and waits until it is ready (its ready
+    /// record: every process running at start is hooked, new ones are watched for).
     pub fn start_host(dir: &TempDir, args: &[&str]) -> Tlstap {
         let mut t = Tlstap::spawn(dir, &[&["-v"], args].concat());
         let deadline = Instant::now() + patience(60);
-        while !std::fs::read_to_string(&t.stderr).unwrap_or_default().contains("watching for new processes") {
+        while !read_jsonl(&t.out).iter().any(|v| v["type"] == "ready") {
             if let Some(status) = t.proc.child.try_wait().unwrap() {
                 panic!("tlstap exited with {status}: {}", std::fs::read_to_string(&t.stderr).unwrap());
             }
