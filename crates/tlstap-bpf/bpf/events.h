@@ -146,7 +146,8 @@ struct tlstap_data_hdr {
 	__u32 pid;         /* tgid */
 	__u32 tid;
 	__u32 uid;
-	__u32 _reserved;
+	__u32 stream_epoch; /* which count `seq` belongs to: a new one starts at 0 when BPF forgot
+			     * the stream (LRU eviction); nonzero, 0 when uncounted */
 	char comm[TLSTAP_COMM_LEN];
 	__u64 seq;         /* per (process, tls.Conn, direction), from 0, in call order */
 	struct tlstap_conn conn;

@@ -158,6 +158,10 @@ struct conn_cache {
 struct stream_state {
 	__u64 seq;
 	struct conn_cache conn;
+	/* Tells this count apart from an earlier one of the same key (an LRU eviction restarts
+	 * the count at 0): nonzero, set when the entry is made. */
+	__u32 epoch;
+	__u32 pad;
 };
 
 struct {
@@ -249,10 +253,11 @@ static __always_inline struct stream_state *stream_of(__u64 conn_ptr, __u32 tgid
 {
 	struct stream_key key = { .conn_ptr = conn_ptr, .tgid = tgid, .direction = direction };
 	struct stream_state *state = bpf_map_lookup_elem(&streams, &key);
-	static const struct stream_state fresh = {};
+	struct stream_state fresh = {};
 
 	if (state)
 		return state;
+	fresh.epoch = (__u32)bpf_ktime_get_ns() | 1;
 	/* First call on this conn (or its entry was evicted): start at 0, unless another CPU
 	 * created the entry meanwhile. */
 	bpf_map_update_elem(&streams, &key, &fresh, BPF_NOEXIST);
@@ -284,6 +289,7 @@ struct emit_ctx {
 	__u64 seq;
 	struct tlstap_conn conn;
 	__u64 goroutine;
+	__u32 epoch; /* the stream's (stream_state.epoch; 0 when the map refused it) */
 	bool lost; /* a loss of this call is counted already */
 };
 
@@ -309,7 +315,7 @@ static __always_inline void fill_hdr(struct tlstap_data_hdr *h, struct emit_ctx 
 	h->pid = e->pid_tgid >> 32;
 	h->tid = (__u32)e->pid_tgid;
 	h->uid = e->uid;
-	h->_reserved = 0;
+	h->stream_epoch = e->epoch;
 	__builtin_memcpy(h->comm, e->comm, TLSTAP_COMM_LEN);
 	h->seq = e->seq;
 	__builtin_memcpy(&h->conn, &e->conn, sizeof(h->conn));
@@ -563,6 +569,7 @@ static __always_inline void emit_call(struct pt_regs *ctx, bool modern, __u64 co
 	/* Atomic where it can be: calls on one stream may run on several CPUs at once (Go itself
 	 * serialises a tls.Conn's Writes, and its Reads, just after these probes). */
 	e.seq = stream ? fetch_inc(&stream->seq, modern) : 0;
+	e.epoch = stream ? stream->epoch : 0;
 	resolve_conn(ctx, cookie, binary_of(cookie), conn_ptr, stream ? &stream->conn : 0, &e.conn);
 	chunks = (len + TLSTAP_CHUNK_MAX - 1) / TLSTAP_CHUNK_MAX;
 	if (chunks > CHUNK_LOOP_MAX) {

@@ -157,6 +157,7 @@ fn decode_data(record: &[u8]) -> Result<Chunk<'_>, DecodeError> {
             conn_ptr: hdr.conn_ptr,
             call_len: hdr.call_len,
             seq: hdr.seq,
+            stream_epoch: hdr.stream_epoch,
             conn: decode_conn(&hdr.conn),
             goroutine: hdr.goroutine,
         },
@@ -292,7 +293,7 @@ mod tests {
             pid: 100,
             tid: 101,
             uid: 0,
-            _reserved: 0,
+            stream_epoch: 9,
             comm: [b'g' as i8; 16],
             seq: 3,
             conn: tlstap_conn {

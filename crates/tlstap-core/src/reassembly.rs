@@ -6,7 +6,9 @@
 //! allocating; a call is emitted once; a call with missing bytes is emitted `truncated`, never
 //! silently short.
 
-use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::{Duration, Instant};
 
 use crate::event::Direction;
@@ -45,6 +47,8 @@ pub struct CallMeta {
     pub call_len: u64,
     /// Position of the call among its (process, tls.Conn, direction)'s calls, from 0.
     pub seq: u64,
+    /// Which count `seq` belongs to: BPF starts a new one, from 0, when it forgot the stream.
+    pub stream_epoch: u32,
     pub conn: WireConn,
     /// The goroutine (g address) that made the call; 0 unless BPF was asked for it (--h2-hooks).
     pub goroutine: u64,
@@ -95,12 +99,29 @@ struct Pending {
 #[derive(Debug, Default)]
 pub struct Reassembler {
     pending: FxHashMap<u64, Pending>,
+    /// Bytes held by `pending`.
+    pending_bytes: usize,
+    /// Calls emitted before their last chunk came (stale or evicted), newest last: a chunk of
+    /// one of these that comes after all is dropped, never the start of a second emission.
+    flushed: FxHashSet<u64>,
+    flushed_order: VecDeque<u64>,
+    /// Chunks dropped because their call was emitted already (counted, shown in the summary).
+    pub late_chunks: u64,
+    /// Calls emitted truncated to keep within [`MAX_PENDING_CALLS`] and [`MAX_PENDING_BYTES`].
+    pub evicted_calls: u64,
     /// Buffers of finished calls, reused so that steady large calls do not allocate.
     spare: Vec<Vec<u8>>,
 }
 
 /// Calls still incomplete after this long lost their remaining chunks.
 pub const STALE_AFTER: Duration = Duration::from_secs(2);
+/// Incomplete calls held at most; past it the oldest goes out truncated. (BPF emits a call's
+/// chunks back to back, so only a burst of huge calls from many threads comes near.)
+pub const MAX_PENDING_CALLS: usize = 4096;
+/// Bytes of incomplete calls held at most (a 256 MiB call is still whole on its own).
+pub const MAX_PENDING_BYTES: usize = 256 << 20;
+/// Emitted-early calls remembered, to drop their late chunks.
+const FLUSHED_REMEMBERED: usize = 65_536;
 
 impl Reassembler {
     pub fn new() -> Self {
@@ -112,12 +133,13 @@ impl Reassembler {
         self.pending.len()
     }
 
-    /// Adds a chunk; calls `emit` when it completes a call.
+    /// Adds a chunk; calls `emit` when it completes a call (or when holding it would pass the
+    /// bounds: then the oldest incomplete calls go out, truncated).
     pub fn push<E>(
         &mut self,
         chunk: Chunk<'_>,
         now: Instant,
-        emit: impl FnOnce(Call<'_>) -> Result<(), E>,
+        mut emit: impl FnMut(Call<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let end = chunk.offset.saturating_add(chunk.span);
         let last = end >= chunk.meta.call_len;
@@ -125,6 +147,17 @@ impl Reassembler {
             // The whole call in one record: no copy.
             return emit(Call { meta: chunk.meta, data: chunk.payload, truncated: chunk.read_fault });
         }
+        if self.flushed.contains(&chunk.meta.call_id) {
+            self.late_chunks += 1;
+            return Ok(());
+        }
+        while !self.pending.is_empty()
+            && (self.pending_bytes + chunk.payload.len() > MAX_PENDING_BYTES
+                || (self.pending.len() >= MAX_PENDING_CALLS && !self.pending.contains_key(&chunk.meta.call_id)))
+        {
+            self.evict_oldest(&mut emit)?;
+        }
+        self.pending_bytes += chunk.payload.len();
         let spare = &mut self.spare;
         let pending = self.pending.entry(chunk.meta.call_id).or_insert_with(|| Pending {
             meta: chunk.meta,
@@ -144,6 +177,7 @@ impl Reassembler {
         }
         match self.pending.remove(&chunk.meta.call_id) {
             Some(mut done) => {
+                self.pending_bytes -= done.data.len();
                 let result = emit(Call { meta: done.meta, data: &done.data, truncated: done.truncated });
                 done.data.clear();
                 self.spare.push(done.data);
@@ -168,10 +202,34 @@ impl Reassembler {
             .collect();
         for id in stale {
             if let Some(done) = self.pending.remove(&id) {
+                self.pending_bytes -= done.data.len();
+                self.remember_flushed(id);
                 emit(Call { meta: done.meta, data: &done.data, truncated: true })?;
             }
         }
         Ok(())
+    }
+
+    /// Emits the incomplete call seen first, truncated (the bounds were reached).
+    fn evict_oldest<E>(&mut self, emit: &mut impl FnMut(Call<'_>) -> Result<(), E>) -> Result<(), E> {
+        let Some(id) = self.pending.iter().min_by_key(|(_, p)| p.first_seen).map(|(&id, _)| id) else {
+            return Ok(());
+        };
+        let Some(done) = self.pending.remove(&id) else { return Ok(()) };
+        self.pending_bytes -= done.data.len();
+        self.evicted_calls += 1;
+        self.remember_flushed(id);
+        emit(Call { meta: done.meta, data: &done.data, truncated: true })
+    }
+
+    fn remember_flushed(&mut self, id: u64) {
+        if self.flushed_order.len() >= FLUSHED_REMEMBERED {
+            if let Some(old) = self.flushed_order.pop_front() {
+                self.flushed.remove(&old);
+            }
+        }
+        self.flushed.insert(id);
+        self.flushed_order.push_back(id);
     }
 }
 
@@ -193,6 +251,7 @@ mod tests {
             seq: 0,
             conn: WireConn::UNKNOWN,
             goroutine: 0,
+            stream_epoch: 1,
         }
     }
 
@@ -259,5 +318,43 @@ mod tests {
         .unwrap();
         assert_eq!(out, vec![(b"abc".to_vec(), true)]);
         assert_eq!(r.pending_calls(), 0);
+    }
+
+    /// A call flushed as stale whose last chunks come after all is not emitted a second time:
+    /// the late chunks are dropped and counted.
+    #[test]
+    fn chunks_after_a_stale_flush_are_dropped_not_emitted_again() {
+        let mut r = Reassembler::new();
+        let m = meta(1, 9);
+        assert!(run(&mut r, &[chunk(m, 0, b"abc")]).is_empty());
+        let mut flushed = 0;
+        r.flush_stale(None, |_| {
+            flushed += 1;
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(flushed, 1);
+        assert!(run(&mut r, &[chunk(m, 3, b"def"), chunk(m, 6, b"ghi")]).is_empty(), "no second emission");
+        assert_eq!((r.late_chunks, r.pending_calls()), (2, 0));
+    }
+
+    /// Incomplete calls are bounded in number and bytes: past either, the oldest go out
+    /// truncated (counted), and their later chunks are dropped.
+    #[test]
+    fn pending_calls_are_bounded() {
+        let mut r = Reassembler::new();
+        let first: Vec<Chunk<'_>> = (0..MAX_PENDING_CALLS as u64).map(|id| chunk(meta(id, 2), 0, b"a")).collect();
+        assert!(run(&mut r, &first).is_empty());
+        let out = run(&mut r, &[chunk(meta(MAX_PENDING_CALLS as u64, 2), 0, b"b")]);
+        assert_eq!(out.len(), 1, "the oldest went out");
+        assert!(out[0].2, "truncated");
+        assert_eq!((r.pending_calls(), r.evicted_calls), (MAX_PENDING_CALLS, 1));
+        let evicted = out[0].0;
+        assert!(run(&mut r, &[chunk(meta(evicted, 2), 1, b"z")]).is_empty(), "its end is dropped");
+        // Bytes: one call as large as the bound pushes out everything held before it.
+        let big = vec![7u8; MAX_PENDING_BYTES];
+        let out = run(&mut r, &[chunk(meta(u64::MAX, MAX_PENDING_BYTES as u64 + 1), 0, &big)]);
+        assert_eq!(out.len(), MAX_PENDING_CALLS);
+        assert_eq!(r.pending_calls(), 1);
     }
 }

@@ -87,7 +87,7 @@ fn attach_event() -> Event<'static> {
 }
 
 fn stats() -> Stats {
-    Stats { events: 10, bytes: 2048, lost: 3, lost_by_cause: BTreeMap::from([("ring_full", 2), ("read_fault", 1)]) }
+    Stats { events: 10, bytes: 2048, lost: 3, lost_by_cause: BTreeMap::from([("ringbuf_full", 2), ("read_fault", 1)]) }
 }
 
 const CLIENT_RANDOM: [u8; 32] = [
@@ -151,7 +151,7 @@ fn jsonl_stats() {
     let out = jsonl(&[Event::Stats(&s)]);
     golden("jsonl_stats.jsonl", &out);
     let v = parse_lines(&out);
-    assert_eq!(v[0]["lost_by_cause"]["ring_full"], 2);
+    assert_eq!(v[0]["lost_by_cause"]["ringbuf_full"], 2);
 }
 
 #[test]

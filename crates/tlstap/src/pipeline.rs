@@ -102,6 +102,12 @@ impl Pipeline {
         self.sequencer.gaps()
     }
 
+    /// (calls emitted cut to keep reassembly's memory bounded, chunks dropped because their
+    /// call had been emitted already).
+    pub fn reassembly_losses(&self) -> (u64, u64) {
+        (self.reassembler.evicted_calls, self.reassembler.late_chunks)
+    }
+
     /// Writes an event that does not come from the ring (attach, stats) to every sink.
     pub fn write(&mut self, event: &Event<'_>) -> io::Result<()> {
         write_all(&mut self.sinks, event)?;

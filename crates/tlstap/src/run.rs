@@ -351,6 +351,9 @@ fn capture(
     }
     stats.lost_by_cause.insert("decode_error", pipeline.decode_errors);
     stats.lost_by_cause.insert("secret_too_long", pipeline.secrets_cut);
+    let (evicted, late) = pipeline.reassembly_losses();
+    stats.lost_by_cause.insert("reassembly_full", evicted);
+    stats.lost_by_cause.insert("late_chunk", late);
     let pcap_summary = pcap.as_mut().map(|p| p.finish(&mut stats)).transpose()?.unwrap_or_default();
     stats.lost = stats.lost_by_cause.values().sum();
     pipeline
