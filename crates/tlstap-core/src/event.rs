@@ -119,6 +119,9 @@ pub struct Stats {
     pub bytes: u64,
     pub lost: u64,
     pub lost_by_cause: BTreeMap<&'static str, u64>,
+    /// Go TLS programs seen but not hooked (analysis or attach failed, or the limit was
+    /// reached): their traffic is not in the capture.
+    pub binaries_not_hooked: u64,
 }
 
 /// Everything a sink can be asked to render.

@@ -87,7 +87,13 @@ fn attach_event() -> Event<'static> {
 }
 
 fn stats() -> Stats {
-    Stats { events: 10, bytes: 2048, lost: 3, lost_by_cause: BTreeMap::from([("ringbuf_full", 2), ("read_fault", 1)]) }
+    Stats {
+        events: 10,
+        bytes: 2048,
+        lost: 3,
+        lost_by_cause: BTreeMap::from([("ringbuf_full", 2), ("read_fault", 1)]),
+        binaries_not_hooked: 1,
+    }
 }
 
 const CLIENT_RANDOM: [u8; 32] = [

@@ -56,8 +56,12 @@ struct Hooked {
 pub struct Discovery {
     probes: ProbeSet,
     verbose: bool,
-    /// Outcome of analysing each binary file: a hookable target, or why not.
-    analyses: HashMap<FileId, Rc<Result<Target, String>>>,
+    /// Outcome of analysing each binary file: a hookable target, or why not. Bounded
+    /// ([`MAX_ANALYSES`]): a host that makes new binaries endlessly must not grow it forever.
+    analyses: HashMap<FileId, Rc<Result<Target, Refusal>>>,
+    /// Go TLS programs seen and not hooked (analysis or attach failed): they are missing from
+    /// the capture, which the summary says.
+    not_hooked: HashSet<FileId>,
     hooked: HashMap<FileId, Hooked>,
     pids: HashMap<u32, FileId>,
     /// Process name filter (as BPF applies it), for the processes found at start.
@@ -68,17 +72,60 @@ pub struct Discovery {
     linger: Duration,
 }
 
+/// Analyses remembered at most; past it they are forgotten (and redone when seen again).
+const MAX_ANALYSES: usize = 4096;
+
+/// Why a binary is not hooked.
+struct Refusal {
+    why: String,
+    /// Not a Go TLS program at all (not ELF, not Go, no crypto/tls, ...): no capture is missing.
+    not_a_go_tls_program: bool,
+}
+
+impl Refusal {
+    fn of(err: &anyhow::Error) -> Refusal {
+        use goelf::Error as E;
+        let not_a_go_tls_program = matches!(
+            err.root_cause().downcast_ref::<E>(),
+            Some(
+                E::NotElf
+                    | E::Bits32 { .. }
+                    | E::UnsupportedArch(_)
+                    | E::NotGo(_)
+                    | E::Gccgo(_)
+                    | E::CShared(_)
+                    | E::CArchive(_)
+                    | E::NoCryptoTls { .. }
+            )
+        );
+        Refusal { why: format!("{err:#}"), not_a_go_tls_program }
+    }
+}
+
 impl Discovery {
     pub fn new(probes: ProbeSet, comm: Option<String>, uid: Option<u32>, linger: Duration, verbose: bool) -> Self {
         Discovery {
             probes,
             verbose,
             analyses: HashMap::new(),
+            not_hooked: HashSet::new(),
             hooked: HashMap::new(),
             pids: HashMap::new(),
             comm,
             uid,
             linger,
+        }
+    }
+
+    /// Go TLS binaries seen but not hooked (see [`Discovery::not_hooked`]).
+    pub fn binaries_not_hooked(&self) -> u64 {
+        self.not_hooked.len() as u64
+    }
+
+    /// A Go TLS program that runs unhooked (counted once per file, up to MAX_ANALYSES).
+    fn missed(&mut self, id: FileId) {
+        if self.not_hooked.len() < MAX_ANALYSES {
+            self.not_hooked.insert(id);
         }
     }
 
@@ -158,17 +205,30 @@ impl Discovery {
                 // about the binary: only what its bytes showed is remembered.
                 let unreadable =
                     outcome.as_ref().err().is_some_and(|e| e.root_cause().downcast_ref::<std::io::Error>().is_some());
-                let outcome = Rc::new(outcome.map_err(|e| format!("{e:#}")));
-                if let (Err(why), true) = (outcome.as_ref(), verbose) {
-                    eprintln!("tlstap: not hooking pid {pid}: {why}");
+                let outcome = Rc::new(outcome.map_err(|e| Refusal::of(&e)));
+                if let (Err(refusal), true) = (outcome.as_ref(), verbose) {
+                    eprintln!("tlstap: not hooking pid {pid}: {}", refusal.why);
                 }
-                if !unreadable {
-                    self.analyses.insert(id, Rc::clone(&outcome));
+                if unreadable {
+                    return Ok(());
                 }
+                if self.analyses.len() >= MAX_ANALYSES {
+                    self.analyses.clear();
+                }
+                self.analyses.insert(id, Rc::clone(&outcome));
                 outcome
             }
         };
-        let Ok(target) = analysis.as_ref() else { return Ok(()) };
+        let target = match analysis.as_ref() {
+            Ok(target) => target,
+            Err(why) => {
+                // Programs that are no Go TLS program at all are no loss; the others are.
+                if !why.not_a_go_tls_program {
+                    self.missed(id);
+                }
+                return Ok(());
+            }
+        };
         if target.check_runnable().is_err() {
             return Ok(());
         }
@@ -179,6 +239,7 @@ impl Discovery {
                 if verbose {
                     eprintln!("tlstap: not hooking pid {pid}: {err:#}");
                 }
+                self.missed(id);
                 return Ok(());
             }
         };
@@ -189,6 +250,9 @@ impl Discovery {
                 // The process may have exited meanwhile; other processes go on being found.
                 if verbose {
                     eprintln!("tlstap: cannot hook pid {pid}: {:#}", anyhow::Error::from(err));
+                }
+                if system::process_exists(pid) {
+                    self.missed(id);
                 }
                 return Ok(());
             }

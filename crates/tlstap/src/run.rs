@@ -109,6 +109,11 @@ impl Request {
         if args.catch_exec && !matches!(scope, Scope::Host) {
             bail!("--catch-exec applies to host-wide capture (no --elfpath or --pid)");
         }
+        // BPF names held processes by their host PIDs; in another PID namespace tlstap would
+        // continue the wrong process, or none, and leave the held one stopped.
+        if args.catch_exec && !system::in_host_pid_namespace() {
+            bail!("--catch-exec needs tlstap in the host's PID namespace (run it on the host, or with --pid=host)");
+        }
         let ringbuf_bytes = args
             .ringbuf_mib
             .checked_mul(1024 * 1024)
@@ -345,7 +350,12 @@ fn capture(
         return err.downcast::<io::Error>().map_or_else(Err, quiet_if_broken_pipe);
     }
 
-    let mut stats = Stats { events: pipeline.events, bytes: pipeline.bytes, ..Stats::default() };
+    let mut stats = Stats {
+        events: pipeline.events,
+        bytes: pipeline.bytes,
+        binaries_not_hooked: discovery.as_ref().map_or(0, Discovery::binaries_not_hooked),
+        ..Stats::default()
+    };
     for (cause, calls, _bytes) in losses.by_cause {
         stats.lost_by_cause.insert(cause, calls);
     }
@@ -512,6 +522,9 @@ fn summary(stats: &Stats, secrets: u64, order_gaps: u64) -> String {
     }
     if order_gaps > 0 {
         line.push_str(&format!(", {order_gaps} calls released past a gap"));
+    }
+    if stats.binaries_not_hooked > 0 {
+        line.push_str(&format!(", {} Go TLS binaries not hooked (-v says why)", stats.binaries_not_hooked));
     }
     line
 }

@@ -347,3 +347,31 @@ fn ready_is_said_in_every_scope() {
     assert_eq!(ready(none), (Some(0), Some(0)), "nothing to hook");
     server.stop();
 }
+
+/// A Go TLS program tlstap cannot hook (here its `(*Conn).Read` is damaged: no RET left to
+/// probe) is missing from the capture: the stats record and the summary say so, not only -v.
+#[test]
+fn go_tls_programs_left_unhooked_are_counted() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("discovery-unhooked");
+    let bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "srv-damaged");
+    let mut data = std::fs::read(&bin).unwrap();
+    let (start, len) = {
+        let go = goelf::GoBinary::parse(&data).unwrap();
+        let read = go.function("crypto/tls.(*Conn).Read").unwrap();
+        (go.code_file_offset(read.vaddr).unwrap() as usize, read.size as usize)
+    };
+    data[start..start + len].fill(0xcc); // int3 all through: it runs until a Read, never one here
+    std::fs::write(&bin, &data).unwrap();
+    let server = Server::start(&bin, &dir.path("manifest.jsonl"), &[]);
+    let tlstap = Tlstap::start_host(&dir, &["--comm", "srv-damaged"]);
+    let capture = tlstap.stop();
+    server.stop();
+    let stats = capture.records.iter().find(|r| r["type"] == "stats").unwrap();
+    assert_eq!(stats["binaries_not_hooked"], 1, "{stats}");
+    assert!(capture.stderr.contains(", 1 Go TLS binaries not hooked (-v says why)"), "{}", capture.stderr);
+    assert!(capture.stderr.contains("has no RET instruction"), "-v says why: {}", capture.stderr);
+}

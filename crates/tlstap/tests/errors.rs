@@ -206,3 +206,15 @@ fn keylog_through_a_foreign_symlink() {
     fails_with(&mut cmd, "refusing to follow a symlink owned by uid 65534");
     assert!(!dir.path("elsewhere").exists(), "nothing written through the link");
 }
+
+/// In a PID namespace of its own, --catch-exec would continue held processes by PIDs that are
+/// not theirs: refused before anything is loaded.
+#[test]
+fn catch_exec_outside_the_host_pid_namespace_is_refused() {
+    if !privileged() {
+        return;
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", TLSTAP, "gotls", "--catch-exec"]);
+    fails_with(&mut cmd, "--catch-exec needs tlstap in the host's PID namespace");
+}

@@ -37,11 +37,33 @@ impl<W: Write> JsonlSink<W> {
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Record<'a> {
     // Paths as names.rs writes them: a path that is not UTF-8 must not end the capture.
-    Attach { binary: Cow<'a, str>, go_version: &'a str, abi: &'a str, probes: usize },
-    Detach { binary: Cow<'a, str> },
-    Secret { ts_ns: u64, pid: u32, label: &'a str, client_random: &'a str, secret: &'a str },
-    Stats { events: u64, bytes: u64, lost: u64, lost_by_cause: &'a BTreeMap<&'static str, u64> },
-    Ready { binaries: usize, processes: usize },
+    Attach {
+        binary: Cow<'a, str>,
+        go_version: &'a str,
+        abi: &'a str,
+        probes: usize,
+    },
+    Detach {
+        binary: Cow<'a, str>,
+    },
+    Secret {
+        ts_ns: u64,
+        pid: u32,
+        label: &'a str,
+        client_random: &'a str,
+        secret: &'a str,
+    },
+    Stats {
+        events: u64,
+        bytes: u64,
+        lost: u64,
+        lost_by_cause: &'a BTreeMap<&'static str, u64>,
+        binaries_not_hooked: u64,
+    },
+    Ready {
+        binaries: usize,
+        processes: usize,
+    },
 }
 
 impl<W: Write> JsonlSink<W> {
@@ -147,9 +169,13 @@ impl<W: Write> Sink for JsonlSink<W> {
             }
             Event::Detach { binary } => Record::Detach { binary: escape_path(binary) },
             Event::Ready { binaries, processes } => Record::Ready { binaries: *binaries, processes: *processes },
-            Event::Stats(s) => {
-                Record::Stats { events: s.events, bytes: s.bytes, lost: s.lost, lost_by_cause: &s.lost_by_cause }
-            }
+            Event::Stats(s) => Record::Stats {
+                events: s.events,
+                bytes: s.bytes,
+                lost: s.lost,
+                lost_by_cause: &s.lost_by_cause,
+                binaries_not_hooked: s.binaries_not_hooked,
+            },
         };
         serde_json::to_writer(&mut self.out, &record)?;
         self.out.write_all(b"\n")
