@@ -95,6 +95,7 @@ struct files_struct {
 struct task_struct {
 	struct files_struct *files;
 	struct mm_struct *mm;
+	__u64 start_boottime; /* boot clock, ns (5.5 on; what /proc/PID/stat's starttime is of) */
 #if defined(__TARGET_ARCH_x86)
 	struct thread_struct thread;
 #endif

@@ -836,6 +836,30 @@ DEFINE_NOCOOKIE_PROBE(keylog, TLSTAP_PROBE_KEYLOG)
 #define SIGSTOP 19
 #define SIGCONT 18
 
+/*
+ * Processes stopped at exec for --catch-exec and not continued yet: pid -> the task's start
+ * time (boot clock, ns; 0 where the kernel has no start_boottime). Userspace deletes an entry
+ * when it continues the process, and pins the map: a tlstap killed with SIGKILL leaves it
+ * behind, and the next one continues what it lists (the start time tells a reused pid apart).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} held_processes SEC(".maps");
+
+static __always_inline void remember_held(__u64 pid_tgid)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u32 pid = pid_tgid >> 32;
+	__u64 start = 0;
+
+	if (bpf_core_field_exists(task->start_boottime))
+		start = BPF_CORE_READ(task, start_boottime);
+	bpf_map_update_elem(&held_processes, &pid, &start, BPF_ANY);
+}
+
 static __always_inline void emit_proc(void *ctx, __u32 kind, __u64 pid_tgid, bool hold)
 {
 	struct tlstap_proc_rec *r = reserve_record(sizeof(*r));
@@ -856,8 +880,10 @@ static __always_inline void emit_proc(void *ctx, __u32 kind, __u64 pid_tgid, boo
 	 * SIGCONT queued after the SIGSTOP cancels it, while one sent before it would be lost
 	 * and leave the process stopped (seen on 6.1 under qemu).
 	 */
-	if (hold)
+	if (hold) {
+		remember_held(pid_tgid);
 		bpf_send_signal(SIGSTOP);
+	}
 	/* A held process waits for this record: wake the reader now (see WAKEUP_BYTES). */
 	if (!submit_record(ctx, r, sizeof(*r), hold ? BPF_RB_FORCE_WAKEUP : 0)) {
 		/* Only a perf buffer can refuse here: never leave a process userspace will not

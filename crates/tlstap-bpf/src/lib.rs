@@ -42,8 +42,8 @@ pub mod packets_skel {
 }
 
 pub use capture::{
-    configure_libbpf_logging, h2_hooks_supported, AttachPath, BinaryConfig, BinaryHandle, Capture, CaptureOptions,
-    ConnLayout, Error, H2Layout, LossCounts, ProbeKind, ProbeSpec,
+    configure_libbpf_logging, continue_stranded_processes, h2_hooks_supported, AttachPath, BinaryConfig, BinaryHandle,
+    Capture, CaptureOptions, ConnLayout, Error, H2Layout, LossCounts, ProbeKind, ProbeSpec,
 };
 pub use features::{Feature, KernelFeatures, MissingFeatures};
 pub use ring::RingReader;

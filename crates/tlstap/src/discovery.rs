@@ -169,7 +169,13 @@ impl Discovery {
         }
         let outcome = self.consider(ev.pid, Some(ev.ts_ns), capture, pipeline);
         if ev.held {
+            // Testing only: a window in which a test kills tlstap with the process still held.
+            if let Some(ms) = std::env::var("TLSTAP_TEST_CONTINUE_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+                eprintln!("tlstap: holding pid {} {ms} ms more (TLSTAP_TEST_CONTINUE_DELAY_MS)", ev.pid);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
             system::continue_process(ev.pid);
+            capture.release_held(ev.pid);
         }
         outcome
     }

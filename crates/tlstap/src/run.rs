@@ -181,6 +181,11 @@ pub fn gotls(args: GotlsArgs) -> Result<()> {
     for line in tlstap_bpf::tc_record::remove_leftovers(records) {
         eprintln!("tlstap: {line}");
     }
+    // A tlstap killed with SIGKILL during --catch-exec left processes stopped: continue them.
+    let continued = tlstap_bpf::continue_stranded_processes();
+    if continued > 0 {
+        eprintln!("tlstap: continued {continued} processes a killed tlstap had left stopped at exec (--catch-exec)");
+    }
     let features = kernel_features(&request);
     if let Some(missing) = features.missing_required(request.btf_file.as_deref()) {
         bail!(missing);
@@ -405,6 +410,7 @@ fn drain_until_stopped(
         for process in pipeline.borrow_mut().take_processes() {
             if process.held {
                 system::continue_process(process.pid);
+                capture.release_held(process.pid);
             }
         }
     }
@@ -446,7 +452,10 @@ fn poll_until_stopped(
                 Some(discovery) if failed.is_none() => {
                     failed = discovery.on_process(&process, capture, &mut p).err();
                 }
-                _ if process.held => system::continue_process(process.pid),
+                _ if process.held => {
+                    system::continue_process(process.pid);
+                    capture.release_held(process.pid);
+                }
                 _ => {}
             }
         }

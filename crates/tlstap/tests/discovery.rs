@@ -375,3 +375,65 @@ fn go_tls_programs_left_unhooked_are_counted() {
     assert!(capture.stderr.contains(", 1 Go TLS binaries not hooked (-v says why)"), "{}", capture.stderr);
     assert!(capture.stderr.contains("has no RET instruction"), "-v says why: {}", capture.stderr);
 }
+
+/// The state letter of a process (/proc/PID/stat's third field).
+fn process_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit_once(')').unwrap().1.trim_start().chars().next().unwrap()
+}
+
+/// A tlstap killed (SIGKILL) while --catch-exec held a process leaves it stopped; the next
+/// tlstap to start continues it (from the list the killed one pinned) and removes the list.
+#[test]
+fn a_process_a_killed_tlstap_held_is_continued_by_the_next() {
+    use std::io::BufRead as _;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("discovery-stranded");
+    let bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "srv-stranded");
+    let (out, err) = (dir.path("first.jsonl"), dir.path("first.err"));
+    let mut first = Proc::spawn(
+        Command::new(TLSTAP)
+            .args(["gotls", "--catch-exec", "--comm", "srv-stranded", "--raw", "--format", "jsonl", "-o"])
+            .arg(&out)
+            .env("TLSTAP_TEST_CONTINUE_DELAY_MS", "60000")
+            .stderr(std::fs::File::create(&err).unwrap()),
+        "tlstap",
+    );
+    let deadline = std::time::Instant::now() + patience(30);
+    while !read_jsonl(&out).iter().any(|r| r["type"] == "ready") {
+        assert!(std::time::Instant::now() < deadline, "not ready: {}", std::fs::read_to_string(&err).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut server = Proc::spawn(
+        Command::new(&bin).args(["server", "--manifest"]).arg(dir.path("m.jsonl")).stdout(std::process::Stdio::piped()),
+        "server",
+    );
+    while !std::fs::read_to_string(&err).unwrap().contains("holding pid") {
+        assert!(std::time::Instant::now() < deadline, "not held: {}", std::fs::read_to_string(&err).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.signal(libc::SIGKILL);
+    first.wait_timeout(patience(10));
+    let pinned = || {
+        std::fs::read_dir("/sys/fs/bpf")
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy() == format!("tlstap-held-{}", first.pid()))
+    };
+    assert_eq!(process_state(server.pid()), 'T', "held and stranded by the kill");
+    assert!(pinned(), "the killed run's list is pinned");
+    let next = Tlstap::start_host(&dir, &["--comm", "no-such-command"]);
+    let capture = next.stop();
+    assert!(capture.stderr.contains("continued 1 processes a killed tlstap"), "{}", capture.stderr);
+    assert!(!pinned(), "the list is removed");
+    // Running again: it gets to listen.
+    let mut line = String::new();
+    std::io::BufReader::new(server.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("LISTEN "), "{line:?}");
+    assert_ne!(process_state(server.pid()), 'T');
+    server.signal(libc::SIGTERM);
+    server.wait_timeout(patience(10));
+}
