@@ -614,7 +614,7 @@ pub fn continue_stranded_processes() -> usize {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(owner) = name.to_str().and_then(|n| n.strip_prefix(HELD_PIN_PREFIX)) else { continue };
-        if owner.parse::<u32>().is_ok_and(|pid| is_tlstap(pid)) {
+        if owner.parse::<u32>().is_ok_and(is_tlstap) {
             continue;
         }
         let path = entry.path();
@@ -638,14 +638,14 @@ pub fn continue_stranded_processes() -> usize {
 
 /// Whether the BPF filesystem is at [`BPFFS`], mounting it there (as bpftool does) if not.
 fn ensure_bpffs() -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
     let is_bpffs = || {
         let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
         // SAFETY: the path is a NUL-terminated literal; statfs writes only into `st`, which is
         // read only when it succeeded.
         let ok = unsafe { libc::statfs(c"/sys/fs/bpf".as_ptr(), st.as_mut_ptr()) } == 0;
         // SAFETY: statfs succeeded, so it initialised `st`.
-        ok && i64::from(unsafe { st.assume_init() }.f_type) == BPF_FS_MAGIC
+        ok && unsafe { st.assume_init() }.f_type == BPF_FS_MAGIC
     };
     if is_bpffs() {
         return true;
