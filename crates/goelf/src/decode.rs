@@ -8,9 +8,19 @@ use yaxpeax_arm::armv8::a64::{InstDecoder, Opcode, Operand};
 
 use crate::{Arch, Error};
 
+/// Longest function decoded. Go's largest real functions are a few hundred KiB; a symbol that
+/// claims more (a crafted file: one 4 GB "function" in a sparse file) is refused, not decoded.
+pub const MAX_FUNCTION_BYTES: usize = 8 << 20;
+
 /// Addresses of every return instruction in `code`, which is loaded at `vaddr`.
 /// `name` only labels errors.
 pub(crate) fn find_returns(arch: Arch, name: &str, vaddr: u64, code: &[u8]) -> Result<Vec<u64>, Error> {
+    if code.len() > MAX_FUNCTION_BYTES {
+        return Err(Error::malformed(format!(
+            "{name} claims {} bytes of code, more than any Go function ({MAX_FUNCTION_BYTES} at most)",
+            code.len()
+        )));
+    }
     match arch {
         Arch::Amd64 => amd64(name, vaddr, code),
         Arch::Arm64 => Ok(arm64(vaddr, code)),
@@ -18,16 +28,16 @@ pub(crate) fn find_returns(arch: Arch, name: &str, vaddr: u64, code: &[u8]) -> R
 }
 
 /// Linear sweep from the entry. Go places no data in amd64 text, so every byte up to the
-/// end is an instruction, except trailing INT3 (0xCC) padding, where the sweep stops.
+/// end is an instruction, except trailing INT3 (0xCC) padding, where the sweep stops. The
+/// padding is measured once, from the end: checking "only INT3 from here on" at every
+/// instruction was quadratic in a body of INT3s.
 fn amd64(name: &str, vaddr: u64, code: &[u8]) -> Result<Vec<u64>, Error> {
-    let mut decoder = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
+    let padding = code.iter().rev().take_while(|&&b| b == 0xcc).count();
+    let body = &code[..code.len() - padding];
+    let mut decoder = Decoder::with_ip(64, body, vaddr, DecoderOptions::NONE);
     let mut inst = Instruction::default();
     let mut out = Vec::new();
     while decoder.can_decode() {
-        let pos = decoder.position();
-        if code.get(pos..).is_some_and(|rest| rest.iter().all(|&b| b == 0xcc)) {
-            break;
-        }
         decoder.decode_out(&mut inst);
         if inst.is_invalid() {
             return Err(Error::Decode { function: name.to_string(), vaddr: inst.ip(), arch: "amd64" });
@@ -72,6 +82,7 @@ fn arm64(vaddr: u64, code: &[u8]) -> Vec<u64> {
 /// stops at the first undecodable amd64 byte; arm64 skips undecodable words.
 pub(crate) fn branch_targets(arch: Arch, vaddr: u64, code: &[u8]) -> Vec<u64> {
     let mut out = Vec::new();
+    let code = &code[..code.len().min(MAX_FUNCTION_BYTES)];
     match arch {
         Arch::Amd64 => {
             let mut decoder = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
@@ -119,6 +130,23 @@ mod tests {
         // ret imm16 and retf count too.
         let code = [0xc2, 0x08, 0x00, 0xcb];
         assert_eq!(find_returns(Arch::Amd64, "f", 0, &code).unwrap(), vec![0, 3]);
+    }
+
+    /// A body of INT3s (each one an instruction) with a RET at its end: linear, not quadratic
+    /// (the old per-instruction padding check took hours on this).
+    #[test]
+    fn amd64_a_body_of_int3_is_decoded_in_one_sweep() {
+        let mut code = vec![0xcc; 4 << 20];
+        code.push(0xc3);
+        code.extend_from_slice(&[0xcc; 15]);
+        assert_eq!(find_returns(Arch::Amd64, "f", 0, &code).unwrap(), vec![4 << 20]);
+    }
+
+    #[test]
+    fn functions_larger_than_any_go_function_are_refused() {
+        let code = vec![0x90; MAX_FUNCTION_BYTES + 1];
+        let err = find_returns(Arch::Amd64, "huge", 0, &code).unwrap_err();
+        assert!(err.to_string().contains("huge claims"), "{err}");
     }
 
     #[test]
