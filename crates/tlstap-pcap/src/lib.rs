@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -55,7 +55,7 @@ pub struct PcapRequest {
 /// The running packet thread.
 #[derive(Debug)]
 pub struct PcapMode {
-    tx: Option<Sender<Msg>>,
+    tx: Option<SyncSender<Msg>>,
     thread: Option<JoinHandle<Result<(), String>>>,
     /// Why the thread ended early, once it has.
     failure: Arc<Mutex<Option<String>>>,
@@ -101,7 +101,9 @@ impl PcapMode {
             features,
             btf_file: btf_file.map(Path::to_path_buf),
         };
-        let (tx, rx) = mpsc::channel();
+        // Bounded: a packet thread that falls behind (a slow disk) holds the capture loop back,
+        // and the loss shows where it then happens, counted in BPF, rather than as memory.
+        let (tx, rx) = mpsc::sync_channel(CHANNEL_MAX);
         let (ready_tx, ready_rx) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
         let thread_failure = Arc::clone(&failure);
@@ -181,9 +183,12 @@ impl Drop for PcapMode {
     }
 }
 
+/// Messages waiting for the packet thread at most.
+const CHANNEL_MAX: usize = 16_384;
+
 /// Forwards what the capture loop sees to the packet thread.
 struct Forwarder {
-    tx: Option<Sender<Msg>>,
+    tx: Option<SyncSender<Msg>>,
     failure: Arc<Mutex<Option<String>>>,
     side: bool,
     /// (pid, connection) pairs already forwarded.
