@@ -212,6 +212,13 @@ struct tlstap_h2_field {
 	__u32 value_len;
 };
 
+/* A process stopped at exec for --catch-exec: value of the `held_processes` map (keyed by its
+ * pid), which userspace pins and watches (see tlstap.bpf.c). 16 bytes, no padding. */
+struct tlstap_held_proc {
+	__u64 start_boottime; /* the task's start (boot clock, ns; 0 unknown): tells a reused pid apart */
+	__u64 held_ns;        /* bpf_ktime_get_ns() when it was stopped */
+};
+
 /* A process event from the sched tracepoints. 40 bytes, no padding. */
 struct tlstap_proc_rec {
 	__u32 kind;      /* TLSTAP_RECORD_EXEC or TLSTAP_RECORD_EXIT */
@@ -293,6 +300,7 @@ struct tlstap_wire_types {
 	struct tlstap_data_hdr data_hdr;
 	struct tlstap_secret_rec secret_rec;
 	struct tlstap_proc_rec proc_rec;
+	struct tlstap_held_proc held_proc;
 	enum tlstap_h2_limits h2_limits;
 	enum tlstap_h2_side h2_side;
 	struct tlstap_h2_hdr h2_hdr;

@@ -837,27 +837,27 @@ DEFINE_NOCOOKIE_PROBE(keylog, TLSTAP_PROBE_KEYLOG)
 #define SIGCONT 18
 
 /*
- * Processes stopped at exec for --catch-exec and not continued yet: pid -> the task's start
- * time (boot clock, ns; 0 where the kernel has no start_boottime). Userspace deletes an entry
- * when it continues the process, and pins the map: a tlstap killed with SIGKILL leaves it
- * behind, and the next one continues what it lists (the start time tells a reused pid apart).
+ * Processes stopped at exec for --catch-exec and not continued yet (struct tlstap_held_proc).
+ * Userspace deletes an entry when it continues the process; a watchdog thread continues any
+ * left past a deadline, whatever blocks the capture loop; and the map is pinned, so that what
+ * a tlstap killed with SIGKILL left stopped is continued by the next one.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct tlstap_held_proc);
 } held_processes SEC(".maps");
 
 static __always_inline void remember_held(__u64 pid_tgid)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct tlstap_held_proc held = { .held_ns = bpf_ktime_get_ns() };
 	__u32 pid = pid_tgid >> 32;
-	__u64 start = 0;
 
 	if (bpf_core_field_exists(task->start_boottime))
-		start = BPF_CORE_READ(task, start_boottime);
-	bpf_map_update_elem(&held_processes, &pid, &start, BPF_ANY);
+		held.start_boottime = BPF_CORE_READ(task, start_boottime);
+	bpf_map_update_elem(&held_processes, &pid, &held, BPF_ANY);
 }
 
 static __always_inline void emit_proc(void *ctx, __u32 kind, __u64 pid_tgid, bool hold)

@@ -382,8 +382,8 @@ impl<'obj> Capture<'obj> {
         // should this one be killed (SIGKILL) before it continued them. Without bpffs, only
         // this run's own continuing remains.
         let mut skel = skel;
-        let held_pin = (opts.report_processes && opts.catch_exec && ensure_bpffs())
-            .then(|| PathBuf::from(format!("{BPFFS}/{HELD_PIN_PREFIX}{}", std::process::id())))
+        let held_pin = (opts.report_processes && opts.catch_exec && crate::held::ensure_bpffs())
+            .then(|| crate::held::pin_path(std::process::id()))
             .filter(|path| skel.maps.held_processes.pin(path).is_ok());
         let mut process_links = Vec::new();
         if opts.report_processes {
@@ -493,6 +493,13 @@ impl<'obj> Capture<'obj> {
         Ok(BinaryHandle { index, probes: probes.len() + h2_probes.len() })
     }
 
+    /// A thread that continues any process held at exec longer than `deadline` (--catch-exec),
+    /// whatever holds up the capture loop. None if the map's descriptor cannot be shared.
+    pub fn held_watchdog(&self, deadline: std::time::Duration) -> Option<crate::held::HeldWatchdog> {
+        let map = libbpf_rs::MapHandle::try_from(&self.skel.maps.held_processes).ok()?;
+        Some(crate::held::HeldWatchdog::start(map, deadline))
+    }
+
     /// A process held at exec was continued: no later run need continue it.
     pub fn release_held(&self, pid: u32) {
         // Absent is fine: the map may have been full when BPF held it.
@@ -592,87 +599,14 @@ impl<'obj> Capture<'obj> {
 
 impl Drop for Capture<'_> {
     fn drop(&mut self) {
-        // Every held process was continued by now (the capture loop's last read does it).
+        // However the capture ends (an error returned early included): hold no new process,
+        // then continue every one still held, then drop the list a next run would look at.
+        self._process_links.clear();
+        crate::held::continue_all(&self.skel.maps.held_processes);
         if let Some(path) = self.held_pin.take() {
             let _ = std::fs::remove_file(path);
         }
     }
-}
-
-/// Where BPF objects are pinned.
-const BPFFS: &str = "/sys/fs/bpf";
-/// Name of a run's pinned list of held processes, before its tlstap's pid.
-const HELD_PIN_PREFIX: &str = "tlstap-held-";
-
-/// Continues the processes a tlstap killed meanwhile left stopped at exec (--catch-exec), from
-/// the lists such runs pinned: each listed process that still is the one held (same start
-/// time) and is stopped gets SIGCONT; the list is then removed. Lists of live tlstaps are left
-/// alone. Returns how many processes were continued.
-pub fn continue_stranded_processes() -> usize {
-    let Ok(entries) = std::fs::read_dir(BPFFS) else { return 0 };
-    let mut continued = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(owner) = name.to_str().and_then(|n| n.strip_prefix(HELD_PIN_PREFIX)) else { continue };
-        if owner.parse::<u32>().is_ok_and(is_tlstap) {
-            continue;
-        }
-        let path = entry.path();
-        if let Ok(map) = libbpf_rs::MapHandle::from_pinned_path(&path) {
-            for key in map.keys() {
-                let Some(pid) = key.get(..4).and_then(|k| k.try_into().ok()).map(u32::from_ne_bytes) else { continue };
-                let start = map.lookup(&key, MapFlags::ANY).ok().flatten();
-                let start = start.and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes));
-                if start.is_some_and(|start| still_held(pid, start)) {
-                    // SAFETY: kill has no memory-safety preconditions; pid is a live process
-                    // that is the one held (checked just above).
-                    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
-                    continued += 1;
-                }
-            }
-        }
-        let _ = std::fs::remove_file(&path);
-    }
-    continued
-}
-
-/// Whether the BPF filesystem is at [`BPFFS`], mounting it there (as bpftool does) if not.
-fn ensure_bpffs() -> bool {
-    const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
-    let is_bpffs = || {
-        let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
-        // SAFETY: the path is a NUL-terminated literal; statfs writes only into `st`, which is
-        // read only when it succeeded.
-        let ok = unsafe { libc::statfs(c"/sys/fs/bpf".as_ptr(), st.as_mut_ptr()) } == 0;
-        // SAFETY: statfs succeeded, so it initialised `st`.
-        ok && unsafe { st.assume_init() }.f_type == BPF_FS_MAGIC
-    };
-    if is_bpffs() {
-        return true;
-    }
-    // SAFETY: every pointer is a NUL-terminated literal; mount reads them and keeps none.
-    let mounted = unsafe {
-        libc::mount(c"bpf".as_ptr(), c"/sys/fs/bpf".as_ptr(), c"bpf".as_ptr(), 0, c"mode=0700".as_ptr().cast())
-    } == 0;
-    mounted && is_bpffs()
-}
-
-/// Whether `pid` is a running tlstap (its list is its own business).
-fn is_tlstap(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "tlstap")
-}
-
-/// Whether `pid` is stopped and started at `start_ns` (boot clock; 0: unknown, then any start).
-fn still_held(pid: u32, start_ns: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    // After the command name (in parentheses, any bytes): state is field 3, starttime 22.
-    let Some((_, rest)) = stat.rsplit_once(')') else { return false };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let stopped = fields.first().is_some_and(|s| *s == "T");
-    // SAFETY: sysconf has no preconditions; it returns -1 (then 100 is assumed) on error.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
-    let started = fields.get(19).and_then(|t| t.parse::<u64>().ok());
-    stopped && (start_ns == 0 || started == Some(start_ns / (1_000_000_000 / hz)))
 }
 
 /// Per-CPU perf buffer pages: the ring buffer's size shared out among the CPUs, a power of two

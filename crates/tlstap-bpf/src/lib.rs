@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod clock;
 pub mod features;
+pub mod held;
 pub mod packets;
 pub mod ring;
 pub mod slots;
@@ -42,8 +43,9 @@ pub mod packets_skel {
 }
 
 pub use capture::{
-    configure_libbpf_logging, continue_stranded_processes, h2_hooks_supported, AttachPath, BinaryConfig, BinaryHandle,
-    Capture, CaptureOptions, ConnLayout, Error, H2Layout, LossCounts, ProbeKind, ProbeSpec,
+    configure_libbpf_logging, h2_hooks_supported, AttachPath, BinaryConfig, BinaryHandle, Capture, CaptureOptions,
+    ConnLayout, Error, H2Layout, LossCounts, ProbeKind, ProbeSpec,
 };
 pub use features::{Feature, KernelFeatures, MissingFeatures};
+pub use held::{continue_stranded_processes, HeldWatchdog};
 pub use ring::RingReader;

@@ -157,6 +157,11 @@ impl Request {
     }
 }
 
+/// --catch-exec: the longest a process stays stopped at exec, whatever holds tlstap up (a
+/// watchdog thread continues it then, hooked or not). Generous: analysing a large binary on
+/// a slow machine takes seconds.
+const HELD_DEADLINE: Duration = Duration::from_secs(10);
+
 pub fn gotls(args: GotlsArgs) -> Result<()> {
     let request = Request::resolve(args)?;
     let target = match &request.scope {
@@ -297,6 +302,13 @@ fn capture(
     tlstap_bpf::configure_libbpf_logging();
     let mut storage = MaybeUninit::uninit();
     let mut capture = Capture::load(&mut storage, &options)?;
+    // --catch-exec: whatever holds up the loop below, no process stays stopped past a deadline.
+    let watchdog = if options.report_processes && options.catch_exec {
+        let ms = std::env::var("TLSTAP_TEST_HELD_DEADLINE_MS").ok().and_then(|v| v.parse().ok());
+        capture.held_watchdog(ms.map_or(HELD_DEADLINE, Duration::from_millis))
+    } else {
+        None
+    };
     // The reader exists before any probe is attached: perf buffers (kernels without a ring
     // buffer) drop what BPF sends before they are opened, where a ring buffer keeps it.
     let pipeline = RefCell::new(Pipeline::new(sinks, request.view));
@@ -348,6 +360,12 @@ fn capture(
 
     let outcome = drain_until_stopped(&ring, &mut capture, &pipeline, discovery.as_mut(), &stop, request.verbose);
     let losses = capture.losses()?;
+    let forced = watchdog.map_or(0, tlstap_bpf::HeldWatchdog::finish);
+    if forced > 0 {
+        eprintln!(
+            "tlstap: {forced} processes were continued after being held {HELD_DEADLINE:?} unhooked (--catch-exec)"
+        );
+    }
     drop(capture); // detach every probe before the summary
     drop(ring);
     let mut pipeline = pipeline.into_inner();

@@ -437,3 +437,46 @@ fn a_process_a_killed_tlstap_held_is_continued_by_the_next() {
     server.signal(libc::SIGTERM);
     server.wait_timeout(patience(10));
 }
+
+/// Whatever holds the capture loop up (here a test-only stall before it continues a held
+/// process), the watchdog continues a process held past the deadline.
+#[test]
+fn a_held_process_is_continued_by_the_deadline_whatever_blocks_the_loop() {
+    use std::io::BufRead as _;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("discovery-watchdog");
+    let bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "srv-watchdog");
+    let (out, err) = (dir.path("out.jsonl"), dir.path("err"));
+    let mut tlstap = Proc::spawn(
+        Command::new(TLSTAP)
+            .args(["gotls", "--catch-exec", "--comm", "srv-watchdog", "--raw", "--format", "jsonl", "-o"])
+            .arg(&out)
+            .env("TLSTAP_TEST_CONTINUE_DELAY_MS", "60000")
+            .env("TLSTAP_TEST_HELD_DEADLINE_MS", "1000")
+            .stderr(std::fs::File::create(&err).unwrap()),
+        "tlstap",
+    );
+    let deadline = std::time::Instant::now() + patience(30);
+    while !read_jsonl(&out).iter().any(|r| r["type"] == "ready") {
+        assert!(std::time::Instant::now() < deadline, "not ready: {}", std::fs::read_to_string(&err).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut server = Proc::spawn(
+        Command::new(&bin).args(["server", "--manifest"]).arg(dir.path("m.jsonl")).stdout(std::process::Stdio::piped()),
+        "server",
+    );
+    // The loop is stalled for a minute: only the watchdog can let the server get to listen.
+    let started = std::time::Instant::now();
+    let mut line = String::new();
+    std::io::BufReader::new(server.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("LISTEN "), "{line:?}");
+    assert!(started.elapsed() < Duration::from_secs(30), "continued by the deadline, not by the stalled loop");
+    assert!(std::fs::read_to_string(&err).unwrap().contains("holding pid"), "it was held");
+    tlstap.signal(libc::SIGKILL);
+    tlstap.wait_timeout(patience(10));
+    server.signal(libc::SIGTERM);
+    server.wait_timeout(patience(10));
+}
