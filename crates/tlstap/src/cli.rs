@@ -41,8 +41,12 @@ pub struct GotlsArgs {
     /// exec) until tlstap has checked its binary and, for a Go TLS program, attached its
     /// probes; then continue it (SIGCONT). Captures even a short-lived client from its first
     /// byte. Opt-in because every exec on the host pauses (about a millisecond for a binary
-    /// already seen, tens for a new one) and a tlstap killed with SIGKILL can leave a process
-    /// stopped (`kill -CONT PID` resumes it).
+    /// already seen, tens for a new one), and because job control sees the stop: an
+    /// interactive shell running a command in the foreground reports it "Stopped" (status
+    /// 147) and returns to its prompt, the command going on in the background once tlstap
+    /// continues it. No process stays stopped: one held 10 s is continued anyway, all are
+    /// when tlstap ends, and those a tlstap killed with SIGKILL left are continued by the
+    /// next tlstap to start.
     #[arg(long)]
     pub catch_exec: bool,
 
