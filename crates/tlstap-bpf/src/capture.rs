@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use libbpf_rs::skel::{OpenSkel as _, SkelBuilder as _};
 use libbpf_rs::{Link, MapCore as _, MapFlags, OpenObject, UprobeMultiOpts, UprobeOpts};
 
+use tlstap_core::event::LossCause;
+
 use crate::features::{Feature, KernelFeatures};
 use crate::ring::RingReader;
 use crate::skel::types::{
@@ -256,20 +258,20 @@ impl AttachPath {
 /// Bytes and calls lost, by cause, as counted in BPF.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LossCounts {
-    /// (cause name, calls affected, bytes missing)
-    pub by_cause: Vec<(&'static str, u64, u64)>,
+    /// (cause, calls affected, bytes missing)
+    pub by_cause: Vec<(LossCause, u64, u64)>,
 }
 
-/// The stable name of a BPF loss cause, as shown in summaries and `lost_by_cause`.
-pub fn loss_cause_name(cause: tlstap_loss_cause) -> &'static str {
-    match cause {
-        tlstap_loss_cause::TLSTAP_LOSS_RINGBUF_FULL => "ringbuf_full",
-        tlstap_loss_cause::TLSTAP_LOSS_READ_FAULT => "read_fault",
-        tlstap_loss_cause::TLSTAP_LOSS_NO_ENTRY => "no_entry_state",
-        tlstap_loss_cause::TLSTAP_LOSS_MAP_FULL => "map_full",
-        tlstap_loss_cause::TLSTAP_LOSS_CALL_TOO_LARGE => "call_too_large",
-        _ => "unknown",
-    }
+/// The cause a BPF loss counter counts (events.h `enum tlstap_loss_cause`).
+pub fn loss_cause(cause: tlstap_loss_cause) -> Option<LossCause> {
+    Some(match cause {
+        tlstap_loss_cause::TLSTAP_LOSS_RINGBUF_FULL => LossCause::RingbufFull,
+        tlstap_loss_cause::TLSTAP_LOSS_READ_FAULT => LossCause::ReadFault,
+        tlstap_loss_cause::TLSTAP_LOSS_NO_ENTRY => LossCause::NoEntryState,
+        tlstap_loss_cause::TLSTAP_LOSS_MAP_FULL => LossCause::MapFull,
+        tlstap_loss_cause::TLSTAP_LOSS_CALL_TOO_LARGE => LossCause::CallTooLarge,
+        _ => return None,
+    })
 }
 
 /// The loaded BPF object and every link attached from it.
@@ -587,11 +589,8 @@ impl<'obj> Capture<'obj> {
             let key = index.to_ne_bytes();
             let calls = sum_percpu(self.skel.maps.loss_calls.lookup_percpu(&key, MapFlags::ANY));
             let bytes = sum_percpu(self.skel.maps.loss_bytes.lookup_percpu(&key, MapFlags::ANY));
-            by_cause.push((
-                loss_cause_name(tlstap_loss_cause(index)),
-                calls.map_err(Error::Counters)?,
-                bytes.map_err(Error::Counters)?,
-            ));
+            let Some(cause) = loss_cause(tlstap_loss_cause(index)) else { continue };
+            by_cause.push((cause, calls.map_err(Error::Counters)?, bytes.map_err(Error::Counters)?));
         }
         Ok(LossCounts { by_cause })
     }

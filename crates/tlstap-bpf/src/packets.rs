@@ -21,6 +21,7 @@ use crate::packets_skel::types::{
 use crate::packets_skel::{PacketsSkel, PacketsSkelBuilder};
 use crate::ring::RingReader;
 use crate::wire::DecodeError;
+use tlstap_core::event::LossCause;
 
 /// Size of a packet record's header, asserted against events.h's stated layout.
 pub const PACKET_HDR_LEN: usize = size_of::<tlstap_packet_hdr>();
@@ -75,14 +76,14 @@ pub enum PacketError {
     Counters(#[source] libbpf_rs::Error),
 }
 
-/// The stable name of a packet loss cause, as shown in summaries and `lost_by_cause`.
-pub fn packet_loss_name(cause: tlstap_packet_loss_cause) -> &'static str {
-    match cause {
-        tlstap_packet_loss_cause::TLSTAP_PACKET_LOSS_RINGBUF_FULL => "packet_ringbuf_full",
-        tlstap_packet_loss_cause::TLSTAP_PACKET_LOSS_LOAD_FAULT => "packet_load_fault",
-        tlstap_packet_loss_cause::TLSTAP_PACKET_LOSS_TRUNCATED => "packet_truncated",
-        _ => "packet_unknown",
-    }
+/// The cause a packet loss counter counts (events.h `enum tlstap_packet_loss_cause`).
+pub fn packet_loss_cause(cause: tlstap_packet_loss_cause) -> Option<LossCause> {
+    Some(match cause {
+        tlstap_packet_loss_cause::TLSTAP_PACKET_LOSS_RINGBUF_FULL => LossCause::PacketRingbufFull,
+        tlstap_packet_loss_cause::TLSTAP_PACKET_LOSS_LOAD_FAULT => LossCause::PacketLoadFault,
+        tlstap_packet_loss_cause::TLSTAP_PACKET_LOSS_TRUNCATED => LossCause::PacketTruncated,
+        _ => return None,
+    })
 }
 
 /// A clsact filter of ours; detached when dropped.
@@ -249,19 +250,16 @@ impl<'obj> PacketCapture<'obj> {
         RingReader::new(&self.skel.maps.packets, callback)
     }
 
-    /// Packets lost in BPF, by cause: (cause name, packets, bytes).
-    pub fn losses(&self) -> Result<Vec<(&'static str, u64, u64)>, PacketError> {
+    /// Packets lost in BPF, by cause: (cause, packets, bytes).
+    pub fn losses(&self) -> Result<Vec<(LossCause, u64, u64)>, PacketError> {
         let mut out = Vec::new();
         for index in 0..tlstap_packet_loss_cause::TLSTAP_PACKET_LOSS__COUNT.0 {
             let key = index.to_ne_bytes();
             let maps = &self.skel.maps;
             let packets = sum_percpu(maps.packet_loss_packets.lookup_percpu(&key, MapFlags::ANY));
             let bytes = sum_percpu(maps.packet_loss_bytes.lookup_percpu(&key, MapFlags::ANY));
-            out.push((
-                packet_loss_name(tlstap_packet_loss_cause(index)),
-                packets.map_err(PacketError::Counters)?,
-                bytes.map_err(PacketError::Counters)?,
-            ));
+            let Some(cause) = packet_loss_cause(tlstap_packet_loss_cause(index)) else { continue };
+            out.push((cause, packets.map_err(PacketError::Counters)?, bytes.map_err(PacketError::Counters)?));
         }
         Ok(out)
     }

@@ -112,13 +112,68 @@ pub struct HttpEvent<'a> {
     pub exchange: &'a crate::http::HttpExchange,
 }
 
+/// Why something captured went missing: every cause tlstap counts, in one place. The names
+/// are the stable ones of the stats record and the summary (README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LossCause {
+    /// BPF: no room in the ring buffer for a chunk.
+    RingbufFull,
+    /// BPF: the payload could not be read from user memory.
+    ReadFault,
+    /// BPF: a Read returned with no saved entry state.
+    NoEntryState,
+    /// BPF: entry state could not be saved.
+    MapFull,
+    /// BPF: a call beyond the chunks one probe may emit.
+    CallTooLarge,
+    /// A ring record that did not decode.
+    DecodeError,
+    /// A secret longer than the record holds (dropped).
+    SecretTooLong,
+    /// A call written cut to keep reassembly within its bounds.
+    ReassemblyFull,
+    /// A chunk that came after its call was written.
+    LateChunk,
+    /// Pcap mode: packets lost between the kernel and the file.
+    PacketRingbufFull,
+    PacketLoadFault,
+    PacketTruncated,
+    PacketDecodeError,
+}
+
+impl LossCause {
+    pub const fn name(self) -> &'static str {
+        match self {
+            LossCause::RingbufFull => "ringbuf_full",
+            LossCause::ReadFault => "read_fault",
+            LossCause::NoEntryState => "no_entry_state",
+            LossCause::MapFull => "map_full",
+            LossCause::CallTooLarge => "call_too_large",
+            LossCause::DecodeError => "decode_error",
+            LossCause::SecretTooLong => "secret_too_long",
+            LossCause::ReassemblyFull => "reassembly_full",
+            LossCause::LateChunk => "late_chunk",
+            LossCause::PacketRingbufFull => "packet_ringbuf_full",
+            LossCause::PacketLoadFault => "packet_load_fault",
+            LossCause::PacketTruncated => "packet_truncated",
+            LossCause::PacketDecodeError => "packet_decode_error",
+        }
+    }
+}
+
+impl std::fmt::Display for LossCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// End-of-capture totals. `lost` is the sum of `lost_by_cause`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     pub events: u64,
     pub bytes: u64,
     pub lost: u64,
-    pub lost_by_cause: BTreeMap<&'static str, u64>,
+    pub lost_by_cause: BTreeMap<LossCause, u64>,
     /// Go TLS programs seen but not hooked (analysis or attach failed, or the limit was
     /// reached): their traffic is not in the capture.
     pub binaries_not_hooked: u64,

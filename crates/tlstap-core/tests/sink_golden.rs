@@ -11,7 +11,7 @@ use std::path::Path;
 
 use common::golden;
 use serde_json::Value;
-use tlstap_core::event::{AttachEvent, ConnInfo, ConnKind, DataEvent, Direction, Event, SecretEvent, Stats};
+use tlstap_core::event::{AttachEvent, ConnInfo, ConnKind, DataEvent, Direction, Event, LossCause, SecretEvent, Stats};
 use tlstap_core::sink::{JsonlSink, PayloadStyle, Sink, TextSink};
 
 const TS: u64 = 1_700_000_000_123_456_789;
@@ -91,7 +91,7 @@ fn stats() -> Stats {
         events: 10,
         bytes: 2048,
         lost: 3,
-        lost_by_cause: BTreeMap::from([("ringbuf_full", 2), ("read_fault", 1)]),
+        lost_by_cause: BTreeMap::from([(LossCause::RingbufFull, 2), (LossCause::ReadFault, 1)]),
         binaries_not_hooked: 1,
     }
 }

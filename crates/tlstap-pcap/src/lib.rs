@@ -149,7 +149,7 @@ impl PcapMode {
             None => return Err(self.failure()).with_context(|| format!("writing {}", self.file.display())),
         };
         for (cause, packets) in &totals.lost {
-            stats.lost_by_cause.insert(cause, *packets);
+            stats.lost_by_cause.insert(*cause, *packets);
         }
         let mut line = format!(", {} packets ({} bytes) to {}", totals.packets, totals.bytes, self.file.display());
         if totals.restamped > 0 {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tlstap_bpf::clock::monotonic_ns;
 use tlstap_bpf::packets::{self as bpf_packets, PacketCapture, PacketOptions, TcAttach};
+use tlstap_core::event::LossCause;
 
 use super::filter::PacketFilter;
 use super::flows::{Flows, Owner};
@@ -61,7 +62,7 @@ pub struct Totals {
     pub bytes: u64,
     pub restamped: u64,
     /// (cause, packets) of packets lost between the kernel and the file.
-    pub lost: Vec<(&'static str, u64)>,
+    pub lost: Vec<(LossCause, u64)>,
     pub attach: TcAttach,
 }
 
@@ -174,8 +175,8 @@ pub fn run(setup: Setup, rx: &Receiver<Msg>, ready: Sender<Result<(), String>>) 
         .map_err(|e| format!("writing the pcapng file: {e}"))?;
     let inc = incoming.borrow();
     let totals = losses.map(|losses| {
-        let mut lost: Vec<(&'static str, u64)> = losses.iter().map(|(cause, packets, _)| (*cause, *packets)).collect();
-        lost.push(("packet_decode_error", inc.decode_errors + inc.assembler.out_of_place));
+        let mut lost: Vec<(LossCause, u64)> = losses.iter().map(|(cause, packets, _)| (*cause, *packets)).collect();
+        lost.push((LossCause::PacketDecodeError, inc.decode_errors + inc.assembler.out_of_place));
         Totals {
             packets: core.writer.packets,
             bytes: core.writer.bytes,

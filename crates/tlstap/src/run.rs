@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use tlstap_bpf::{Capture, CaptureOptions, Feature, KernelFeatures, RingReader};
-use tlstap_core::event::{AttachEvent, Event, Stats};
+use tlstap_core::event::{AttachEvent, Event, LossCause, Stats};
 use tlstap_core::sink::Sink;
 use tlstap_pcap::{PcapMode, PcapRequest};
 
@@ -382,11 +382,11 @@ fn capture(
     for (cause, calls, _bytes) in losses.by_cause {
         stats.lost_by_cause.insert(cause, calls);
     }
-    stats.lost_by_cause.insert("decode_error", pipeline.decode_errors);
-    stats.lost_by_cause.insert("secret_too_long", pipeline.secrets_cut);
+    stats.lost_by_cause.insert(LossCause::DecodeError, pipeline.decode_errors);
+    stats.lost_by_cause.insert(LossCause::SecretTooLong, pipeline.secrets_cut);
     let (evicted, late) = pipeline.reassembly_losses();
-    stats.lost_by_cause.insert("reassembly_full", evicted);
-    stats.lost_by_cause.insert("late_chunk", late);
+    stats.lost_by_cause.insert(LossCause::ReassemblyFull, evicted);
+    stats.lost_by_cause.insert(LossCause::LateChunk, late);
     let pcap_summary = pcap.as_mut().map(|p| p.finish(&mut stats)).transpose()?.unwrap_or_default();
     stats.lost = stats.lost_by_cause.values().sum();
     pipeline
@@ -399,7 +399,7 @@ fn capture(
         line.push_str(&format!(", {} HTTP exchanges", pipeline.http_exchanges()));
     }
     eprintln!("{line}{pcap_summary}");
-    if stats.lost_by_cause.get("ringbuf_full").is_some_and(|&n| n > 0) {
+    if stats.lost_by_cause.get(&LossCause::RingbufFull).is_some_and(|&n| n > 0) {
         eprintln!(
             "tlstap: the ring buffer ({} MiB) filled up: a larger --ringbuf-mb absorbs longer bursts and bigger calls; \
              when the CPUs are saturated, tlstap keeps up at a higher priority (nice, and its autogroup: see README)",

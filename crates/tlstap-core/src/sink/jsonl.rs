@@ -57,7 +57,8 @@ enum Record<'a> {
         events: u64,
         bytes: u64,
         lost: u64,
-        lost_by_cause: &'a BTreeMap<&'static str, u64>,
+        /// By name: the keys sort as the README lists them, alphabetically.
+        lost_by_cause: BTreeMap<&'static str, u64>,
         binaries_not_hooked: u64,
     },
     Ready {
@@ -173,7 +174,7 @@ impl<W: Write> Sink for JsonlSink<W> {
                 events: s.events,
                 bytes: s.bytes,
                 lost: s.lost,
-                lost_by_cause: &s.lost_by_cause,
+                lost_by_cause: s.lost_by_cause.iter().map(|(c, n)| (c.name(), *n)).collect(),
                 binaries_not_hooked: s.binaries_not_hooked,
             },
         };
