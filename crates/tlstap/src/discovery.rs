@@ -206,7 +206,7 @@ impl Discovery {
         let analysis = match self.analyses.get(&id) {
             Some(analysis) => Rc::clone(analysis),
             None => {
-                let outcome = Target::analyze_file(file, &exe, &shown_path);
+                let outcome = Target::analyze_file_within_deadline(file, &exe, &shown_path);
                 // A file that could not be read (its process exited meanwhile) says nothing
                 // about the binary: only what its bytes showed is remembered.
                 let unreadable =

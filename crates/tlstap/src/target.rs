@@ -19,6 +19,9 @@ pub struct ProbeSet {
     pub h2_headers: bool,
 }
 
+/// The longest an analysis may take (the largest real Go binaries take well under a second).
+pub const ANALYSIS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A Go binary ready to be hooked.
 #[derive(Debug)]
 pub struct Target {
@@ -51,6 +54,32 @@ impl Target {
     pub fn analyze_named(path: &Path, name: &Path) -> Result<Target> {
         let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", name.display()))?;
         Target::analyze_file(file, path, name)
+    }
+
+    /// [`Target::analyze_file`] on a thread of its own, given up after [`ANALYSIS_DEADLINE`]: a
+    /// file crafted to be slow to analyse costs that much once, never the capture. (The
+    /// thread then finishes on its own; analysis is bounded, so it does.)
+    pub fn analyze_file_within_deadline(file: std::fs::File, path: &Path, name: &Path) -> Result<Target> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (path_owned, name_owned) = (path.to_path_buf(), name.to_path_buf());
+        std::thread::Builder::new()
+            .name("tlstap-analysis".to_string())
+            .spawn(move || {
+                // Testing only: an analysis that takes this long.
+                if let Some(ms) = std::env::var("TLSTAP_TEST_ANALYSIS_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                }
+                let _ = tx.send(Target::analyze_file(file, &path_owned, &name_owned));
+            })
+            .context("starting an analysis thread")?;
+        let deadline = std::env::var("TLSTAP_TEST_ANALYSIS_DEADLINE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(ANALYSIS_DEADLINE, std::time::Duration::from_millis);
+        match rx.recv_timeout(deadline) {
+            Ok(result) => result,
+            Err(_) => bail!("{}: its analysis took over {deadline:?}: not hooked", name.display()),
+        }
     }
 
     /// Analyses the open `file` (opened by `path`), naming it `name` in messages.

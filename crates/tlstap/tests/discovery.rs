@@ -480,3 +480,42 @@ fn a_held_process_is_continued_by_the_deadline_whatever_blocks_the_loop() {
     server.signal(libc::SIGTERM);
     server.wait_timeout(patience(10));
 }
+
+/// An analysis that overruns its deadline (here made slow on purpose) is given up: the binary is
+/// skipped with one line under -v, counted as not hooked, and the capture goes on without it.
+#[test]
+fn an_analysis_past_its_deadline_is_given_up_and_counted() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("discovery-slow");
+    let bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "srv-slow");
+    let server = Server::start(&bin, &dir.path("manifest.jsonl"), &[]);
+    let out = dir.path("out.jsonl");
+    let mut tlstap = Proc::spawn(
+        Command::new(TLSTAP)
+            .args(["gotls", "-v", "--comm", "srv-slow", "--raw", "--format", "jsonl", "-o"])
+            .arg(&out)
+            .env("TLSTAP_TEST_ANALYSIS_DELAY_MS", "5000")
+            .env("TLSTAP_TEST_ANALYSIS_DEADLINE_MS", "300")
+            .stderr(std::fs::File::create(dir.path("err")).unwrap()),
+        "tlstap",
+    );
+    let deadline = std::time::Instant::now() + patience(30);
+    while !read_jsonl(&out).iter().any(|r| r["type"] == "ready") {
+        assert!(std::time::Instant::now() < deadline, "not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tlstap.signal(libc::SIGINT);
+    assert!(tlstap.wait_timeout(patience(30)).success());
+    server.stop();
+    let records = read_jsonl(&out);
+    let ready = records.iter().find(|r| r["type"] == "ready").unwrap();
+    assert_eq!(ready["binaries"], 0, "{ready}");
+    let stats = records.iter().find(|r| r["type"] == "stats").unwrap();
+    assert_eq!(stats["binaries_not_hooked"], 1, "{stats}");
+    let said = std::fs::read_to_string(dir.path("err")).unwrap();
+    let lines: Vec<&str> = said.lines().filter(|l| l.contains("analysis took over 300ms")).collect();
+    assert_eq!(lines.len(), 1, "{said}");
+}
