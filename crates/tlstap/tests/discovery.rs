@@ -376,6 +376,27 @@ fn go_tls_programs_left_unhooked_are_counted() {
     assert!(capture.stderr.contains("has no RET instruction"), "-v says why: {}", capture.stderr);
 }
 
+/// Host-wide tlstap with `args` and test-only environment `env` (jsonl to `out`, stderr to
+/// `err`), waited for until its ready record.
+fn host_tlstap_with_env(args: &[&str], env: &[(&str, &str)], out: &Path, err: &Path) -> Proc {
+    let mut cmd = Command::new(TLSTAP);
+    cmd.arg("gotls").args(args).args(["--raw", "--format", "jsonl", "-o"]).arg(out).envs(env.iter().copied());
+    let tlstap = Proc::spawn(cmd.stderr(std::fs::File::create(err).unwrap()), "tlstap");
+    let deadline = std::time::Instant::now() + patience(30);
+    while !read_jsonl(out).iter().any(|r| r["type"] == "ready") {
+        assert!(std::time::Instant::now() < deadline, "not ready: {}", std::fs::read_to_string(err).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tlstap
+}
+
+/// A fixture server started while a tlstap may hold it at exec (so its LISTEN line is read later).
+fn spawn_held_server(bin: &Path, dir: &TempDir) -> Proc {
+    let mut cmd = Command::new(bin);
+    cmd.args(["server", "--manifest"]).arg(dir.path("m.jsonl")).stdout(std::process::Stdio::piped());
+    Proc::spawn(&mut cmd, "server")
+}
+
 /// The state letter of a process (/proc/PID/stat's third field).
 fn process_state(pid: u32) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -394,23 +415,10 @@ fn a_process_a_killed_tlstap_held_is_continued_by_the_next() {
     let dir = TempDir::new("discovery-stranded");
     let bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "srv-stranded");
     let (out, err) = (dir.path("first.jsonl"), dir.path("first.err"));
-    let mut first = Proc::spawn(
-        Command::new(TLSTAP)
-            .args(["gotls", "--catch-exec", "--comm", "srv-stranded", "--raw", "--format", "jsonl", "-o"])
-            .arg(&out)
-            .env("TLSTAP_TEST_CONTINUE_DELAY_MS", "60000")
-            .stderr(std::fs::File::create(&err).unwrap()),
-        "tlstap",
-    );
+    let args = ["--catch-exec", "--comm", "srv-stranded"];
+    let mut first = host_tlstap_with_env(&args, &[("TLSTAP_TEST_CONTINUE_DELAY_MS", "60000")], &out, &err);
     let deadline = std::time::Instant::now() + patience(30);
-    while !read_jsonl(&out).iter().any(|r| r["type"] == "ready") {
-        assert!(std::time::Instant::now() < deadline, "not ready: {}", std::fs::read_to_string(&err).unwrap());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut server = Proc::spawn(
-        Command::new(&bin).args(["server", "--manifest"]).arg(dir.path("m.jsonl")).stdout(std::process::Stdio::piped()),
-        "server",
-    );
+    let mut server = spawn_held_server(&bin, &dir);
     while !std::fs::read_to_string(&err).unwrap().contains("holding pid") {
         assert!(std::time::Instant::now() < deadline, "not held: {}", std::fs::read_to_string(&err).unwrap());
         std::thread::sleep(Duration::from_millis(20));
@@ -450,24 +458,9 @@ fn a_held_process_is_continued_by_the_deadline_whatever_blocks_the_loop() {
     let dir = TempDir::new("discovery-watchdog");
     let bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "srv-watchdog");
     let (out, err) = (dir.path("out.jsonl"), dir.path("err"));
-    let mut tlstap = Proc::spawn(
-        Command::new(TLSTAP)
-            .args(["gotls", "--catch-exec", "--comm", "srv-watchdog", "--raw", "--format", "jsonl", "-o"])
-            .arg(&out)
-            .env("TLSTAP_TEST_CONTINUE_DELAY_MS", "60000")
-            .env("TLSTAP_TEST_HELD_DEADLINE_MS", "1000")
-            .stderr(std::fs::File::create(&err).unwrap()),
-        "tlstap",
-    );
-    let deadline = std::time::Instant::now() + patience(30);
-    while !read_jsonl(&out).iter().any(|r| r["type"] == "ready") {
-        assert!(std::time::Instant::now() < deadline, "not ready: {}", std::fs::read_to_string(&err).unwrap());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut server = Proc::spawn(
-        Command::new(&bin).args(["server", "--manifest"]).arg(dir.path("m.jsonl")).stdout(std::process::Stdio::piped()),
-        "server",
-    );
+    let env = [("TLSTAP_TEST_CONTINUE_DELAY_MS", "60000"), ("TLSTAP_TEST_HELD_DEADLINE_MS", "1000")];
+    let mut tlstap = host_tlstap_with_env(&["--catch-exec", "--comm", "srv-watchdog"], &env, &out, &err);
+    let mut server = spawn_held_server(&bin, &dir);
     // The loop is stalled for a minute: only the watchdog can let the server get to listen.
     let started = std::time::Instant::now();
     let mut line = String::new();
@@ -492,21 +485,9 @@ fn an_analysis_past_its_deadline_is_given_up_and_counted() {
     let dir = TempDir::new("discovery-slow");
     let bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "srv-slow");
     let server = Server::start(&bin, &dir.path("manifest.jsonl"), &[]);
-    let out = dir.path("out.jsonl");
-    let mut tlstap = Proc::spawn(
-        Command::new(TLSTAP)
-            .args(["gotls", "-v", "--comm", "srv-slow", "--raw", "--format", "jsonl", "-o"])
-            .arg(&out)
-            .env("TLSTAP_TEST_ANALYSIS_DELAY_MS", "5000")
-            .env("TLSTAP_TEST_ANALYSIS_DEADLINE_MS", "300")
-            .stderr(std::fs::File::create(dir.path("err")).unwrap()),
-        "tlstap",
-    );
-    let deadline = std::time::Instant::now() + patience(30);
-    while !read_jsonl(&out).iter().any(|r| r["type"] == "ready") {
-        assert!(std::time::Instant::now() < deadline, "not ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (out, err) = (dir.path("out.jsonl"), dir.path("err"));
+    let env = [("TLSTAP_TEST_ANALYSIS_DELAY_MS", "5000"), ("TLSTAP_TEST_ANALYSIS_DEADLINE_MS", "300")];
+    let mut tlstap = host_tlstap_with_env(&["-v", "--comm", "srv-slow"], &env, &out, &err);
     tlstap.signal(libc::SIGINT);
     assert!(tlstap.wait_timeout(patience(30)).success());
     server.stop();
@@ -515,7 +496,7 @@ fn an_analysis_past_its_deadline_is_given_up_and_counted() {
     assert_eq!(ready["binaries"], 0, "{ready}");
     let stats = records.iter().find(|r| r["type"] == "stats").unwrap();
     assert_eq!(stats["binaries_not_hooked"], 1, "{stats}");
-    let said = std::fs::read_to_string(dir.path("err")).unwrap();
+    let said = std::fs::read_to_string(&err).unwrap();
     let lines: Vec<&str> = said.lines().filter(|l| l.contains("analysis took over 300ms")).collect();
     assert_eq!(lines.len(), 1, "{said}");
 }
