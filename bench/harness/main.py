@@ -19,6 +19,7 @@ from . import common
 from .base import BaseBench
 from .common import HERE, log
 from .fallbacks import FallbacksMixin
+from .fast import FastMixin
 from .httpview import HttpViewMixin
 from .overhead import OverheadMixin
 from .pinned import PinnedMixin
@@ -30,7 +31,7 @@ from .throughput import ThroughputMixin
 
 
 class Bench(BaseBench, OverheadMixin, PinnedMixin, ProfilingMixin, ThroughputMixin, StartupMixin, FallbacksMixin,
-            HttpViewMixin, ReportMixin):
+            HttpViewMixin, FastMixin, ReportMixin):
     """One benchmark run: setup and primitives (base), the four measurements, the report."""
 
 
@@ -46,8 +47,8 @@ def main():
     ap.add_argument("--tp-hey-requests-8m", type=int, default=16)
     ap.add_argument("--tp-hey-conns", type=int, default=4)
     ap.add_argument("--startup-reps", type=int, default=5)
-    ap.add_argument("--only", default="overhead,pinned,throughput,startup,fallbacks,httpview",
-                    help="comma list of sections (fallbacks or httpview alone rewrite only their own part of BENCHMARKS.md)")
+    ap.add_argument("--only", default="overhead,pinned,throughput,startup,fallbacks,httpview,fast",
+                    help="comma list of sections (fallbacks, httpview or fast alone rewrite only their own part of BENCHMARKS.md)")
     ap.add_argument("--go", default="1.27", help="Go version of the fixture (default 1.27)")
     ap.add_argument("--tlstap", help="use this tlstap binary (no cargo build)")
     ap.add_argument("--no-build", action="store_true", help="use target/release/tlstap as it is")
@@ -68,7 +69,7 @@ def main():
     if a.quick:
         a.no_write = True  # a smoke test never replaces the published numbers
     # A fallbacks-only run keeps its raw results apart: latest.* hold the last full run's.
-    a.stem = "quick" if a.quick else a.only if a.only in ("fallbacks", "httpview") else "latest"
+    a.stem = "quick" if a.quick else a.only if a.only in ("fallbacks", "httpview", "fast") else "latest"
     common.LOG = open(os.path.join(HERE, "results", a.stem + ".txt"), "w")
     b = Bench(a)
 
@@ -94,6 +95,8 @@ def main():
         b.fallbacks()
     if "httpview" in only:
         b.httpview()
+    if "fast" in only:
+        b.fast()
     b.res["runtime_s"] = time.monotonic() - t0
     log(f"== done in {b.res['runtime_s']/60:.1f} min")
     b.write()

@@ -7,6 +7,7 @@ import os
 
 from .common import HERE, MARK_BEGIN, MARK_END, ROOT, log
 from .fallbacks import MARK_BEGIN as FB_BEGIN, MARK_END as FB_END, fallbacks_report
+from .fast import MARK_BEGIN as FAST_BEGIN, MARK_END as FAST_END, fast_report
 from .httpview import MARK_BEGIN as HV_BEGIN, MARK_END as HV_END, httpview_report
 from .pinned import pinned_report
 from .stats import f, med, spread
@@ -20,13 +21,14 @@ class ReportMixin:
         with open(os.path.join(HERE, "results", self.a.stem + ".json"), "w") as fh:
             json.dump(self.res, fh, indent=1, default=str)
         sections = self.res["sections"]
-        main_ran = any(k not in ("fallbacks", "httpview") for k in sections)
+        main_ran = any(k not in ("fallbacks", "httpview", "fast") for k in sections)
         md = report(self.res, self.a) if main_ran else ""
         fb = fallbacks_report(sections["fallbacks"], self.a, self.res["machine"]) if "fallbacks" in sections else ""
         hv = httpview_report(sections["httpview"], self.a, self.res["machine"]) if "httpview" in sections else ""
+        fast = fast_report(sections["fast"], self.a, self.res["machine"]) if "fast" in sections else ""
         if self.a.no_write:
             with open(os.path.join(HERE, "results", self.a.stem + ".md"), "w") as fh:
-                fh.write(md + "\n" + fb + "\n" + hv + "\n")
+                fh.write(md + "\n" + fb + "\n" + hv + "\n" + fast + "\n")
             log(f"== report in bench/results/{self.a.stem}.md (BENCHMARKS.md untouched)")
             return
         path = os.path.join(ROOT, "BENCHMARKS.md")
@@ -39,6 +41,10 @@ class ReportMixin:
             old = old.split(HV_BEGIN)[0] + HV_BEGIN + "\n" + hv + "\n" + HV_END + old.split(HV_END, 1)[1]
         elif hv:
             old += "\n## The HTTP view and the HTTP/2 header hooks (issue 14)\n\n" + HV_BEGIN + "\n" + hv + "\n" + HV_END + "\n"
+        if fast and FAST_BEGIN in old and FAST_END in old:
+            old = old.split(FAST_BEGIN)[0] + FAST_BEGIN + "\n" + fast + "\n" + FAST_END + old.split(FAST_END, 1)[1]
+        elif fast:
+            old += "\n## Overhead against a fast server (issue 16)\n\n" + FAST_BEGIN + "\n" + fast + "\n" + FAST_END + "\n"
         if not main_ran:
             new = old
         elif MARK_BEGIN in old and MARK_END in old:
