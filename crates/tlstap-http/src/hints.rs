@@ -25,10 +25,18 @@ use tlstap_core::http::Header;
 pub type GoField = (Vec<u8>, Vec<u8>);
 
 /// Fields queued per encoder at most (older ones are dropped; a bound connection then stops
-/// agreeing and is unbound).
-const MAX_QUEUED: usize = 4096;
+/// agreeing and is unbound). A queue is drained block by block as its connection's bytes are
+/// decoded, so it holds what one flush encodes: tens of fields.
+const MAX_QUEUED: usize = 512;
 /// Encoders tracked at most (all are forgotten past this; they rebind on their next block).
-const MAX_ENCODERS: usize = 4096;
+const MAX_ENCODERS: usize = 1024;
+/// Bytes of queued names and values at most (fields are up to 8 KiB): past it every queue is
+/// forgotten, as past MAX_ENCODERS.
+const MAX_BYTES: usize = 32 << 20;
+
+fn size(field: &Option<GoField>) -> usize {
+    field.as_ref().map_or(0, |(n, v)| n.len() + v.len())
+}
 
 /// Sent fields of every hooked process, by (process, encoder).
 #[derive(Debug, Default)]
@@ -37,20 +45,34 @@ pub struct SentFields {
     queues: FxHashMap<(u32, u64), VecDeque<Option<GoField>>>,
     /// Encoders a connection is bound to (not offered to other connections).
     bound: FxHashSet<(u32, u64)>,
+    /// Bytes held in `queues`.
+    bytes: usize,
 }
 
 impl SentFields {
     /// A field the program's encoder `encoder` was given, in order.
     pub fn push(&mut self, process: u32, encoder: u64, field: Option<GoField>) {
-        if self.queues.len() >= MAX_ENCODERS && !self.queues.contains_key(&(process, encoder)) {
+        let new_encoder = !self.queues.contains_key(&(process, encoder));
+        if (self.queues.len() >= MAX_ENCODERS && new_encoder) || self.bytes + size(&field) > MAX_BYTES {
             self.queues.clear();
             self.bound.clear();
+            self.bytes = 0;
         }
         let queue = self.queues.entry((process, encoder)).or_default();
         if queue.len() >= MAX_QUEUED {
-            queue.pop_front();
+            if let Some(old) = queue.pop_front() {
+                self.bytes -= size(&old);
+            }
         }
+        self.bytes += size(&field);
         queue.push_back(field);
+    }
+
+    /// Takes the first `n` fields of the queue at `key` (which holds at least `n`).
+    fn drain(&mut self, key: (u32, u64), n: usize) -> Option<Vec<Option<GoField>>> {
+        let fields: Vec<_> = self.queues.get_mut(&key)?.drain(..n).collect();
+        self.bytes -= fields.iter().map(size).sum::<usize>();
+        Some(fields)
     }
 
     /// The program's fields of a block it wrote, decoded from the wire as `decoded`, taken from
@@ -64,9 +86,9 @@ impl SentFields {
     ) -> Option<Vec<Option<GoField>>> {
         let n = decoded.len();
         if let Some(encoder) = *bound {
-            let queue = self.queues.get_mut(&(process, encoder));
-            if let Some(queue) = queue.filter(|q| q.len() >= n && agrees(decoded, q.iter().take(n))) {
-                return Some(queue.drain(..n).collect());
+            let queue = self.queues.get(&(process, encoder));
+            if queue.is_some_and(|q| q.len() >= n && agrees(decoded, q.iter().take(n))) {
+                return self.drain((process, encoder), n);
             }
             self.bound.remove(&(process, encoder));
             *bound = None;
@@ -83,13 +105,15 @@ impl SentFields {
         }
         self.bound.insert(key);
         *bound = Some(key.1);
-        self.queues.get_mut(&key).map(|queue| queue.drain(..n).collect())
+        self.drain(key, n)
     }
 
     /// A connection bound to `encoder` ended: the encoder is free for matching again.
     pub fn release(&mut self, process: u32, encoder: u64) {
         self.bound.remove(&(process, encoder));
-        self.queues.remove(&(process, encoder));
+        if let Some(queue) = self.queues.remove(&(process, encoder)) {
+            self.bytes -= queue.iter().map(size).sum::<usize>();
+        }
     }
 }
 
@@ -186,5 +210,23 @@ mod tests {
         let mut only = SentFields::default();
         only.push(1, 0xA, go("x", "y"));
         assert_eq!(only.take_block(1, &mut bound, &[unknown()]), None);
+    }
+
+    /// Queued bytes are bounded: past the bound every queue is forgotten (the count restarts).
+    #[test]
+    fn queued_bytes_are_bounded() {
+        let mut sent = SentFields::default();
+        let big = "v".repeat(8000);
+        for i in 0..(MAX_BYTES / 8000 + 10) as u64 {
+            sent.push(1, i % 100, go("n", &big));
+            assert!(sent.bytes <= MAX_BYTES);
+        }
+        let held: usize = sent.queues.values().flatten().map(size).sum();
+        assert_eq!(held, sent.bytes, "the count matches what is held");
+        let mut bound = None;
+        sent.push(1, 7777, go(":status", "200"));
+        assert!(sent.take_block(1, &mut bound, &[Header::new(":status", "200")]).is_some());
+        let held: usize = sent.queues.values().flatten().map(size).sum();
+        assert_eq!(held, sent.bytes, "and after a drain");
     }
 }
