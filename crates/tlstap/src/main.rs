@@ -4,6 +4,7 @@ mod cli;
 mod discovery;
 mod output;
 mod pipeline;
+mod request;
 mod run;
 mod system;
 mod target;
@@ -19,10 +20,16 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`tlstap … | head`): the capture is over, and that is no error.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             // One line: the error and its causes, outermost first.
             eprintln!("tlstap: error: {err:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }

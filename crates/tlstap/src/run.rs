@@ -1,161 +1,31 @@
-//! `tlstap gotls`: resolve the request, then run the capture until a signal. The capture loop
-//! drains the ring buffer, reassembles calls and feeds the sink; at the end it detaches every
-//! probe, writes the totals and prints a one-line summary to stderr.
+//! `tlstap gotls`: resolve the request (request.rs), then run the capture until a signal.
+//! The capture loop drains the ring buffer, reassembles calls and feeds the sink; at the end
+//! it detaches every probe, writes the totals and prints a one-line summary to stderr.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
 use std::mem::MaybeUninit;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use tlstap_bpf::{Capture, CaptureOptions, Feature, KernelFeatures, RingReader};
+use tlstap_bpf::{Capture, CaptureOptions, KernelFeatures, RingReader};
 use tlstap_core::event::{AttachEvent, Event, LossCause, Stats};
 use tlstap_core::sink::Sink;
-use tlstap_pcap::{PcapMode, PcapRequest};
+use tlstap_pcap::PcapMode;
 
-use crate::cli::{Format, GotlsArgs, Mode};
+use crate::cli::GotlsArgs;
 use crate::discovery::Discovery;
 use crate::output::{open_keylog_sink, open_sink};
-use crate::pipeline::{Pipeline, View};
+use crate::pipeline::Pipeline;
+use crate::request::{Request, Scope};
 use crate::system;
-use crate::target::{binary_of_pid, ProbeSet, Target};
+use crate::target::{ProbeSet, Target};
 
 /// How long one ring-buffer poll waits before the loop checks for signals and stale calls.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// What `gotls` was asked to do, resolved and validated.
-/// What to hook.
-#[derive(Debug)]
-enum Scope {
-    /// One binary: every process running it, now and later.
-    Binary(PathBuf),
-    /// Every Go TLS process on the host, and new ones as they exec.
-    Host,
-}
-
-#[derive(Debug)]
-struct Request {
-    scope: Scope,
-    comm: Option<String>,
-    catch_exec: bool,
-    /// Host-wide: how long a binary stays hooked after its last process exited.
-    linger: Duration,
-    verbose: bool,
-    /// Capture plaintext (Read/Write probes).
-    data: bool,
-    /// --h2-hooks: Go's HTTP/2 header paths hooked too.
-    h2_hooks: bool,
-    /// Capture TLS secrets (writeKeyLog probe); with a file when `keylog_file` is set.
-    secrets: bool,
-    keylog_file: Option<PathBuf>,
-    pid: Option<u32>,
-    uid: Option<u32>,
-    format: Format,
-    output: Option<PathBuf>,
-    /// Per call, or HTTP decoded.
-    view: View,
-    ringbuf_bytes: u32,
-    dry_run: bool,
-    null_probes: bool,
-    read_slots: Option<u32>,
-    /// Kernel features not to use though present (tests force their fallbacks).
-    disabled_features: Vec<Feature>,
-    /// `--btf`: the running kernel's BTF, where it has none of its own.
-    btf_file: Option<PathBuf>,
-    /// `-m pcap`: packets to a pcapng file (plaintext events only tell whose they are).
-    pcap: Option<PcapRequest>,
-}
-
-/// Pcap mode's options, checked; None outside pcap mode (where they are refused).
-fn pcap_request(args: &GotlsArgs) -> Result<Option<PcapRequest>> {
-    if args.mode != Mode::Pcap {
-        if args.pcap_file.is_some() || args.ifname.is_some() || args.all || !args.filter.is_empty() {
-            bail!("-w/--pcapfile, -i/--ifname, --all and a FILTER belong to -m pcap");
-        }
-        return Ok(None);
-    }
-    let file = args.pcap_file.clone().context("-m pcap needs -w/--pcapfile FILE")?;
-    let ifname = args.ifname.clone().context("-m pcap needs -i/--ifname IFACE")?;
-    let side = match (args.format, args.hex) {
-        (Format::Jsonl, false) => Some(args.output.clone()),
-        _ if args.output.is_some() => bail!("in -m pcap, -o/--output is for the --format jsonl side stream"),
-        _ => None,
-    };
-    let filter = (!args.filter.is_empty()).then(|| args.filter.join(" "));
-    Ok(Some(PcapRequest { ifname, file, all: args.all, filter, side, pid: args.pid, uid: args.uid }))
-}
-
-impl Request {
-    fn resolve(args: GotlsArgs) -> Result<Request> {
-        let pcap = pcap_request(&args)?;
-        if args.h2_hooks && args.mode != Mode::Text {
-            bail!("--h2-hooks belongs to the HTTP view of -m text");
-        }
-        let data = match args.mode {
-            Mode::Text | Mode::Pcap => true,
-            Mode::Keylog if args.keylog_file.is_none() => bail!("-m keylog needs -k/--keylogfile FILE"),
-            Mode::Keylog => false,
-        };
-        let scope = match (args.elfpath, args.pid) {
-            (Some(path), _) => Scope::Binary(path),
-            (None, Some(pid)) => Scope::Binary(binary_of_pid(pid)?),
-            (None, None) if args.dry_run => bail!("--dry-run needs --elfpath BINARY or --pid PID"),
-            (None, None) => Scope::Host,
-        };
-        if args.catch_exec && !matches!(scope, Scope::Host) {
-            bail!("--catch-exec applies to host-wide capture (no --elfpath or --pid)");
-        }
-        // BPF names held processes by their host PIDs; in another PID namespace tlstap would
-        // continue the wrong process, or none, and leave the held one stopped.
-        if args.catch_exec && !system::in_host_pid_namespace() {
-            bail!("--catch-exec needs tlstap in the host's PID namespace (run it on the host, or with --pid=host)");
-        }
-        let ringbuf_bytes = args
-            .ringbuf_mib
-            .checked_mul(1024 * 1024)
-            .filter(|b| b.is_power_of_two() && *b <= 1 << 30)
-            .with_context(|| format!("--ringbuf-mb {} must be a power of two up to 1024", args.ringbuf_mib))?;
-        let mut disabled_features = args.disable_feature;
-        if args.attach_per_offset {
-            disabled_features.push(Feature::UprobeMulti);
-        }
-        if let Some(btf) = &args.btf {
-            std::fs::File::open(btf).with_context(|| format!("cannot read the BTF file {}", btf.display()))?;
-        }
-        Ok(Request {
-            scope,
-            comm: args.comm,
-            catch_exec: args.catch_exec,
-            linger: Duration::from_secs(args.linger),
-            verbose: args.verbose,
-            data,
-            h2_hooks: args.h2_hooks,
-            secrets: args.mode != Mode::Text || args.keylog_file.is_some(),
-            keylog_file: args.keylog_file,
-            pid: args.pid,
-            uid: args.uid,
-            format: if args.hex { Format::Hex } else { args.format },
-            output: args.output,
-            // HTTP is decoded for the plaintext output only: pcap mode's sink learns processes
-            // from every call, and the key log has no calls.
-            view: match args.mode {
-                Mode::Text if !args.raw => View::Http { calls_too: args.data, go_reports: args.h2_hooks },
-                _ => View::Calls,
-            },
-            ringbuf_bytes,
-            dry_run: args.dry_run,
-            null_probes: args.null_probes,
-            read_slots: args.read_slots,
-            disabled_features,
-            btf_file: args.btf,
-            pcap,
-        })
-    }
-}
 
 /// --catch-exec: the longest a process stays stopped at exec, whatever holds tlstap up (a
 /// watchdog thread continues it then, hooked or not). Generous: analysing a large binary on
@@ -176,7 +46,7 @@ pub fn gotls(args: GotlsArgs) -> Result<()> {
         if request.dry_run {
             // Probing the kernel loads test programs: root only. Without, the plan says so.
             let features = system::check_privileges().ok().map(|()| kernel_features(&request));
-            return print_plan(target, features.as_ref()).or_else(quiet_if_broken_pipe);
+            return print_plan(target, features.as_ref()).map_err(output_error);
         }
         target.check_runnable()?;
     }
@@ -331,7 +201,7 @@ fn capture(
                 abi: target.abi_name(),
                 probes: handle.probes,
             };
-            pipeline.borrow_mut().write(&Event::Attach(attach)).or_else(quiet_if_broken_pipe)?;
+            pipeline.borrow_mut().write(&Event::Attach(attach)).map_err(output_error)?;
             None
         }
         None => {
@@ -351,8 +221,8 @@ fn capture(
         (None, Some(t)) => (1, crate::system::processes_running(&t.attach_path())),
         (None, None) => (0, 0),
     };
-    pipeline.borrow_mut().write(&Event::Ready { binaries, processes }).or_else(quiet_if_broken_pipe)?;
-    pipeline.borrow_mut().tick(None).or_else(quiet_if_broken_pipe)?;
+    pipeline.borrow_mut().write(&Event::Ready { binaries, processes }).map_err(output_error)?;
+    pipeline.borrow_mut().tick(None).map_err(output_error)?;
     let watching = if discovery.is_some() { "; watching for new processes" } else { "" };
     eprintln!(
         "tlstap: ready: binaries hooked: {binaries}, processes running them: {processes}{watching}; Ctrl-C stops"
@@ -370,7 +240,7 @@ fn capture(
     drop(ring);
     let mut pipeline = pipeline.into_inner();
     if let Err(err) = outcome {
-        return err.downcast::<io::Error>().map_or_else(Err, quiet_if_broken_pipe);
+        return Err(err.downcast::<io::Error>().map_or_else(|other| other, output_error));
     }
 
     let mut stats = Stats {
@@ -393,7 +263,7 @@ fn capture(
         .finish_http()
         .and_then(|()| pipeline.write(&Event::Stats(&stats)))
         .and_then(|()| pipeline.tick(None))
-        .or_else(quiet_if_broken_pipe)?;
+        .map_err(output_error)?;
     let mut line = summary(&stats, pipeline.secrets, pipeline.order_gaps());
     if pipeline.http_exchanges() > 0 {
         line.push_str(&format!(", {} HTTP exchanges", pipeline.http_exchanges()));
@@ -556,11 +426,8 @@ fn summary(stats: &Stats, secrets: u64, order_gaps: u64) -> String {
     line
 }
 
-/// A closed output (`tlstap … | head`) ends the capture without an error.
-fn quiet_if_broken_pipe(err: io::Error) -> Result<()> {
-    if err.kind() == io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(err).context("writing the output")
-    }
+/// An error of the output, said as one. A closed output (`tlstap … | head`) is one too: it ends
+/// the capture, and `main` ends it quietly (the one place that decides so).
+fn output_error(err: io::Error) -> anyhow::Error {
+    anyhow::Error::new(err).context("writing the output")
 }

@@ -218,3 +218,41 @@ fn catch_exec_outside_the_host_pid_namespace_is_refused() {
     cmd.args(["--pid", "--fork", "--mount-proc", TLSTAP, "gotls", "--catch-exec"]);
     fails_with(&mut cmd, "--catch-exec needs tlstap in the host's PID namespace");
 }
+
+/// A reader that goes away (`tlstap … | head`) ends tlstap quietly: exit 0, nothing on stderr.
+#[test]
+fn a_closed_output_ends_quietly() {
+    let mut child = Command::new(TLSTAP)
+        .args(["gotls", "--dry-run", "-e"])
+        .arg(fixture("1.27", "exe", "tlsfixture"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // closed before tlstap writes a line
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The same mid-capture: the output closed before the attach record ends the capture at once,
+/// quietly (exit 0, nothing on stderr).
+#[test]
+fn a_capture_whose_output_closes_ends_quietly() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("closed-output");
+    let binary = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "srv");
+    let mut child = Command::new(TLSTAP)
+        .args(["gotls", "--raw", "-e"])
+        .arg(&binary)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
