@@ -574,7 +574,9 @@ pub fn capture_two_8mib_writes(dir: &TempDir, args: &[&str]) -> Capture {
 }
 
 /// The loss of [`capture_two_8mib_writes`] is counted as ringbuf_full and named in the
-/// summary; both writes are reported with their real length, marked truncated.
+/// summary; both writes are reported with their real length, and a write is marked truncated
+/// exactly when bytes of it are missing. (Which writes lose bytes depends on how far the reader
+/// drains while BPF emits, which a loaded machine changes: one may come whole, never both.)
 pub fn assert_big_writes_cut(capture: &Capture) {
     let stats = capture.stats();
     assert!(stats["lost_by_cause"]["ringbuf_full"].as_u64().unwrap() > 0, "{stats}");
@@ -582,10 +584,13 @@ pub fn assert_big_writes_cut(capture: &Capture) {
     let big: Vec<_> =
         capture.data("write").into_iter().filter(|(_, _, r)| r["len"].as_u64().unwrap() > 8 << 20).collect();
     assert_eq!(big.len(), 2, "both big writes reported, with their real length");
+    let mut cut = 0;
     for (_, data, record) in big {
-        assert_eq!(record["truncated"], true);
-        assert!((data.len() as u64) < record["len"].as_u64().unwrap());
+        let short = (data.len() as u64) < record["len"].as_u64().unwrap();
+        assert_eq!(record["truncated"], short, "truncated exactly when bytes are missing");
+        cut += usize::from(short);
     }
+    assert!(cut > 0, "the loss counted is marked on a write");
 }
 
 /// tshark's HTTP/2 dissector, on the decrypted capture, shows the same header fields on each
