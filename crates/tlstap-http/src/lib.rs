@@ -140,6 +140,11 @@ impl<K: Hash + Eq + Clone, C> HttpDecoder<K, C> {
 
     /// Streams held for a report longer than [`REPORT_HOLD_NS`] before `now_ns` go out as they are.
     pub fn release_held(&mut self, now_ns: u64, out: &mut dyn FnMut(&C, HttpExchange)) {
+        // Only a decoder expecting reports holds streams: spare the walk over every
+        // connection at each tick otherwise.
+        if self.go_reports.is_none() {
+            return;
+        }
         for conn in self.conns.values_mut() {
             let Protocol::Http2(h2) = &mut conn.protocol else { continue };
             let mut emitted = Vec::new();

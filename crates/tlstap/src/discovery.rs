@@ -141,9 +141,7 @@ impl Discovery {
 
     /// Hooks the binaries of every process running now.
     pub fn scan(&mut self, capture: &mut Capture<'_>, pipeline: &mut Pipeline) -> Result<()> {
-        let entries = std::fs::read_dir("/proc")?;
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        for pid in system::pids()? {
             if self.matches_filters(pid) {
                 self.consider(pid, None, capture, pipeline)?;
             }

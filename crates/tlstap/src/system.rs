@@ -32,15 +32,16 @@ pub fn continue_process(pid: u32) {
 }
 
 /// Whether process `pid` exists (a zombie counts as gone: it runs no code).
+/// The process IDs in /proc now.
+pub fn pids() -> std::io::Result<impl Iterator<Item = u32>> {
+    Ok(std::fs::read_dir("/proc")?.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()))
+}
+
 /// How many processes run the file at `binary` now (its executable is the same inode).
 pub fn processes_running(binary: &std::path::Path) -> usize {
     use std::os::unix::fs::MetadataExt as _;
-    let Ok(target) = std::fs::metadata(binary) else { return 0 };
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
-        .filter_map(|e| std::fs::metadata(e.path().join("exe")).ok())
+    let (Ok(target), Ok(pids)) = (std::fs::metadata(binary), pids()) else { return 0 };
+    pids.filter_map(|pid| std::fs::metadata(format!("/proc/{pid}/exe")).ok())
         .filter(|m| m.dev() == target.dev() && m.ino() == target.ino())
         .count()
 }
