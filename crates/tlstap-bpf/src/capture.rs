@@ -278,9 +278,12 @@ pub fn loss_cause(cause: tlstap_loss_cause) -> Option<LossCause> {
 pub struct Capture<'obj> {
     /// Uprobe links by binary index; dropping a binary's links detaches it.
     links: HashMap<u32, Vec<Link>>,
-    /// The exec/exit tracepoint links, when processes are reported.
-    /// Held only to keep the tracepoints attached; cleared by `stop_process_reports`.
+    /// The exec/exit tracepoint links, when processes are reported: attached by `reader`
+    /// (a perf buffer not yet opened refuses records, which would count as loss and let a
+    /// held process go unhooked), cleared by `stop_process_reports`.
     _process_links: Vec<Link>,
+    /// Processes are to be reported once a reader exists.
+    report_processes: bool,
     /// Indexes in the `binaries` map released by detach, reused first.
     free_binaries: Vec<u32>,
     skel: TlstapSkel<'obj>,
@@ -387,15 +390,10 @@ impl<'obj> Capture<'obj> {
         let held_pin = (opts.report_processes && opts.catch_exec && crate::held::ensure_bpffs())
             .then(|| crate::held::pin_path(std::process::id()))
             .filter(|path| skel.maps.held_processes.pin(path).is_ok());
-        let mut process_links = Vec::new();
-        if opts.report_processes {
-            for prog in [&skel.progs.on_exec, &skel.progs.on_exit] {
-                process_links.push(prog.attach().map_err(Error::Tracepoint)?);
-            }
-        }
         Ok(Capture {
             links: HashMap::new(),
-            _process_links: process_links,
+            _process_links: Vec::new(),
+            report_processes: opts.report_processes,
             free_binaries: Vec::new(),
             skel,
             attach_path,
@@ -511,6 +509,7 @@ impl<'obj> Capture<'obj> {
     /// Stops reporting (and holding) exec'd processes: the first step of shutting down, so that
     /// no process is stopped after the last ring-buffer read that would continue it.
     pub fn stop_process_reports(&mut self) {
+        self.report_processes = false;
         self._process_links.clear();
     }
 
@@ -568,12 +567,22 @@ impl<'obj> Capture<'obj> {
     }
 
     /// A handle of its own on the ring buffer the records arrive in, so that reading it does
-    /// not borrow the capture (which attaches and detaches meanwhile).
-    pub fn reader<'cb>(&self, callback: impl FnMut(&[u8]) -> i32 + 'cb) -> Result<RingReader<'cb>, Error> {
-        if self.perf_output {
-            return RingReader::perf(&self.skel.maps.perf_events, self.perf_pages, callback).map_err(Error::RingBuffer);
+    /// not borrow the capture (which attaches and detaches meanwhile). Process reports start
+    /// here, once there is somewhere for them to go; make the reader before attaching probes
+    /// for the same reason.
+    pub fn reader<'cb>(&mut self, callback: impl FnMut(&[u8]) -> i32 + 'cb) -> Result<RingReader<'cb>, Error> {
+        let reader = if self.perf_output {
+            RingReader::perf(&self.skel.maps.perf_events, self.perf_pages, callback)
+        } else {
+            RingReader::new(&self.skel.maps.events, callback)
         }
-        RingReader::new(&self.skel.maps.events, callback).map_err(Error::RingBuffer)
+        .map_err(Error::RingBuffer)?;
+        if self.report_processes && self._process_links.is_empty() {
+            for prog in [&self.skel.progs.on_exec, &self.skel.progs.on_exit] {
+                self._process_links.push(prog.attach().map_err(Error::Tracepoint)?);
+            }
+        }
+        Ok(reader)
     }
 
     /// Frees BPF's Read slots held by processes that `alive` says are gone (they died inside
