@@ -46,6 +46,7 @@ fn main() {
                     p.read_entry.file_offset,
                     p.read_returns.iter().map(|r| r.vaddr).collect::<Vec<_>>()
                 );
+                println!("  read capture {:?}", p.read_capture);
                 println!(
                     "  keylog {:x?} writeRecordLocked {:x?}",
                     p.keylog_entry.map(|k| k.vaddr),

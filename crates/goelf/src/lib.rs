@@ -20,6 +20,7 @@ mod pclnfind;
 mod pclntab;
 mod prologue;
 mod reloc;
+mod spill;
 mod symtab;
 mod textstart;
 pub mod tls;

@@ -1,7 +1,7 @@
 //! What tlstap attaches to in a Go binary: crypto/tls entry points and the RETs of
 //! `(*Conn).Read`, each with the file offset a uprobe needs.
 
-use crate::{Error, Function, GoBinary};
+use crate::{Abi, Arch, Error, Function, GoBinary};
 
 /// `func (c *Conn) Write(b []byte) (int, error)`.
 pub const CONN_WRITE: &str = "crypto/tls.(*Conn).Write";
@@ -36,6 +36,46 @@ pub struct TlsPlan {
     pub keylog_entry: Option<ProbePoint>,
     /// Entry of `crypto/tls.(*Conn).writeRecordLocked`, if linked (for reference).
     pub write_record_entry: Option<ProbePoint>,
+    /// Whether a Read can be captured at its RETs alone.
+    pub read_capture: ReadCapture,
+}
+
+/// How a `(*Conn).Read` call is captured: its connection and buffer (arguments `c` and
+/// `b.ptr`, words 0 and 1) are needed at its RET, where the result says how much was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadCapture {
+    /// At each RET alone, reading both words from the stack, where this analysis proved they
+    /// are at every RET (see spill.rs): one probe hit per Read.
+    AtReturn,
+    /// Saved at the entry and taken at the RET: two hits per Read. Says why the words could
+    /// not be proven to be on the stack.
+    EntryAndReturn { why: String },
+}
+
+impl ReadCapture {
+    /// A short name for people (`--dry-run`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReadCapture::AtReturn => "at-return",
+            ReadCapture::EntryAndReturn { .. } => "entry-and-return",
+        }
+    }
+}
+
+/// Decides [`ReadCapture`] for `read`, the binary's `(*Conn).Read`.
+fn read_capture(bin: &GoBinary<'_>, read: &Function) -> Result<ReadCapture, Error> {
+    let args = match (bin.info().arch, bin.info().abi) {
+        (Arch::Amd64, Abi::Register) => crate::spill::ArgsAt::Registers,
+        (Arch::Amd64, Abi::Stack) => crate::spill::ArgsAt::Stack,
+        (Arch::Arm64, _) => {
+            return Ok(ReadCapture::EntryAndReturn { why: "arm64 code is not analysed for it".to_string() })
+        }
+    };
+    let code = bin.code(read)?;
+    Ok(match crate::spill::args_at_returns(read.vaddr, code, args, 2) {
+        Ok(()) => ReadCapture::AtReturn,
+        Err(why) => ReadCapture::EntryAndReturn { why },
+    })
 }
 
 /// Finds the crypto/tls functions and their probe points. [`Error::NoCryptoTls`] names the
@@ -57,7 +97,9 @@ pub fn plan(bin: &GoBinary<'_>) -> Result<TlsPlan, Error> {
     if read_returns.is_empty() {
         return Err(Error::malformed(format!("{CONN_READ} at {:#x} has no RET instruction", read.vaddr)));
     }
+    let read_capture = read_capture(bin, &read)?;
     Ok(TlsPlan {
+        read_capture,
         write_entry: entry(bin, CONN_WRITE, &write)?,
         read_entry: entry(bin, CONN_READ, &read)?,
         read_returns,

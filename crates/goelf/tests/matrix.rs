@@ -98,6 +98,13 @@ fn check_binary(version: &str, arch: &str, variant: &str, data: &[u8], twin: Opt
         return Err("writeKeyLog / writeRecordLocked not found".into());
     }
     check_returns(&bin, want_arch, &read, data, &plan.read_returns)?;
+    // Every amd64 release keeps Read's c and b.ptr in their stack words at every RET (the
+    // register ABI spills them in the entry block): one probe hit per Read. arm64 is not
+    // analysed for it.
+    let want_capture = if want_arch == Arch::Amd64 { "at-return" } else { "entry-and-return" };
+    if plan.read_capture.name() != want_capture {
+        return Err(format!("Read captured {:?}, expected {want_capture}", plan.read_capture));
+    }
     let entries = [Some(&plan.write_entry), Some(&plan.read_entry), plan.keylog_entry.as_ref()];
     for entry in entries.into_iter().flatten() {
         check_entry(&bin, want_arch, data, entry)?;

@@ -47,6 +47,9 @@ enum tlstap_probe_kind {
 	TLSTAP_PROBE_KEYLOG = 4,      /* (*tls.Config).writeKeyLog, first instruction */
 	TLSTAP_PROBE_H2_SENT_FIELD = 5,     /* hpack (*Encoder).WriteField, first instruction */
 	TLSTAP_PROBE_H2_RECEIVED_BLOCK = 6, /* http2 (*Framer).readMetaFrame, each RET */
+	/* (*tls.Conn).Read, each RET, alone: c and b.ptr read from the argument words on the
+	 * stack, which goelf proved hold them at every RET (goelf/src/spill.rs) */
+	TLSTAP_PROBE_READ_RET_ALONE = 7,
 };
 
 /* The BPF cookie of an attach point: probe kind in bits 0..7, flags in 8..15, the binary's

@@ -736,6 +736,36 @@ static __always_inline void on_read_return(struct pt_regs *ctx, bool modern, __u
 			  h2_hooks ? g.g : 0);
 }
 
+/*
+ * At a RET of a Read whose argument words goelf proved to be on the stack at every RET: the
+ * whole capture of the call, one probe hit instead of two. Words 0 and 1 are c and b.ptr; n is
+ * result register 0, or stack word 4 in ABI0. A Read begun before the probes were attached is
+ * captured whole too: nothing was needed from its entry.
+ */
+static __always_inline void on_read_return_alone(struct pt_regs *ctx, bool modern, __u64 cookie,
+						 __u64 pid_tgid)
+{
+	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
+	__u64 words[5] = {};
+	__s64 n = stack_abi ? 0 : (__s64)go_reg(ctx, 0);
+
+	/* Most RETs of a busy server return data; the rest (errors, EOF) cost one branch. */
+	if (!stack_abi && n <= 0)
+		return;
+	if (bpf_probe_read_user(words, stack_abi ? sizeof(words) : 2 * sizeof(words[0]),
+				(void *)(stack_pointer(ctx) + 8))) {
+		/* The stack is mapped while its goroutine runs: not expected, but never silent. */
+		if (n > 0)
+			count_loss(TLSTAP_LOSS_READ_FAULT, n);
+		return;
+	}
+	if (stack_abi)
+		n = (__s64)words[4];
+	if (n > 0)
+		emit_call(ctx, modern, cookie, TLSTAP_DIR_READ, words[0], words[1], n, pid_tgid,
+			  h2_hooks ? go_goroutine(ctx, cookie) : 0);
+}
+
 /* The whole probe, shared by the attach flavours below; `cookie` as events.h defines it;
  * `modern` a constant: whether this program may use bpf_loop (see emit_call). `kind` is the
  * probe's role; a constant in programs of one role, so that each holds only its role's path
@@ -756,6 +786,9 @@ static __always_inline int go_tls_probe_kind(struct pt_regs *ctx, bool modern, _
 		break;
 	case TLSTAP_PROBE_READ_RET:
 		on_read_return(ctx, modern, cookie, pid_tgid);
+		break;
+	case TLSTAP_PROBE_READ_RET_ALONE:
+		on_read_return_alone(ctx, modern, cookie, pid_tgid);
 		break;
 	case TLSTAP_PROBE_KEYLOG:
 		on_keylog(ctx, stack_abi, pid_tgid);
@@ -827,6 +860,7 @@ static __always_inline __u64 cookie_of_file(struct pt_regs *ctx, __u32 kind)
 DEFINE_NOCOOKIE_PROBE(write, TLSTAP_PROBE_WRITE_ENTRY)
 DEFINE_NOCOOKIE_PROBE(read_entry, TLSTAP_PROBE_READ_ENTRY)
 DEFINE_NOCOOKIE_PROBE(read_ret, TLSTAP_PROBE_READ_RET)
+DEFINE_NOCOOKIE_PROBE(read_ret_alone, TLSTAP_PROBE_READ_RET_ALONE)
 DEFINE_NOCOOKIE_PROBE(keylog, TLSTAP_PROBE_KEYLOG)
 
 #include "h2_hooks.h"

@@ -63,6 +63,8 @@ pub enum ProbeKind {
     WriteEntry,
     ReadEntry,
     ReadReturn,
+    /// A RET of `(*Conn).Read` capturing the call alone (goelf's `ReadCapture::AtReturn`).
+    ReadReturnAlone,
     Keylog,
     /// hpack `(*Encoder).WriteField` entry (--h2-hooks).
     H2SentField,
@@ -76,6 +78,7 @@ impl ProbeKind {
             ProbeKind::WriteEntry => tlstap_probe_kind::TLSTAP_PROBE_WRITE_ENTRY,
             ProbeKind::ReadEntry => tlstap_probe_kind::TLSTAP_PROBE_READ_ENTRY,
             ProbeKind::ReadReturn => tlstap_probe_kind::TLSTAP_PROBE_READ_RET,
+            ProbeKind::ReadReturnAlone => tlstap_probe_kind::TLSTAP_PROBE_READ_RET_ALONE,
             ProbeKind::Keylog => tlstap_probe_kind::TLSTAP_PROBE_KEYLOG,
             ProbeKind::H2SentField => tlstap_probe_kind::TLSTAP_PROBE_H2_SENT_FIELD,
             ProbeKind::H2ReceivedBlock => tlstap_probe_kind::TLSTAP_PROBE_H2_RECEIVED_BLOCK,
@@ -347,6 +350,7 @@ impl<'obj> Capture<'obj> {
             &mut open.progs.go_tls_write_nocookie,
             &mut open.progs.go_tls_read_entry_nocookie,
             &mut open.progs.go_tls_read_ret_nocookie,
+            &mut open.progs.go_tls_read_ret_alone_nocookie,
             &mut open.progs.go_tls_keylog_nocookie,
         ] {
             prog.set_autoload(per_role && !null);
@@ -478,6 +482,7 @@ impl<'obj> Capture<'obj> {
                     (false, AttachPath::PerRole, ProbeKind::WriteEntry) => &progs.go_tls_write_nocookie,
                     (false, AttachPath::PerRole, ProbeKind::ReadEntry) => &progs.go_tls_read_entry_nocookie,
                     (false, AttachPath::PerRole, ProbeKind::ReadReturn) => &progs.go_tls_read_ret_nocookie,
+                    (false, AttachPath::PerRole, ProbeKind::ReadReturnAlone) => &progs.go_tls_read_ret_alone_nocookie,
                     (false, AttachPath::PerRole, ProbeKind::Keylog) => &progs.go_tls_keylog_nocookie,
                     (false, _, _) if self.legacy => &progs.go_tls_single_legacy,
                     (false, _, _) => &progs.go_tls_single,

@@ -132,6 +132,12 @@ pub struct GotlsArgs {
     #[arg(long, hide = true, value_name = "N", value_parser = parse_read_slots)]
     pub read_slots: Option<u32>,
 
+    /// Testing only: capture Reads through their entry and RETs (two probe hits per Read) even
+    /// where the binary's analysis proved the RETs alone suffice (the path of binaries where
+    /// it did not, and of arm64).
+    #[arg(long, hide = true)]
+    pub read_at_entry: bool,
+
     /// Attach one uprobe link per offset even where the kernel has uprobe_multi (the path
     /// taken on kernels before 6.6; for testing it on newer ones). Same as
     /// `--disable-feature uprobe-multi`.

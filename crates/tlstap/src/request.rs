@@ -48,6 +48,7 @@ pub(crate) struct Request {
     pub(crate) dry_run: bool,
     pub(crate) null_probes: bool,
     pub(crate) read_slots: Option<u32>,
+    pub(crate) read_at_entry: bool,
     /// Kernel features not to use though present (tests force their fallbacks).
     pub(crate) disabled_features: Vec<Feature>,
     /// `--btf`: the running kernel's BTF, where it has none of its own.
@@ -136,9 +137,20 @@ impl Request {
             dry_run: args.dry_run,
             null_probes: args.null_probes,
             read_slots: args.read_slots,
+            read_at_entry: args.read_at_entry,
             disabled_features,
             btf_file: args.btf,
             pcap,
         })
+    }
+
+    /// The probes every hooked binary gets.
+    pub(crate) fn probe_set(&self) -> crate::target::ProbeSet {
+        crate::target::ProbeSet {
+            data: self.data,
+            secrets: self.secrets,
+            h2_headers: self.h2_hooks,
+            read_at_entry: self.read_at_entry,
+        }
     }
 }

@@ -46,7 +46,7 @@ pub fn gotls(args: GotlsArgs) -> Result<()> {
         if request.dry_run {
             // Probing the kernel loads test programs: root only. Without, the plan says so.
             let features = system::check_privileges().ok().map(|()| kernel_features(&request));
-            return print_plan(target, features.as_ref()).map_err(output_error);
+            return print_plan(target, request.probe_set(), features.as_ref()).map_err(output_error);
         }
         target.check_runnable()?;
     }
@@ -90,7 +90,7 @@ fn kernel_features(request: &Request) -> KernelFeatures {
     KernelFeatures::probe().without(&request.disabled_features)
 }
 
-fn print_plan(target: &Target, features: Option<&KernelFeatures>) -> io::Result<()> {
+fn print_plan(target: &Target, set: ProbeSet, features: Option<&KernelFeatures>) -> io::Result<()> {
     use std::io::Write as _;
     let mut out = io::stdout().lock();
     writeln!(out, "binary:   {}", target.shown_path.display())?;
@@ -108,7 +108,22 @@ fn print_plan(target: &Target, features: Option<&KernelFeatures>) -> io::Result<
     };
     writeln!(out, "conn:     {conn}")?;
     let plan = &target.plan;
-    let mut points = vec![("write entry", &plan.write_entry), ("read entry", &plan.read_entry)];
+    // How Reads are captured, and why not at their RETs alone where they are not.
+    let alone = target.reads_at_return_alone(set);
+    let reads = match (&plan.read_capture, alone) {
+        (_, true) => "at return alone (1 probe hit per Read: c and b proven on the stack at every RET)".to_string(),
+        (goelf::tls::ReadCapture::AtReturn, false) => {
+            "entry and return (2 probe hits per Read: --read-at-entry)".to_string()
+        }
+        (goelf::tls::ReadCapture::EntryAndReturn { why }, false) => {
+            format!("entry and return (2 probe hits per Read: {why})")
+        }
+    };
+    writeln!(out, "reads:    {reads}")?;
+    let mut points = vec![("write entry", &plan.write_entry)];
+    if !alone {
+        points.push(("read entry", &plan.read_entry));
+    }
     points.extend(plan.read_returns.iter().map(|p| ("read return", p)));
     points.extend(plan.keylog_entry.iter().map(|p| ("keylog", p)));
     // --h2-hooks: Go's HTTP/2 header paths, where the binary has them.
@@ -183,7 +198,7 @@ fn capture(
     // buffer) drop what BPF sends before they are opened, where a ring buffer keeps it.
     let pipeline = RefCell::new(Pipeline::new(sinks, request.view));
     let ring = capture.reader(|record: &[u8]| pipeline.borrow_mut().on_record(record))?;
-    let probe_set = ProbeSet { data: request.data, secrets: request.secrets, h2_headers: request.h2_hooks };
+    let probe_set = request.probe_set();
     let mut discovery = match target {
         Some(target) => {
             let probes = target.probes(probe_set)?;

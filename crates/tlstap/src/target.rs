@@ -17,6 +17,8 @@ pub struct ProbeSet {
     pub secrets: bool,
     /// Go's HTTP/2 header paths (--h2-hooks), where the binary has them.
     pub h2_headers: bool,
+    /// Reads through their entry and RETs even where the RETs alone were proven to suffice.
+    pub read_at_entry: bool,
 }
 
 /// The longest an analysis may take (the largest real Go binaries take well under a second).
@@ -157,8 +159,12 @@ impl Target {
         let mut probes = Vec::new();
         if set.data {
             probes.push(spec(&self.plan.write_entry, ProbeKind::WriteEntry));
-            probes.push(spec(&self.plan.read_entry, ProbeKind::ReadEntry));
-            probes.extend(self.plan.read_returns.iter().map(|p| spec(p, ProbeKind::ReadReturn)));
+            if self.reads_at_return_alone(set) {
+                probes.extend(self.plan.read_returns.iter().map(|p| spec(p, ProbeKind::ReadReturnAlone)));
+            } else {
+                probes.push(spec(&self.plan.read_entry, ProbeKind::ReadEntry));
+                probes.extend(self.plan.read_returns.iter().map(|p| spec(p, ProbeKind::ReadReturn)));
+            }
         }
         if set.secrets {
             let keylog = self.plan.keylog_entry.as_ref().with_context(|| {
@@ -174,6 +180,11 @@ impl Target {
             probes.extend(self.h2.received_block_returns.iter().map(|p| spec(p, ProbeKind::H2ReceivedBlock)));
         }
         Ok(probes)
+    }
+
+    /// Whether Reads are captured at their RETs alone (one probe hit per Read, not two).
+    pub fn reads_at_return_alone(&self, set: ProbeSet) -> bool {
+        self.plan.read_capture == goelf::tls::ReadCapture::AtReturn && !set.read_at_entry
     }
 
     /// What BPF needs to know about the binary beyond its probe offsets.

@@ -213,7 +213,8 @@ fn per_offset_links_capture_the_same() {
 /// BPF keeps a Read's entry state in a slot per goroutine and, when another goroutine holds
 /// that slot, in a hash map. With one slot (`--read-slots 1`) eight connections' Reads contend
 /// for it all the time, so most take the hash map: every byte must still arrive, none
-/// counted as a Read without entry state.
+/// counted as a Read without entry state. (Reads go through their entry only where the RETs
+/// alone were not proven to suffice: `--read-at-entry` takes that path here.)
 #[test]
 fn reads_that_find_their_slot_taken_use_the_hash_map() {
     if !privileged() {
@@ -224,7 +225,7 @@ fn reads_that_find_their_slot_taken_use_the_hash_map() {
     let (server_bin, client_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "client"));
     let (server_manifest, client_manifest) = (dir.path("server.jsonl"), dir.path("client.jsonl"));
     let server = Server::start(&server_bin, &server_manifest, &[]);
-    let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap(), "--read-slots", "1"]);
+    let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap(), "--read-slots", "1", "--read-at-entry"]);
     run_client(&client_bin, &server.addr, &client_manifest, &["--requests", "200", "--conns", "8", "--sizes", SIZES]);
     let server_pid = server.proc.pid();
     let capture = tlstap.stop();

@@ -79,3 +79,29 @@ fn dry_run_of_an_arm64_binary_prints_the_plan() {
         assert!(line.ends_with(&want), "{line:?} should end with {want:?}");
     }
 }
+
+/// `--dry-run` says how Reads are captured per Go release: at their RETs alone on amd64 (the
+/// analysis proved c and b on the stack at every RET), through entry and RETs where forced
+/// or not proven (arm64), with the probes listed to match.
+#[test]
+fn dry_run_says_how_reads_are_captured() {
+    let dry_run = |binary: &std::path::Path, extra: &[&str]| {
+        let out = Command::new(TLSTAP).args(["gotls", "--dry-run", "-e"]).arg(binary).args(extra).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let count = |text: &str, what: &str| text.lines().filter(|l| l.starts_with(&format!("probe:    {what}"))).count();
+    for (version, variant) in [("1.15", "exe"), ("1.19", "exe"), ("1.27", "pie-strip")] {
+        let binary = fixture(version, variant, "tlsfixture");
+        let text = dry_run(&binary, &[]);
+        assert!(text.contains("reads:    at return alone (1 probe hit per Read"), "go{version}:\n{text}");
+        assert_eq!(count(&text, "read entry"), 0, "go{version}:\n{text}");
+        assert!(count(&text, "read return") >= 1, "go{version}:\n{text}");
+        let text = dry_run(&binary, &["--read-at-entry"]);
+        assert!(text.contains("reads:    entry and return (2 probe hits per Read: --read-at-entry)"), "{text}");
+        assert_eq!(count(&text, "read entry"), 1, "go{version}:\n{text}");
+    }
+    let text = dry_run(&fixture_for_arch("1.27", "pie", "tlsfixture", "arm64"), &[]);
+    assert!(text.contains("reads:    entry and return (2 probe hits per Read: arm64 code is not analysed"), "{text}");
+    assert_eq!(count(&text, "read entry"), 1, "{text}");
+}

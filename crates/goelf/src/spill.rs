@@ -1,0 +1,489 @@
+//! Proof that a function's first argument words can be read at every one of its RETs, from
+//! the stack, without a probe at its entry.
+//!
+//! At a RET, SP points at the return address and the caller's argument area follows it: word
+//! w of the arguments is at SP + 8 + 8w. Under Go's stack ABI the arguments live there. Under
+//! the register ABI that area holds the registers' spill slots, which the function may fill
+//! (the compiler spills an argument live across a call to its own slot) or not. A probe at the
+//! RETs alone can therefore read the arguments exactly when, on every path from the entry to
+//! every RET:
+//! - under the register ABI, word w was stored from argument register w while that register
+//!   still held the value it had at the entry;
+//! - nothing else wrote that word afterwards, nor took its address.
+//!
+//! This module decides that by abstract interpretation over the decoded control flow: per
+//! instruction, how far SP is below its entry value, which words hold their argument, which
+//! argument registers are intact and where BP points. Anything it cannot follow (an indirect
+//! jump, SP changed other than by an immediate, a store through SP with an index, a branch
+//! out of the function) makes the proof fail, never pass: a failed proof only costs a probe.
+//!
+//! Must stay true: `Ok` only when every reachable RET is proven; code not reachable by
+//! branches (blocks the runtime enters itself, such as a deferreturn after a recovered panic)
+//! is analysed as entered at the frame depth of the function's calls with no register intact.
+
+use iced_x86::{
+    Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register,
+};
+
+/// amd64 integer argument registers of Go's register ABI (ABIInternal), in order.
+const ARG_REGISTERS: [Register; 9] = [
+    Register::RAX,
+    Register::RBX,
+    Register::RCX,
+    Register::RDI,
+    Register::RSI,
+    Register::R8,
+    Register::R9,
+    Register::R10,
+    Register::R11,
+];
+
+/// Where the arguments are at the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ArgsAt {
+    /// In the registers of [`ARG_REGISTERS`] (their stack words start out unset).
+    Registers,
+    /// In the stack words already.
+    Stack,
+}
+
+/// What the interpretation knows before one instruction, on every path reaching it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct State {
+    /// How many bytes SP is below its value at the entry.
+    depth: i64,
+    /// Bit w: stack word w holds argument w.
+    saved: u16,
+    /// Bit w: argument register w holds argument w.
+    intact: u16,
+    /// BP's address relative to the entry SP, when known.
+    bp: Option<i64>,
+}
+
+impl State {
+    /// The facts true on both paths; an error when SP differs between them.
+    fn meet(self, other: State, ip: u64) -> Result<State, String> {
+        if self.depth != other.depth {
+            return Err(format!("SP differs between the paths that reach {ip:#x}"));
+        }
+        Ok(State {
+            depth: self.depth,
+            saved: self.saved & other.saved,
+            intact: self.intact & other.intact,
+            bp: if self.bp == other.bp { self.bp } else { None },
+        })
+    }
+}
+
+/// Proves that argument words `0..words` can be read at every RET of the amd64 function
+/// `code` (at `vaddr`, INT3 padding included). `Err` says why not, for people.
+pub(crate) fn args_at_returns(vaddr: u64, code: &[u8], args: ArgsAt, words: usize) -> Result<(), String> {
+    if words == 0 || words > ARG_REGISTERS.len() {
+        return Err(format!("{words} argument words cannot be proven"));
+    }
+    let padding = code.iter().rev().take_while(|&&b| b == 0xcc).count();
+    let body = &code[..code.len() - padding];
+    let mut decoder = Decoder::with_ip(64, body, vaddr, DecoderOptions::NONE);
+    let mut insts = Vec::new();
+    while decoder.can_decode() {
+        let inst = decoder.decode();
+        if inst.is_invalid() {
+            return Err(format!("undecodable code at {:#x}", inst.ip()));
+        }
+        insts.push(inst);
+    }
+    let all = (1u16 << words) - 1;
+    let entry = State {
+        depth: 0,
+        saved: if args == ArgsAt::Stack { all } else { 0 },
+        intact: if args == ArgsAt::Registers { all } else { 0 },
+        bp: None,
+    };
+    let mut flow =
+        Flow { insts: &insts, states: vec![None; insts.len()], words, args, factory: InstructionInfoFactory::new() };
+    flow.run(0, entry)?;
+    // Code no branch reaches is entered by the runtime at the depth of the function's calls
+    // (after a recovered panic, say), with what holds at every call and no register intact.
+    while let Some(start) = flow.states.iter().position(Option::is_none) {
+        let at_calls = flow.calls_meet()?.unwrap_or(State { depth: 0, saved: 0, intact: 0, bp: None });
+        flow.run(start, State { intact: 0, bp: None, ..at_calls })?;
+    }
+    for (inst, state) in insts.iter().zip(&flow.states) {
+        let Some(state) = state else { continue };
+        if inst.flow_control() != FlowControl::Return {
+            continue;
+        }
+        if state.depth != 0 {
+            return Err(format!("the RET at {:#x} runs with SP {} bytes off its entry value", inst.ip(), state.depth));
+        }
+        if state.saved & all != all {
+            let missing = (0..words).find(|w| state.saved & (1 << w) == 0).unwrap_or(0);
+            return Err(format!("argument word {missing} may not be on the stack at the RET at {:#x}", inst.ip()));
+        }
+    }
+    Ok(())
+}
+
+struct Flow<'a> {
+    insts: &'a [Instruction],
+    /// The state before each instruction; None while no path has reached it.
+    states: Vec<Option<State>>,
+    words: usize,
+    args: ArgsAt,
+    factory: InstructionInfoFactory,
+}
+
+impl Flow<'_> {
+    /// Propagates `state` from instruction `start` until nothing changes.
+    fn run(&mut self, start: usize, state: State) -> Result<(), String> {
+        let mut work = Vec::new();
+        self.merge(start, state, &mut work)?;
+        while let Some(i) = work.pop() {
+            let Some(before) = self.states[i] else { continue };
+            let inst = self.insts[i];
+            let after = self.step(&inst, before)?;
+            for next in self.successors(i, &inst)? {
+                self.merge(next, after, &mut work)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, i: usize, state: State, work: &mut Vec<usize>) -> Result<(), String> {
+        let merged = match self.states[i] {
+            None => state,
+            Some(old) => old.meet(state, self.insts[i].ip())?,
+        };
+        if self.states[i] != Some(merged) {
+            self.states[i] = Some(merged);
+            work.push(i);
+        }
+        Ok(())
+    }
+
+    /// What holds at every call reached so far from within the frame (the stack-growth call
+    /// before the frame exists is never resumed into other code), or at every call when the
+    /// function has no frame. Calls in the frame must agree on SP. None if no call is reached.
+    fn calls_meet(&self) -> Result<Option<State>, String> {
+        let calls: Vec<(u64, State)> = self
+            .insts
+            .iter()
+            .zip(&self.states)
+            .filter(|(inst, _)| matches!(inst.flow_control(), FlowControl::Call | FlowControl::IndirectCall))
+            .filter_map(|(inst, state)| state.map(|s| (inst.ip(), s)))
+            .collect();
+        let in_frame = calls.iter().any(|(_, s)| s.depth > 0);
+        let mut out: Option<State> = None;
+        for (ip, state) in calls.into_iter().filter(|(_, s)| !in_frame || s.depth > 0) {
+            out = Some(match out {
+                None => state,
+                Some(o) => o.meet(state, ip)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn index_of(&self, ip: u64) -> Option<usize> {
+        self.insts.binary_search_by_key(&ip, Instruction::ip).ok()
+    }
+
+    fn successors(&self, i: usize, inst: &Instruction) -> Result<Vec<usize>, String> {
+        let next = || (i + 1 < self.insts.len()).then_some(i + 1);
+        let target = || {
+            self.index_of(inst.near_branch_target())
+                .ok_or_else(|| format!("the branch at {:#x} leaves the function", inst.ip()))
+        };
+        Ok(match inst.flow_control() {
+            FlowControl::Return | FlowControl::Interrupt | FlowControl::Exception => Vec::new(),
+            FlowControl::UnconditionalBranch => vec![target()?],
+            FlowControl::ConditionalBranch => {
+                let mut out = vec![target()?];
+                out.extend(next());
+                out
+            }
+            FlowControl::IndirectBranch => return Err(format!("indirect jump at {:#x}", inst.ip())),
+            FlowControl::XbeginXabortXend => return Err(format!("transaction at {:#x}", inst.ip())),
+            // A call returns (or never does: the code after it is then only more conservative).
+            FlowControl::Next | FlowControl::Call | FlowControl::IndirectCall => match next() {
+                Some(n) => vec![n],
+                None if inst.mnemonic() == Mnemonic::Int3 || inst.mnemonic() == Mnemonic::Ud2 => Vec::new(),
+                None => return Err(format!("the code falls off the function's end after {:#x}", inst.ip())),
+            },
+        })
+    }
+
+    /// The state after `inst`.
+    fn step(&mut self, inst: &Instruction, before: State) -> Result<State, String> {
+        let ip = inst.ip();
+        let mut after = before;
+        // Memory written, and addresses taken, within the argument words.
+        let protected = 8..8 + 8 * self.words as i64;
+        let (memory, registers) = {
+            let info = self.factory.info(inst);
+            (info.used_memory().to_vec(), info.used_registers().to_vec())
+        };
+        for mem in &memory {
+            let writes = matches!(
+                mem.access(),
+                OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+            );
+            if !writes {
+                continue;
+            }
+            let Some(at) = stack_address(mem.base(), mem.index(), mem.displacement() as i64, before, ip)? else {
+                continue; // not the stack: pointers to the argument words come only from LEA, refused below
+            };
+            let size = mem.memory_size().size() as i64;
+            for w in 0..self.words {
+                let word = 8 + 8 * w as i64;
+                if at < word + 8 && word < at + size {
+                    after.saved &= !(1 << w);
+                    if at == word && size == 8 && self.spills(inst, w, before) {
+                        after.saved |= 1 << w;
+                    }
+                }
+            }
+        }
+        if inst.mnemonic() == Mnemonic::Lea {
+            if let Some(at) =
+                stack_address(inst.memory_base(), inst.memory_index(), inst.memory_displacement64() as i64, before, ip)?
+            {
+                if at >= protected.start {
+                    return Err(format!("the argument area's address is taken at {ip:#x}"));
+                }
+            }
+        }
+        // Registers written: argument registers lose their value; SP and BP are followed.
+        let mut sp_written = false;
+        for used in &registers {
+            if !matches!(
+                used.access(),
+                OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+            ) {
+                continue;
+            }
+            let full = used.register().full_register();
+            if let Some(w) = ARG_REGISTERS.iter().position(|&r| r == full) {
+                after.intact &= !(1u16 << w);
+            }
+            match full {
+                Register::RSP => sp_written = true,
+                Register::RBP => after.bp = None,
+                _ => {}
+            }
+        }
+        if matches!(inst.flow_control(), FlowControl::Call | FlowControl::IndirectCall) {
+            after.intact = 0; // Go's calls clobber every argument register
+        }
+        if sp_written {
+            after.depth = sp_depth_after(inst, before.depth)?;
+        }
+        after.bp = bp_after(inst, before, after.bp);
+        // A reload of an argument register from its own saved word restores it.
+        if let Some(w) = self.reload(inst, before) {
+            after.intact |= 1 << w;
+        }
+        Ok(after)
+    }
+
+    /// `inst` stores argument register w, intact, as a whole word (a spill).
+    fn spills(&self, inst: &Instruction, w: usize, before: State) -> bool {
+        self.args == ArgsAt::Registers
+            && inst.mnemonic() == Mnemonic::Mov
+            && inst.op_count() == 2
+            && inst.op0_kind() == OpKind::Memory
+            && inst.op1_kind() == OpKind::Register
+            && inst.op1_register() == ARG_REGISTERS[w]
+            && before.intact & (1 << w) != 0
+    }
+
+    /// The argument register `inst` reloads whole from its own saved word, if it does.
+    fn reload(&self, inst: &Instruction, before: State) -> Option<usize> {
+        if self.args != ArgsAt::Registers
+            || inst.mnemonic() != Mnemonic::Mov
+            || inst.op_count() != 2
+            || inst.op0_kind() != OpKind::Register
+            || inst.op1_kind() != OpKind::Memory
+        {
+            return None;
+        }
+        let w = ARG_REGISTERS.iter().position(|&r| r == inst.op0_register())?;
+        let at = stack_address(inst.memory_base(), inst.memory_index(), inst.memory_displacement64() as i64, before, 0)
+            .ok()
+            .flatten()?;
+        (w < self.words && at == 8 + 8 * w as i64 && before.saved & (1 << w) != 0).then_some(w)
+    }
+}
+
+/// The address relative to the entry SP of a memory operand based on SP or BP; None for
+/// other bases; an error where it cannot be known (an index register, BP unknown).
+fn stack_address(base: Register, index: Register, disp: i64, state: State, ip: u64) -> Result<Option<i64>, String> {
+    let from = match base {
+        Register::RSP => -state.depth,
+        Register::RBP => match state.bp {
+            Some(bp) => bp,
+            None => return Err(format!("BP-relative memory at {ip:#x} with BP unknown")),
+        },
+        _ => return Ok(None),
+    };
+    if index != Register::None {
+        return Err(format!("indexed stack memory at {ip:#x}"));
+    }
+    Ok(Some(from + disp))
+}
+
+/// SP's depth after `inst`, which writes SP; an error for any way but an immediate.
+fn sp_depth_after(inst: &Instruction, depth: i64) -> Result<i64, String> {
+    let imm = || {
+        (inst.op_count() == 2 && inst.op0_register() == Register::RSP && is_immediate(inst.op1_kind()))
+            .then(|| inst.immediate(1) as i64)
+    };
+    let moved = match inst.mnemonic() {
+        Mnemonic::Push | Mnemonic::Pushfq => Some(8),
+        Mnemonic::Pop | Mnemonic::Popfq if inst.op0_register() != Register::RSP => Some(-8),
+        // A call pushes and its callee's RET pops; a RET leaves the function.
+        Mnemonic::Call | Mnemonic::Ret => Some(0),
+        Mnemonic::Sub => imm(),
+        Mnemonic::Add => imm().map(|v| -v),
+        _ => None,
+    };
+    moved.map(|m| depth + m).ok_or_else(|| format!("SP changed by {:?} at {:#x}", inst.mnemonic(), inst.ip()))
+}
+
+fn is_immediate(kind: OpKind) -> bool {
+    matches!(kind, OpKind::Immediate8to64 | OpKind::Immediate32to64 | OpKind::Immediate8 | OpKind::Immediate32)
+}
+
+/// BP after `inst`: set from SP (`MOV RBP, RSP`, `LEA RBP, [RSP+d]`), else as the register
+/// writes left it (`written`: None when written otherwise).
+fn bp_after(inst: &Instruction, before: State, written: Option<i64>) -> Option<i64> {
+    if inst.op_count() != 2 || inst.op0_kind() != OpKind::Register || inst.op0_register() != Register::RBP {
+        return written;
+    }
+    match inst.mnemonic() {
+        Mnemonic::Mov if inst.op1_kind() == OpKind::Register && inst.op1_register() == Register::RSP => {
+            Some(-before.depth)
+        }
+        Mnemonic::Lea if inst.memory_base() == Register::RSP && inst.memory_index() == Register::None => {
+            Some(-before.depth + inst.memory_displacement64() as i64)
+        }
+        _ => written,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Assembles amd64 instructions given as byte strings.
+    fn code(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    const CMP_STACK: &[u8] = &[0x49, 0x3b, 0x66, 0x10]; // cmp rsp, [r14+0x10]
+    const PUSH_RBP: &[u8] = &[0x55];
+    const MOV_RBP_RSP: &[u8] = &[0x48, 0x89, 0xe5];
+    const SUB_RSP_0X60: &[u8] = &[0x48, 0x83, 0xec, 0x60];
+    const ADD_RSP_0X60: &[u8] = &[0x48, 0x83, 0xc4, 0x60];
+    const POP_RBP: &[u8] = &[0x5d];
+    const RET: &[u8] = &[0xc3];
+    const SPILL_RAX: &[u8] = &[0x48, 0x89, 0x44, 0x24, 0x70]; // mov [rsp+0x70], rax (word 0)
+    const SPILL_RBX: &[u8] = &[0x48, 0x89, 0x5c, 0x24, 0x78]; // mov [rsp+0x78], rbx (word 1)
+    const CALL_0: &[u8] = &[0xe8, 0, 0, 0, 0]; // call (next instruction)
+    const XOR_EAX: &[u8] = &[0x31, 0xc0];
+    const EPILOGUE: &[&[u8]] = &[ADD_RSP_0X60, POP_RBP, RET];
+
+    fn prove(parts: &[&[u8]], args: ArgsAt) -> Result<(), String> {
+        args_at_returns(0x1000, &code(parts), args, 2)
+    }
+
+    /// Go 1.21+'s shape: push rbp; mov rbp, rsp; sub rsp; spills; a call; the epilogue.
+    #[test]
+    fn spills_in_the_entry_block_are_proven() {
+        let parts =
+            [&[CMP_STACK, PUSH_RBP, MOV_RBP_RSP, SUB_RSP_0X60, SPILL_RAX, SPILL_RBX, CALL_0][..], EPILOGUE].concat();
+        assert_eq!(prove(&parts, ArgsAt::Registers), Ok(()));
+    }
+
+    #[test]
+    fn a_missing_spill_fails() {
+        let parts = [&[PUSH_RBP, SUB_RSP_0X60, SPILL_RAX, CALL_0][..], EPILOGUE].concat();
+        let err = prove(&parts, ArgsAt::Registers).unwrap_err();
+        assert!(err.contains("word 1"), "{err}");
+    }
+
+    #[test]
+    fn a_spill_of_a_clobbered_register_fails() {
+        let parts = [&[PUSH_RBP, SUB_RSP_0X60, XOR_EAX, SPILL_RAX, SPILL_RBX][..], EPILOGUE].concat();
+        let err = prove(&parts, ArgsAt::Registers).unwrap_err();
+        assert!(err.contains("word 0"), "{err}");
+        // After a call too: Go's calls clobber every argument register.
+        let parts = [&[PUSH_RBP, SUB_RSP_0X60, SPILL_RAX, CALL_0, SPILL_RBX][..], EPILOGUE].concat();
+        assert!(prove(&parts, ArgsAt::Registers).unwrap_err().contains("word 1"));
+    }
+
+    /// A spill on one branch only does not hold at the RET both branches reach.
+    #[test]
+    fn a_spill_on_one_path_only_fails() {
+        let je_over_spill: &[u8] = &[0x74, 0x05]; // je +5 (over the 5-byte spill)
+        let parts = [&[PUSH_RBP, SUB_RSP_0X60, SPILL_RAX, je_over_spill, SPILL_RBX][..], EPILOGUE].concat();
+        assert!(prove(&parts, ArgsAt::Registers).unwrap_err().contains("word 1"));
+    }
+
+    #[test]
+    fn a_later_overwrite_fails() {
+        let zero_word1: &[u8] = &[0x48, 0xc7, 0x44, 0x24, 0x78, 0, 0, 0, 0]; // mov qword [rsp+0x78], 0
+        let parts = [&[PUSH_RBP, SUB_RSP_0X60, SPILL_RAX, SPILL_RBX, CALL_0, zero_word1][..], EPILOGUE].concat();
+        assert!(prove(&parts, ArgsAt::Registers).unwrap_err().contains("word 1"));
+        // Under the stack ABI, the words hold the arguments until something writes them.
+        let at_entry: &[u8] = &[0x48, 0xc7, 0x44, 0x24, 0x10, 0, 0, 0, 0]; // mov qword [rsp+0x10], 0
+        assert_eq!(prove(&[RET], ArgsAt::Stack), Ok(()));
+        assert!(prove(&[at_entry, RET], ArgsAt::Stack).unwrap_err().contains("word 1"));
+    }
+
+    #[test]
+    fn taking_the_argument_area_s_address_fails() {
+        let lea: &[u8] = &[0x48, 0x8d, 0x7c, 0x24, 0x70]; // lea rdi, [rsp+0x70]
+        let parts = [&[PUSH_RBP, SUB_RSP_0X60, SPILL_RAX, SPILL_RBX, lea][..], EPILOGUE].concat();
+        assert!(prove(&parts, ArgsAt::Registers).unwrap_err().contains("address"));
+    }
+
+    #[test]
+    fn unfollowable_code_fails() {
+        let jmp_rax: &[u8] = &[0xff, 0xe0];
+        assert!(prove(&[SPILL_RAX, jmp_rax], ArgsAt::Registers).unwrap_err().contains("indirect"));
+        let sub_rsp_rax: &[u8] = &[0x48, 0x29, 0xc4];
+        assert!(prove(&[sub_rsp_rax, RET], ArgsAt::Stack).unwrap_err().contains("SP changed"));
+        // A RET with the frame still allocated.
+        assert!(prove(&[SUB_RSP_0X60, RET], ArgsAt::Stack).unwrap_err().contains("SP"));
+    }
+
+    /// The stack-growth path spills, calls morestack, reloads and jumps back to the entry: the
+    /// registers it reloads count as intact again.
+    #[test]
+    fn the_morestack_path_keeps_the_proof() {
+        let jbe: &[u8] = &[0x76, 0x15]; // jbe +0x15: to the morestack block below
+        let spill8: &[u8] = &[0x48, 0x89, 0x44, 0x24, 0x08]; // mov [rsp+8], rax
+        let spill16: &[u8] = &[0x48, 0x89, 0x5c, 0x24, 0x10]; // mov [rsp+0x10], rbx
+        let reload8: &[u8] = &[0x48, 0x8b, 0x44, 0x24, 0x08]; // mov rax, [rsp+8]
+        let reload16: &[u8] = &[0x48, 0x8b, 0x5c, 0x24, 0x10]; // mov rbx, [rsp+0x10]
+        let body = [CMP_STACK, jbe, PUSH_RBP, SUB_RSP_0X60, SPILL_RAX, SPILL_RBX, ADD_RSP_0X60, POP_RBP, RET].concat();
+        assert_eq!(body.len(), 6 + 0x15);
+        let back = -(body.len() as i32 + 25 + 5);
+        let jmp_back: Vec<u8> = [&[0xe9u8][..], &back.to_le_bytes()].concat();
+        let parts = [&body[..], spill8, spill16, CALL_0, reload8, reload16, &jmp_back].concat();
+        assert_eq!(prove(&[&parts[..]], ArgsAt::Registers), Ok(()));
+    }
+
+    /// A block only the runtime enters (deferreturn after a recovered panic) is analysed as
+    /// entered at the calls' depth: the spills before every call still count.
+    #[test]
+    fn blocks_no_branch_reaches_are_analysed_too() {
+        let parts =
+            [&[PUSH_RBP, SUB_RSP_0X60, SPILL_RAX, SPILL_RBX, CALL_0][..], EPILOGUE, &[CALL_0], EPILOGUE].concat();
+        assert_eq!(prove(&parts, ArgsAt::Registers), Ok(()));
+        let parts =
+            [&[PUSH_RBP, SUB_RSP_0X60, CALL_0, SPILL_RAX, SPILL_RBX][..], EPILOGUE, &[CALL_0], EPILOGUE].concat();
+        assert!(prove(&parts, ArgsAt::Registers).is_err());
+    }
+}
