@@ -1,5 +1,5 @@
-//! Proof that a function's first argument words can be read at every one of its RETs, from
-//! the stack, without a probe at its entry.
+//! Where a function's first argument words can be read without a probe at its entry: at
+//! every one of its RETs, from the stack, and at its one call of `runtime.memmove`.
 //!
 //! At a RET, SP points at the return address and the caller's argument area follows it: word
 //! w of the arguments is at SP + 8 + 8w. Under Go's stack ABI the arguments live there. Under
@@ -7,19 +7,27 @@
 //! (the compiler spills an argument live across a call to its own slot) or not. A probe at the
 //! RETs alone can therefore read the arguments exactly when, on every path from the entry to
 //! every RET:
-//! - under the register ABI, word w was stored from argument register w while that register
-//!   still held the value it had at the entry;
+//! - under the register ABI, word w was stored from a register holding argument w's entry
+//!   value (the argument register itself, or a reload of the word);
 //! - nothing else wrote that word afterwards, nor took its address.
 //!
 //! This module decides that by abstract interpretation over the decoded control flow: per
-//! instruction, how far SP is below its entry value, which words hold their argument, which
-//! argument registers are intact and where BP points. Anything it cannot follow (an indirect
-//! jump, SP changed other than by an immediate, a store through SP with an index, a branch
-//! out of the function) makes the proof fail, never pass: a failed proof only costs a probe.
+//! instruction, how far SP is below its entry value, which argument words hold their argument,
+//! which registers and which other stack slots hold an argument word's value, and where BP
+//! points. Anything it cannot follow (an indirect jump, SP changed other than by an immediate,
+//! a store through SP with an index, a branch out of the function) makes the proof fail, never
+//! pass: a failed proof only costs a probe.
 //!
-//! Must stay true: `Ok` only when every reachable RET is proven; code not reachable by
-//! branches (blocks the runtime enters itself, such as a deferreturn after a recovered panic)
-//! is analysed as entered at the frame depth of the function's calls with no register intact.
+//! The same facts place a cheaper probe (issue 16: the kernel emulates a CALL, ~0.6 µs a hit
+//! here, and single-steps a RET out of line, ~10 µs): at a `CALL runtime.memmove` whose
+//! destination holds argument word 1 (Read's b.ptr), the call copies the plaintext into the
+//! caller's buffer, from the source and length in its other arguments.
+//!
+//! Must stay true: a RET proof only when every reachable RET is proven; a copy site only when
+//! it is the function's one call of the copy routine and its destination is proven; code not
+//! reachable by branches (blocks the runtime enters itself, such as a deferreturn after a
+//! recovered panic) is analysed as entered at the frame depth of the function's calls with no
+//! register or slot value known.
 
 use iced_x86::{
     Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register,
@@ -38,6 +46,31 @@ const ARG_REGISTERS: [Register; 9] = [
     Register::R11,
 ];
 
+/// The general-purpose registers, indexed as [`State::regs`] is.
+const GPRS: [Register; 16] = [
+    Register::RAX,
+    Register::RCX,
+    Register::RDX,
+    Register::RBX,
+    Register::RSP,
+    Register::RBP,
+    Register::RSI,
+    Register::RDI,
+    Register::R8,
+    Register::R9,
+    Register::R10,
+    Register::R11,
+    Register::R12,
+    Register::R13,
+    Register::R14,
+    Register::R15,
+];
+
+/// No argument word (in [`State::regs`] and [`State::slots`]).
+const NONE: u8 = u8::MAX;
+/// How many stack slots outside the argument words are followed at once.
+const SLOTS: usize = 4;
+
 /// Where the arguments are at the entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ArgsAt {
@@ -47,6 +80,24 @@ pub(crate) enum ArgsAt {
     Stack,
 }
 
+/// What the analysis proved of one function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Proof {
+    /// Whether every RET finds the argument words on the stack; why not.
+    pub returns: Result<(), String>,
+    /// The one call of the copy routine with argument word 1 as its destination; why none.
+    pub copy: Result<CopySite, String>,
+}
+
+/// A `CALL` of the copy routine (memmove(dst, src, n)) whose destination is argument word 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CopySite {
+    /// The CALL instruction's address.
+    pub vaddr: u64,
+    /// How far SP is below its entry value there: argument word w is at SP + depth + 8 + 8w.
+    pub depth: u64,
+}
+
 /// What the interpretation knows before one instruction, on every path reaching it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct State {
@@ -54,31 +105,83 @@ struct State {
     depth: i64,
     /// Bit w: stack word w holds argument w.
     saved: u16,
-    /// Bit w: argument register w holds argument w.
-    intact: u16,
+    /// Per register of [`GPRS`]: the argument word whose entry value it holds, or [`NONE`].
+    regs: [u8; 16],
+    /// Other stack slots (address relative to the entry SP, argument word) holding an
+    /// argument word's value; unused entries are (0, [`NONE`]).
+    slots: [(i64, u8); SLOTS],
     /// BP's address relative to the entry SP, when known.
     bp: Option<i64>,
 }
 
 impl State {
+    /// Entered by the runtime (or at the entry, `depth` 0): nothing known but what is saved.
+    fn bare(depth: i64, saved: u16) -> State {
+        State { depth, saved, regs: [NONE; 16], slots: [(0, NONE); SLOTS], bp: None }
+    }
+
     /// The facts true on both paths; an error when SP differs between them.
     fn meet(self, other: State, ip: u64) -> Result<State, String> {
         if self.depth != other.depth {
             return Err(format!("SP differs between the paths that reach {ip:#x}"));
         }
-        Ok(State {
-            depth: self.depth,
-            saved: self.saved & other.saved,
-            intact: self.intact & other.intact,
-            bp: if self.bp == other.bp { self.bp } else { None },
-        })
+        let mut out = State::bare(self.depth, self.saved & other.saved);
+        for (i, r) in out.regs.iter_mut().enumerate() {
+            if self.regs[i] == other.regs[i] {
+                *r = self.regs[i];
+            }
+        }
+        let mut n = 0;
+        for slot in self.slots.iter().filter(|s| s.1 != NONE && other.slots.contains(s)) {
+            out.slots[n] = *slot;
+            n += 1;
+        }
+        out.bp = if self.bp == other.bp { self.bp } else { None };
+        Ok(out)
+    }
+
+    fn reg(&self, r: Register) -> u8 {
+        GPRS.iter().position(|&g| g == r.full_register()).map_or(NONE, |i| self.regs[i])
+    }
+
+    fn set_reg(&mut self, r: Register, word: u8) {
+        if let Some(i) = GPRS.iter().position(|&g| g == r.full_register()) {
+            self.regs[i] = word;
+        }
+    }
+
+    fn slot(&self, at: i64) -> u8 {
+        self.slots.iter().find(|s| s.0 == at && s.1 != NONE).map_or(NONE, |s| s.1)
+    }
+
+    /// Forgets the slots overlapping `at..at + size`.
+    fn clobber_slots(&mut self, at: i64, size: i64) {
+        for slot in &mut self.slots {
+            if slot.1 != NONE && slot.0 < at + size && at < slot.0 + 8 {
+                *slot = (0, NONE);
+            }
+        }
+    }
+
+    /// Remembers that the slot at `at` holds `word` (forgotten when no entry is free).
+    fn set_slot(&mut self, at: i64, word: u8) {
+        if let Some(free) = self.slots.iter_mut().find(|s| s.1 == NONE) {
+            *free = (at, word);
+        }
     }
 }
 
-/// Proves that argument words `0..words` can be read at every RET of the amd64 function
-/// `code` (at `vaddr`, INT3 padding included). `Err` says why not, for people.
-pub(crate) fn args_at_returns(vaddr: u64, code: &[u8], args: ArgsAt, words: usize) -> Result<(), String> {
-    if words == 0 || words > ARG_REGISTERS.len() {
+/// Analyses the amd64 function `code` (at `vaddr`, INT3 padding included) for argument words
+/// `0..words` and, when `copy_routine` is given, its calls of that address. `Err` when the
+/// code cannot be followed at all; reasons are for people.
+pub(crate) fn analyze(
+    vaddr: u64,
+    code: &[u8],
+    args: ArgsAt,
+    words: usize,
+    copy_routine: Option<u64>,
+) -> Result<Proof, String> {
+    if words < 2 || words > ARG_REGISTERS.len() {
         return Err(format!("{words} argument words cannot be proven"));
     }
     let padding = code.iter().rev().take_while(|&&b| b == 0xcc).count();
@@ -93,35 +196,22 @@ pub(crate) fn args_at_returns(vaddr: u64, code: &[u8], args: ArgsAt, words: usiz
         insts.push(inst);
     }
     let all = (1u16 << words) - 1;
-    let entry = State {
-        depth: 0,
-        saved: if args == ArgsAt::Stack { all } else { 0 },
-        intact: if args == ArgsAt::Registers { all } else { 0 },
-        bp: None,
-    };
+    let mut entry = State::bare(0, if args == ArgsAt::Stack { all } else { 0 });
+    if args == ArgsAt::Registers {
+        for (w, &r) in ARG_REGISTERS.iter().take(words).enumerate() {
+            entry.set_reg(r, w as u8);
+        }
+    }
     let mut flow =
         Flow { insts: &insts, states: vec![None; insts.len()], words, args, factory: InstructionInfoFactory::new() };
     flow.run(0, entry)?;
     // Code no branch reaches is entered by the runtime at the depth of the function's calls
-    // (after a recovered panic, say), with what holds at every call and no register intact.
+    // (after a recovered panic, say), with what is saved at every call and nothing else known.
     while let Some(start) = flow.states.iter().position(Option::is_none) {
-        let at_calls = flow.calls_meet()?.unwrap_or(State { depth: 0, saved: 0, intact: 0, bp: None });
-        flow.run(start, State { intact: 0, bp: None, ..at_calls })?;
+        let at_calls = flow.calls_meet()?.unwrap_or(State::bare(0, 0));
+        flow.run(start, State::bare(at_calls.depth, at_calls.saved))?;
     }
-    for (inst, state) in insts.iter().zip(&flow.states) {
-        let Some(state) = state else { continue };
-        if inst.flow_control() != FlowControl::Return {
-            continue;
-        }
-        if state.depth != 0 {
-            return Err(format!("the RET at {:#x} runs with SP {} bytes off its entry value", inst.ip(), state.depth));
-        }
-        if state.saved & all != all {
-            let missing = (0..words).find(|w| state.saved & (1 << w) == 0).unwrap_or(0);
-            return Err(format!("argument word {missing} may not be on the stack at the RET at {:#x}", inst.ip()));
-        }
-    }
-    Ok(())
+    Ok(Proof { returns: flow.returns_proven(all), copy: flow.copy_site(copy_routine) })
 }
 
 struct Flow<'a> {
@@ -134,6 +224,55 @@ struct Flow<'a> {
 }
 
 impl Flow<'_> {
+    fn returns_proven(&self, all: u16) -> Result<(), String> {
+        for (inst, state) in self.insts.iter().zip(&self.states) {
+            let Some(state) = state else { continue };
+            if inst.flow_control() != FlowControl::Return {
+                continue;
+            }
+            if state.depth != 0 {
+                return Err(format!(
+                    "the RET at {:#x} runs with SP {} bytes off its entry value",
+                    inst.ip(),
+                    state.depth
+                ));
+            }
+            if state.saved & all != all {
+                let missing = (0..self.words).find(|w| state.saved & (1 << w) == 0).unwrap_or(0);
+                return Err(format!("argument word {missing} may not be on the stack at the RET at {:#x}", inst.ip()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The one call of `routine` whose destination (its first argument: RAX, or the first
+    /// outgoing stack word under the stack ABI) holds argument word 1, with word 0 saved.
+    fn copy_site(&self, routine: Option<u64>) -> Result<CopySite, String> {
+        let routine = routine.ok_or("the binary has no runtime.memmove")?;
+        let calls: Vec<(&Instruction, Option<State>)> = self
+            .insts
+            .iter()
+            .zip(&self.states)
+            .filter(|(inst, _)| inst.flow_control() == FlowControl::Call && inst.near_branch_target() == routine)
+            .map(|(inst, state)| (inst, *state))
+            .collect();
+        let [(inst, Some(state))] = calls[..] else {
+            return Err(format!("{} calls of runtime.memmove, not one", calls.len()));
+        };
+        let destination = match self.args {
+            ArgsAt::Registers => state.reg(Register::RAX),
+            ArgsAt::Stack => state.slot(-state.depth),
+        };
+        if destination != 1 {
+            return Err(format!("the destination of the copy at {:#x} is not proven to be b", inst.ip()));
+        }
+        if state.saved & 1 == 0 {
+            return Err(format!("c may not be on the stack at the copy at {:#x}", inst.ip()));
+        }
+        let depth = u64::try_from(state.depth).map_err(|_| format!("SP above its entry value at {:#x}", inst.ip()))?;
+        Ok(CopySite { vaddr: inst.ip(), depth })
+    }
+
     /// Propagates `state` from instruction `start` until nothing changes.
     fn run(&mut self, start: usize, state: State) -> Result<(), String> {
         let mut work = Vec::new();
@@ -160,7 +299,6 @@ impl Flow<'_> {
         }
         Ok(())
     }
-
     /// What holds at every call reached so far from within the frame (the stack-growth call
     /// before the frame exists is never resumed into other code), or at every call when the
     /// function has no frame. Calls in the frame must agree on SP. None if no call is reached.
@@ -216,103 +354,111 @@ impl Flow<'_> {
     fn step(&mut self, inst: &Instruction, before: State) -> Result<State, String> {
         let ip = inst.ip();
         let mut after = before;
-        // Memory written, and addresses taken, within the argument words.
-        let protected = 8..8 + 8 * self.words as i64;
         let (memory, registers) = {
             let info = self.factory.info(inst);
             (info.used_memory().to_vec(), info.used_registers().to_vec())
         };
+        // What a whole-word MOV stores: the argument word its source register holds.
+        let stored = is_mov64(inst, OpKind::Memory, OpKind::Register).then(|| before.reg(inst.op1_register()));
+        // Memory written: argument words lose their value unless a store puts it back;
+        // other slots are followed when a store puts an argument word there.
         for mem in &memory {
-            let writes = matches!(
-                mem.access(),
-                OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
-            );
-            if !writes {
+            if !writes(mem.access()) {
                 continue;
             }
             let Some(at) = stack_address(mem.base(), mem.index(), mem.displacement() as i64, before, ip)? else {
                 continue; // not the stack: pointers to the argument words come only from LEA, refused below
             };
             let size = mem.memory_size().size() as i64;
+            after.clobber_slots(at, size);
+            let mut in_words = false;
             for w in 0..self.words {
                 let word = 8 + 8 * w as i64;
                 if at < word + 8 && word < at + size {
+                    in_words = true;
                     after.saved &= !(1 << w);
-                    if at == word && size == 8 && self.spills(inst, w, before) {
+                    if at == word && stored == Some(w as u8) {
                         after.saved |= 1 << w;
                     }
                 }
+            }
+            if let (false, Some(word)) = (in_words, stored.filter(|&w| w != NONE)) {
+                after.set_slot(at, word);
             }
         }
         if inst.mnemonic() == Mnemonic::Lea {
             if let Some(at) =
                 stack_address(inst.memory_base(), inst.memory_index(), inst.memory_displacement64() as i64, before, ip)?
             {
-                if at >= protected.start {
+                if at >= 8 {
                     return Err(format!("the argument area's address is taken at {ip:#x}"));
                 }
             }
         }
-        // Registers written: argument registers lose their value; SP and BP are followed.
+        // Registers written lose what they held; SP and BP are followed.
         let mut sp_written = false;
         for used in &registers {
-            if !matches!(
-                used.access(),
-                OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
-            ) {
+            if !writes(used.access()) {
                 continue;
             }
-            let full = used.register().full_register();
-            if let Some(w) = ARG_REGISTERS.iter().position(|&r| r == full) {
-                after.intact &= !(1u16 << w);
-            }
-            match full {
+            after.set_reg(used.register(), NONE);
+            match used.register().full_register() {
                 Register::RSP => sp_written = true,
                 Register::RBP => after.bp = None,
                 _ => {}
             }
         }
         if matches!(inst.flow_control(), FlowControl::Call | FlowControl::IndirectCall) {
-            after.intact = 0; // Go's calls clobber every argument register
+            // Go's calls clobber every register but SP, BP and g, and may write their own
+            // arguments (this frame's outgoing slots).
+            after.regs = [NONE; 16];
+            after.slots = [(0, NONE); SLOTS];
         }
         if sp_written {
             after.depth = sp_depth_after(inst, before.depth)?;
         }
         after.bp = bp_after(inst, before, after.bp);
-        // A reload of an argument register from its own saved word restores it.
-        if let Some(w) = self.reload(inst, before) {
-            after.intact |= 1 << w;
+        // A whole-word copy into a register carries what its source holds.
+        if is_mov64(inst, OpKind::Register, OpKind::Register) {
+            after.set_reg(inst.op0_register(), before.reg(inst.op1_register()));
+        } else if is_mov64(inst, OpKind::Register, OpKind::Memory) {
+            let at =
+                stack_address(inst.memory_base(), inst.memory_index(), inst.memory_displacement64() as i64, before, ip)
+                    .ok()
+                    .flatten();
+            let word = at.map_or(NONE, |at| self.word_at(at, before));
+            after.set_reg(inst.op0_register(), word);
         }
         Ok(after)
     }
 
-    /// `inst` stores argument register w, intact, as a whole word (a spill).
-    fn spills(&self, inst: &Instruction, w: usize, before: State) -> bool {
-        self.args == ArgsAt::Registers
-            && inst.mnemonic() == Mnemonic::Mov
-            && inst.op_count() == 2
-            && inst.op0_kind() == OpKind::Memory
-            && inst.op1_kind() == OpKind::Register
-            && inst.op1_register() == ARG_REGISTERS[w]
-            && before.intact & (1 << w) != 0
-    }
-
-    /// The argument register `inst` reloads whole from its own saved word, if it does.
-    fn reload(&self, inst: &Instruction, before: State) -> Option<usize> {
-        if self.args != ArgsAt::Registers
-            || inst.mnemonic() != Mnemonic::Mov
-            || inst.op_count() != 2
-            || inst.op0_kind() != OpKind::Register
-            || inst.op1_kind() != OpKind::Memory
-        {
-            return None;
+    /// The argument word whose value the stack slot at `at` holds, or [`NONE`].
+    fn word_at(&self, at: i64, state: State) -> u8 {
+        let w = (at - 8) / 8;
+        if at >= 8 && (at - 8) % 8 == 0 && (w as usize) < self.words && state.saved & (1 << w) != 0 {
+            return w as u8;
         }
-        let w = ARG_REGISTERS.iter().position(|&r| r == inst.op0_register())?;
-        let at = stack_address(inst.memory_base(), inst.memory_index(), inst.memory_displacement64() as i64, before, 0)
-            .ok()
-            .flatten()?;
-        (w < self.words && at == 8 + 8 * w as i64 && before.saved & (1 << w) != 0).then_some(w)
+        state.slot(at)
     }
+}
+
+fn writes(access: OpAccess) -> bool {
+    matches!(access, OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite)
+}
+
+/// A `MOV` of 8 bytes between operands of these kinds.
+fn is_mov64(inst: &Instruction, to: OpKind, from: OpKind) -> bool {
+    let reg64 = |r: Register| r.is_gpr64();
+    inst.mnemonic() == Mnemonic::Mov
+        && inst.op_count() == 2
+        && inst.op0_kind() == to
+        && inst.op1_kind() == from
+        && match (to, from) {
+            (OpKind::Memory, OpKind::Register) => reg64(inst.op1_register()),
+            (OpKind::Register, OpKind::Memory) => reg64(inst.op0_register()),
+            (OpKind::Register, OpKind::Register) => reg64(inst.op0_register()) && reg64(inst.op1_register()),
+            _ => false,
+        }
 }
 
 /// The address relative to the entry SP of a memory operand based on SP or BP; None for
@@ -394,7 +540,71 @@ mod tests {
     const EPILOGUE: &[&[u8]] = &[ADD_RSP_0X60, POP_RBP, RET];
 
     fn prove(parts: &[&[u8]], args: ArgsAt) -> Result<(), String> {
-        args_at_returns(0x1000, &code(parts), args, 2)
+        analyze(0x1000, &code(parts), args, 2, None).and_then(|p| p.returns)
+    }
+
+    /// The copy site of `parts`, whose copy routine is what `call_memmove` calls.
+    fn copy_site(parts: &[&[u8]], args: ArgsAt) -> Result<CopySite, String> {
+        let code = code(parts);
+        // The one `call rel32` with displacement 0x1000 in the test code.
+        let at = code.windows(5).position(|w| w == CALL_MEMMOVE).ok_or("no call")?;
+        let routine = 0x1000 + at as u64 + 5 + 0x1000;
+        analyze(0x1000, &code, args, 2, Some(routine)).and_then(|p| p.copy)
+    }
+
+    const CALL_MEMMOVE: &[u8] = &[0xe8, 0x00, 0x10, 0x00, 0x00]; // call +0x1000 (outside the code)
+    const RELOAD_RAX_WORD1: &[u8] = &[0x48, 0x8b, 0x44, 0x24, 0x78]; // mov rax, [rsp+0x78]
+
+    /// Go's register-ABI shape: b.ptr reloaded from its saved word into RAX, the copy's
+    /// destination, just before the call; c saved in word 0.
+    #[test]
+    fn the_copy_into_b_is_found() {
+        let body = [PUSH_RBP, SUB_RSP_0X60, SPILL_RAX, SPILL_RBX, CALL_0, RELOAD_RAX_WORD1, CALL_MEMMOVE];
+        let parts = [&body[..], EPILOGUE].concat();
+        let site = copy_site(&parts, ArgsAt::Registers).unwrap();
+        assert_eq!(site.depth, 0x68);
+        assert_eq!(site.vaddr, 0x1000 + (1 + 4 + 5 + 5 + 5 + 5) as u64);
+        // The destination copied through another register still counts.
+        let mov_rdi_rax: &[u8] = &[0x48, 0x89, 0xc7]; // mov rdi, rax
+        let mov_rax_rdi: &[u8] = &[0x48, 0x89, 0xf8]; // mov rax, rdi
+        let body =
+            [PUSH_RBP, SUB_RSP_0X60, SPILL_RAX, SPILL_RBX, RELOAD_RAX_WORD1, mov_rdi_rax, mov_rax_rdi, CALL_MEMMOVE];
+        assert!(copy_site(&[&body[..], EPILOGUE].concat(), ArgsAt::Registers).is_ok());
+    }
+
+    #[test]
+    fn a_copy_elsewhere_is_not_taken() {
+        // RAX not b.ptr (reloaded word 0, c, instead).
+        let reload_word0: &[u8] = &[0x48, 0x8b, 0x44, 0x24, 0x70]; // mov rax, [rsp+0x70]
+        let body = [PUSH_RBP, SUB_RSP_0X60, SPILL_RAX, SPILL_RBX, reload_word0, CALL_MEMMOVE];
+        let err = copy_site(&[&body[..], EPILOGUE].concat(), ArgsAt::Registers).unwrap_err();
+        assert!(err.contains("not proven to be b"), "{err}");
+        // Two copies: which one is Read's is not known.
+        let body = [PUSH_RBP, SUB_RSP_0X60, SPILL_RAX, SPILL_RBX, RELOAD_RAX_WORD1, CALL_MEMMOVE, RELOAD_RAX_WORD1];
+        let second: &[u8] = &[0xe8, 0xf6, 0x0f, 0x00, 0x00]; // the same target, 10 bytes on
+        let err = copy_site(&[&body[..], &[second], EPILOGUE].concat(), ArgsAt::Registers).unwrap_err();
+        assert!(err.contains("2 calls"), "{err}");
+        // c not saved at the copy.
+        let body = [PUSH_RBP, SUB_RSP_0X60, SPILL_RBX, RELOAD_RAX_WORD1, CALL_MEMMOVE];
+        let err = copy_site(&[&body[..], EPILOGUE].concat(), ArgsAt::Registers).unwrap_err();
+        assert!(err.contains("c may not"), "{err}");
+    }
+
+    /// Go 1.15's shape: b.ptr loaded from its argument word and stored as the copy's first
+    /// outgoing stack argument.
+    #[test]
+    fn the_copy_into_b_is_found_under_the_stack_abi() {
+        let sub_rsp_0x58: &[u8] = &[0x48, 0x83, 0xec, 0x58];
+        let add_rsp_0x58: &[u8] = &[0x48, 0x83, 0xc4, 0x58];
+        let load_rdi_word1: &[u8] = &[0x48, 0x8b, 0x7c, 0x24, 0x68]; // mov rdi, [rsp+0x68]
+        let store_rdi_out0: &[u8] = &[0x48, 0x89, 0x3c, 0x24]; // mov [rsp], rdi
+        let body = [sub_rsp_0x58, load_rdi_word1, store_rdi_out0, CALL_MEMMOVE, add_rsp_0x58, RET];
+        let site = copy_site(&body, ArgsAt::Stack).unwrap();
+        assert_eq!(site.depth, 0x58);
+        // The outgoing word overwritten before the call.
+        let zero_out0: &[u8] = &[0x48, 0xc7, 0x04, 0x24, 0, 0, 0, 0]; // mov qword [rsp], 0
+        let body = [sub_rsp_0x58, load_rdi_word1, store_rdi_out0, zero_out0, CALL_MEMMOVE, add_rsp_0x58, RET];
+        assert!(copy_site(&body, ArgsAt::Stack).is_err());
     }
 
     /// Go 1.21+'s shape: push rbp; mov rbp, rsp; sub rsp; spills; a call; the epilogue.

@@ -44,9 +44,24 @@ pub struct TlsPlan {
 /// `b.ptr`, words 0 and 1) are needed at its RET, where the result says how much was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadCapture {
+    /// At its one call of `runtime.memmove`, which copies the plaintext into `b` (its
+    /// destination proven to be `b.ptr`): source and length from the call's arguments, `c`
+    /// from its stack word at `SP + depth + 8`. One hit per Read, on a CALL, which the kernel
+    /// emulates (a RET it single-steps out of line, at about 15 times the cost here).
+    AtCopy {
+        /// The CALL instruction.
+        site: ProbePoint,
+        /// How far SP is below its entry value at the call.
+        depth: u64,
+        /// Whether the RETs alone would do too (tlstap's `--read-path return`).
+        returns_proven: bool,
+    },
     /// At each RET alone, reading both words from the stack, where this analysis proved they
     /// are at every RET (see spill.rs): one probe hit per Read.
-    AtReturn,
+    AtReturn {
+        /// Why the copy could not be used.
+        why: String,
+    },
     /// Saved at the entry and taken at the RET: two hits per Read. Says why the words could
     /// not be proven to be on the stack.
     EntryAndReturn { why: String },
@@ -56,7 +71,8 @@ impl ReadCapture {
     /// A short name for people (`--dry-run`).
     pub fn name(&self) -> &'static str {
         match self {
-            ReadCapture::AtReturn => "at-return",
+            ReadCapture::AtCopy { .. } => "at-copy",
+            ReadCapture::AtReturn { .. } => "at-return",
             ReadCapture::EntryAndReturn { .. } => "entry-and-return",
         }
     }
@@ -72,9 +88,19 @@ fn read_capture(bin: &GoBinary<'_>, read: &Function) -> Result<ReadCapture, Erro
         }
     };
     let code = bin.code(read)?;
-    Ok(match crate::spill::args_at_returns(read.vaddr, code, args, 2) {
-        Ok(()) => ReadCapture::AtReturn,
-        Err(why) => ReadCapture::EntryAndReturn { why },
+    let memmove = bin.function("runtime.memmove").map(|f| f.vaddr);
+    let proof = match crate::spill::analyze(read.vaddr, code, args, 2, memmove) {
+        Ok(proof) => proof,
+        Err(why) => return Ok(ReadCapture::EntryAndReturn { why }),
+    };
+    Ok(match (proof.copy, proof.returns) {
+        (Ok(site), returns) => ReadCapture::AtCopy {
+            site: point(bin, CONN_READ, site.vaddr)?,
+            depth: site.depth,
+            returns_proven: returns.is_ok(),
+        },
+        (Err(why), Ok(())) => ReadCapture::AtReturn { why },
+        (Err(copy), Err(returns)) => ReadCapture::EntryAndReturn { why: format!("{returns}; {copy}") },
     })
 }
 

@@ -99,11 +99,26 @@ fn check_binary(version: &str, arch: &str, variant: &str, data: &[u8], twin: Opt
     }
     check_returns(&bin, want_arch, &read, data, &plan.read_returns)?;
     // Every amd64 release keeps Read's c and b.ptr in their stack words at every RET (the
-    // register ABI spills them in the entry block): one probe hit per Read. arm64 is not
-    // analysed for it.
-    let want_capture = if want_arch == Arch::Amd64 { "at-return" } else { "entry-and-return" };
-    if plan.read_capture.name() != want_capture {
-        return Err(format!("Read captured {:?}, expected {want_capture}", plan.read_capture));
+    // register ABI spills them in the entry block), and copies the plaintext into b with one
+    // call of runtime.memmove: one emulated probe hit per Read. arm64 is not analysed for it.
+    match (&plan.read_capture, want_arch) {
+        (tls::ReadCapture::AtCopy { site, depth, returns_proven: true }, Arch::Amd64) => {
+            let memmove = bin.function("runtime.memmove").ok_or("no runtime.memmove")?;
+            let call = bin.code(&read).map_err(|e| e.to_string())?;
+            let at = (site.vaddr - read.vaddr) as usize;
+            // An E8 call whose target is memmove, at a decoded instruction start (a RET check's
+            // sweep above decoded the same body).
+            let rel = i32::from_le_bytes(call[at + 1..at + 5].try_into().unwrap());
+            let target = site.vaddr.wrapping_add(5).wrapping_add_signed(i64::from(rel));
+            if call[at] != 0xe8 || target != memmove.vaddr {
+                return Err(format!("the copy site {:#x} is no call of runtime.memmove", site.vaddr));
+            }
+            if *depth == 0 || depth % 8 != 0 {
+                return Err(format!("copy depth {depth}"));
+            }
+        }
+        (tls::ReadCapture::EntryAndReturn { .. }, Arch::Arm64) => {}
+        (other, _) => return Err(format!("Read captured {other:?}")),
     }
     let entries = [Some(&plan.write_entry), Some(&plan.read_entry), plan.keylog_entry.as_ref()];
     for entry in entries.into_iter().flatten() {

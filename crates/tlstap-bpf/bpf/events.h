@@ -50,6 +50,9 @@ enum tlstap_probe_kind {
 	/* (*tls.Conn).Read, each RET, alone: c and b.ptr read from the argument words on the
 	 * stack, which goelf proved hold them at every RET (goelf/src/spill.rs) */
 	TLSTAP_PROBE_READ_RET_ALONE = 7,
+	/* (*tls.Conn).Read's one CALL of runtime.memmove, which copies the plaintext into b
+	 * (goelf proved its destination is b.ptr, and c saved at SP + read_copy_depth + 8) */
+	TLSTAP_PROBE_READ_COPY = 8,
 };
 
 /* The BPF cookie of an attach point: probe kind in bits 0..7, flags in 8..15, the binary's
@@ -89,7 +92,7 @@ struct tlstap_binary_cfg {
 	__u32 h2_meta_headers; /* offset of MetaHeadersFrame's embedded *HeadersFrame */
 	__u32 h2_stream_id;    /* offset of StreamID (uint32) in HeadersFrame */
 	__u32 h2_field_size;   /* size of hpack.HeaderField, whose Name is at 0 and Value at 16 */
-	__u32 _reserved;
+	__u32 read_copy_depth; /* at Read's copy probe: how far SP is below its entry value */
 };
 
 enum tlstap_binary_flags {

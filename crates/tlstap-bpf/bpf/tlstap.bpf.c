@@ -766,6 +766,39 @@ static __always_inline void on_read_return_alone(struct pt_regs *ctx, bool moder
 			  h2_hooks ? go_goroutine(ctx, cookie) : 0);
 }
 
+/*
+ * At Read's one call of runtime.memmove(dst, src, n), whose destination goelf proved to be
+ * b.ptr: the plaintext the Read returns is at src, n bytes, and c is in its stack word at
+ * SP + read_copy_depth + 8. One probe hit per Read, on a CALL, which the kernel emulates (a RET
+ * it single-steps out of line: about 15 times the cost, bench/run --only fast). memmove's
+ * arguments are registers 0..2 (register ABI) or the outgoing stack words 0..2 (ABI0).
+ */
+static __always_inline void on_read_copy(struct pt_regs *ctx, bool modern, __u64 cookie, __u64 pid_tgid)
+{
+	bool stack_abi = cookie & TLSTAP_COOKIE_STACK_ABI;
+	struct tlstap_binary_cfg *cfg = binary_of(cookie);
+	__u64 sp = stack_pointer(ctx), conn = 0, src, n;
+	__u64 out[3] = {};
+
+	if (stack_abi) {
+		bpf_probe_read_user(out, sizeof(out), (void *)sp);
+		src = out[1];
+		n = out[2];
+	} else {
+		src = go_reg(ctx, 1);
+		n = go_reg(ctx, 2);
+	}
+	if ((__s64)n <= 0)
+		return;
+	if (!cfg || bpf_probe_read_user(&conn, sizeof(conn), (void *)(sp + cfg->read_copy_depth + 8))) {
+		/* Not expected (the stack is mapped while its goroutine runs), but never silent. */
+		count_loss(TLSTAP_LOSS_READ_FAULT, n);
+		return;
+	}
+	emit_call(ctx, modern, cookie, TLSTAP_DIR_READ, conn, src, n, pid_tgid,
+		  h2_hooks ? go_goroutine(ctx, cookie) : 0);
+}
+
 /* The whole probe, shared by the attach flavours below; `cookie` as events.h defines it;
  * `modern` a constant: whether this program may use bpf_loop (see emit_call). `kind` is the
  * probe's role; a constant in programs of one role, so that each holds only its role's path
@@ -789,6 +822,9 @@ static __always_inline int go_tls_probe_kind(struct pt_regs *ctx, bool modern, _
 		break;
 	case TLSTAP_PROBE_READ_RET_ALONE:
 		on_read_return_alone(ctx, modern, cookie, pid_tgid);
+		break;
+	case TLSTAP_PROBE_READ_COPY:
+		on_read_copy(ctx, modern, cookie, pid_tgid);
 		break;
 	case TLSTAP_PROBE_KEYLOG:
 		on_keylog(ctx, stack_abi, pid_tgid);
@@ -861,6 +897,7 @@ DEFINE_NOCOOKIE_PROBE(write, TLSTAP_PROBE_WRITE_ENTRY)
 DEFINE_NOCOOKIE_PROBE(read_entry, TLSTAP_PROBE_READ_ENTRY)
 DEFINE_NOCOOKIE_PROBE(read_ret, TLSTAP_PROBE_READ_RET)
 DEFINE_NOCOOKIE_PROBE(read_ret_alone, TLSTAP_PROBE_READ_RET_ALONE)
+DEFINE_NOCOOKIE_PROBE(read_copy, TLSTAP_PROBE_READ_COPY)
 DEFINE_NOCOOKIE_PROBE(keylog, TLSTAP_PROBE_KEYLOG)
 
 #include "h2_hooks.h"

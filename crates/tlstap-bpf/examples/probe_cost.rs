@@ -13,7 +13,7 @@ use std::process::Command;
 use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
 use tlstap_bpf::{BinaryConfig, Capture, CaptureOptions, KernelFeatures, ProbeKind, ProbeSpec};
 
-const KINDS: [&str; 9] = ["push", "ret", "nop", "nop3", "nop5", "mov", "cmp", "sub", "jmp"];
+const KINDS: [&str; 10] = ["push", "ret", "nop", "nop3", "nop5", "mov", "cmp", "sub", "jmp", "call"];
 
 fn main() {
     if let Err(err) = run() {

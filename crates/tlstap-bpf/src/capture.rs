@@ -65,6 +65,9 @@ pub enum ProbeKind {
     ReadReturn,
     /// A RET of `(*Conn).Read` capturing the call alone (goelf's `ReadCapture::AtReturn`).
     ReadReturnAlone,
+    /// `(*Conn).Read`'s call of runtime.memmove into b (goelf's `ReadCapture::AtCopy`; its
+    /// depth goes in [`BinaryConfig::read_copy_depth`]).
+    ReadCopy,
     Keylog,
     /// hpack `(*Encoder).WriteField` entry (--h2-hooks).
     H2SentField,
@@ -79,6 +82,7 @@ impl ProbeKind {
             ProbeKind::ReadEntry => tlstap_probe_kind::TLSTAP_PROBE_READ_ENTRY,
             ProbeKind::ReadReturn => tlstap_probe_kind::TLSTAP_PROBE_READ_RET,
             ProbeKind::ReadReturnAlone => tlstap_probe_kind::TLSTAP_PROBE_READ_RET_ALONE,
+            ProbeKind::ReadCopy => tlstap_probe_kind::TLSTAP_PROBE_READ_COPY,
             ProbeKind::Keylog => tlstap_probe_kind::TLSTAP_PROBE_KEYLOG,
             ProbeKind::H2SentField => tlstap_probe_kind::TLSTAP_PROBE_H2_SENT_FIELD,
             ProbeKind::H2ReceivedBlock => tlstap_probe_kind::TLSTAP_PROBE_H2_RECEIVED_BLOCK,
@@ -157,6 +161,8 @@ pub struct BinaryConfig {
     /// The lowest address of an executable segment (kernels without cookies: BPF derives a
     /// PIE's load bias from it and the kernel's `mm->start_code`).
     pub exec_vaddr: u64,
+    /// At the [`ProbeKind::ReadCopy`] probe: how far SP is below its value at Read's entry.
+    pub read_copy_depth: u32,
 }
 
 impl BinaryConfig {
@@ -182,7 +188,7 @@ impl BinaryConfig {
             h2_meta_headers: h2.map_or(0, |l| l.meta_headers),
             h2_stream_id: h2.map_or(0, |l| l.stream_id),
             h2_field_size: h2.map_or(0, |l| l.field_size),
-            _reserved: 0,
+            read_copy_depth: self.read_copy_depth,
         }
     }
 }
@@ -351,6 +357,7 @@ impl<'obj> Capture<'obj> {
             &mut open.progs.go_tls_read_entry_nocookie,
             &mut open.progs.go_tls_read_ret_nocookie,
             &mut open.progs.go_tls_read_ret_alone_nocookie,
+            &mut open.progs.go_tls_read_copy_nocookie,
             &mut open.progs.go_tls_keylog_nocookie,
         ] {
             prog.set_autoload(per_role && !null);
@@ -483,6 +490,7 @@ impl<'obj> Capture<'obj> {
                     (false, AttachPath::PerRole, ProbeKind::ReadEntry) => &progs.go_tls_read_entry_nocookie,
                     (false, AttachPath::PerRole, ProbeKind::ReadReturn) => &progs.go_tls_read_ret_nocookie,
                     (false, AttachPath::PerRole, ProbeKind::ReadReturnAlone) => &progs.go_tls_read_ret_alone_nocookie,
+                    (false, AttachPath::PerRole, ProbeKind::ReadCopy) => &progs.go_tls_read_copy_nocookie,
                     (false, AttachPath::PerRole, ProbeKind::Keylog) => &progs.go_tls_keylog_nocookie,
                     (false, _, _) if self.legacy => &progs.go_tls_single_legacy,
                     (false, _, _) => &progs.go_tls_single,

@@ -132,11 +132,11 @@ pub struct GotlsArgs {
     #[arg(long, hide = true, value_name = "N", value_parser = parse_read_slots)]
     pub read_slots: Option<u32>,
 
-    /// Testing only: capture Reads through their entry and RETs (two probe hits per Read) even
-    /// where the binary's analysis proved the RETs alone suffice (the path of binaries where
-    /// it did not, and of arm64).
-    #[arg(long, hide = true)]
-    pub read_at_entry: bool,
+    /// Testing only: the cheapest way of capturing Reads to use where the binary's analysis
+    /// proved it: copy (Read's copy into b), return (its RETs alone), entry (entry and RETs,
+    /// the path of arm64 and of binaries where nothing else was proven).
+    #[arg(long, hide = true, value_enum, default_value_t = ReadPath::Copy)]
+    pub read_path: ReadPath,
 
     /// Attach one uprobe link per offset even where the kernel has uprobe_multi (the path
     /// taken on kernels before 6.6; for testing it on newer ones). Same as
@@ -161,6 +161,17 @@ fn parse_feature(text: &str) -> Result<Feature, String> {
         let names: Vec<_> = Feature::ALL.iter().map(|f| f.name()).collect();
         format!("one of {}", names.join(", "))
     })
+}
+
+/// How Reads are captured, cheapest first (see goelf's `ReadCapture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum ReadPath {
+    /// At Read's call copying the plaintext into b: one emulated probe hit per Read.
+    Copy,
+    /// At Read's RETs alone: one single-stepped probe hit per Read.
+    Return,
+    /// At Read's entry and RETs: two probe hits per Read.
+    Entry,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

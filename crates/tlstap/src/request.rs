@@ -48,7 +48,7 @@ pub(crate) struct Request {
     pub(crate) dry_run: bool,
     pub(crate) null_probes: bool,
     pub(crate) read_slots: Option<u32>,
-    pub(crate) read_at_entry: bool,
+    pub(crate) read_path: crate::cli::ReadPath,
     /// Kernel features not to use though present (tests force their fallbacks).
     pub(crate) disabled_features: Vec<Feature>,
     /// `--btf`: the running kernel's BTF, where it has none of its own.
@@ -137,7 +137,7 @@ impl Request {
             dry_run: args.dry_run,
             null_probes: args.null_probes,
             read_slots: args.read_slots,
-            read_at_entry: args.read_at_entry,
+            read_path: args.read_path,
             disabled_features,
             btf_file: args.btf,
             pcap,
@@ -150,7 +150,7 @@ impl Request {
             data: self.data,
             secrets: self.secrets,
             h2_headers: self.h2_hooks,
-            read_at_entry: self.read_at_entry,
+            cheapest_read_path: self.read_path,
         }
     }
 }

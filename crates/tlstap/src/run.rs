@@ -17,12 +17,14 @@ use tlstap_core::sink::Sink;
 use tlstap_pcap::PcapMode;
 
 use crate::cli::GotlsArgs;
+use crate::cli::ReadPath;
 use crate::discovery::Discovery;
 use crate::output::{open_keylog_sink, open_sink};
 use crate::pipeline::Pipeline;
 use crate::request::{Request, Scope};
 use crate::system;
 use crate::target::{ProbeSet, Target};
+use goelf::tls::ReadCapture;
 
 /// How long one ring-buffer poll waits before the loop checks for signals and stale calls.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -108,23 +110,27 @@ fn print_plan(target: &Target, set: ProbeSet, features: Option<&KernelFeatures>)
     };
     writeln!(out, "conn:     {conn}")?;
     let plan = &target.plan;
-    // How Reads are captured, and why not at their RETs alone where they are not.
-    let alone = target.reads_at_return_alone(set);
-    let reads = match (&plan.read_capture, alone) {
-        (_, true) => "at return alone (1 probe hit per Read: c and b proven on the stack at every RET)".to_string(),
-        (goelf::tls::ReadCapture::AtReturn, false) => {
-            "entry and return (2 probe hits per Read: --read-at-entry)".to_string()
-        }
-        (goelf::tls::ReadCapture::EntryAndReturn { why }, false) => {
-            format!("entry and return (2 probe hits per Read: {why})")
-        }
+    // How Reads are captured, and why not more cheaply where they are not.
+    let path = target.read_path(set);
+    let why = match &plan.read_capture {
+        ReadCapture::EntryAndReturn { why } | ReadCapture::AtReturn { why } => why.clone(),
+        _ => "--read-path".to_string(),
+    };
+    let reads = match path {
+        ReadPath::Copy => "at the copy into b (1 probe hit per Read, on a CALL the kernel emulates)".to_string(),
+        ReadPath::Return => format!("at return alone (1 probe hit per Read, single-stepped: {why})"),
+        ReadPath::Entry => format!("entry and return (2 probe hits per Read: {why})"),
     };
     writeln!(out, "reads:    {reads}")?;
     let mut points = vec![("write entry", &plan.write_entry)];
-    if !alone {
-        points.push(("read entry", &plan.read_entry));
+    match (path, &plan.read_capture) {
+        (ReadPath::Copy, ReadCapture::AtCopy { site, .. }) => points.push(("read copy", site)),
+        (ReadPath::Return, _) => points.extend(plan.read_returns.iter().map(|p| ("read return", p))),
+        _ => {
+            points.push(("read entry", &plan.read_entry));
+            points.extend(plan.read_returns.iter().map(|p| ("read return", p)));
+        }
     }
-    points.extend(plan.read_returns.iter().map(|p| ("read return", p)));
     points.extend(plan.keylog_entry.iter().map(|p| ("keylog", p)));
     // --h2-hooks: Go's HTTP/2 header paths, where the binary has them.
     points.extend(target.h2.sent_field_entries.iter().map(|p| ("h2 sent", p)));

@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
-use goelf::tls::TlsPlan;
+use goelf::tls::{ReadCapture, TlsPlan};
 use goelf::{Abi, Arch, GoBinary};
 use tlstap_bpf::{BinaryConfig, ConnLayout, H2Layout, ProbeKind, ProbeSpec};
+
+use crate::cli::ReadPath;
 
 /// Which probes to attach.
 #[derive(Debug, Clone, Copy)]
@@ -17,8 +19,8 @@ pub struct ProbeSet {
     pub secrets: bool,
     /// Go's HTTP/2 header paths (--h2-hooks), where the binary has them.
     pub h2_headers: bool,
-    /// Reads through their entry and RETs even where the RETs alone were proven to suffice.
-    pub read_at_entry: bool,
+    /// The cheapest way of capturing Reads to use where proven (testing takes dearer ones).
+    pub cheapest_read_path: ReadPath,
 }
 
 /// The longest an analysis may take (the largest real Go binaries take well under a second).
@@ -159,11 +161,15 @@ impl Target {
         let mut probes = Vec::new();
         if set.data {
             probes.push(spec(&self.plan.write_entry, ProbeKind::WriteEntry));
-            if self.reads_at_return_alone(set) {
-                probes.extend(self.plan.read_returns.iter().map(|p| spec(p, ProbeKind::ReadReturnAlone)));
-            } else {
-                probes.push(spec(&self.plan.read_entry, ProbeKind::ReadEntry));
-                probes.extend(self.plan.read_returns.iter().map(|p| spec(p, ProbeKind::ReadReturn)));
+            match (self.read_path(set), &self.plan.read_capture) {
+                (ReadPath::Copy, ReadCapture::AtCopy { site, .. }) => probes.push(spec(site, ProbeKind::ReadCopy)),
+                (ReadPath::Return, _) => {
+                    probes.extend(self.plan.read_returns.iter().map(|p| spec(p, ProbeKind::ReadReturnAlone)));
+                }
+                _ => {
+                    probes.push(spec(&self.plan.read_entry, ProbeKind::ReadEntry));
+                    probes.extend(self.plan.read_returns.iter().map(|p| spec(p, ProbeKind::ReadReturn)));
+                }
             }
         }
         if set.secrets {
@@ -182,9 +188,22 @@ impl Target {
         Ok(probes)
     }
 
-    /// Whether Reads are captured at their RETs alone (one probe hit per Read, not two).
-    pub fn reads_at_return_alone(&self, set: ProbeSet) -> bool {
-        self.plan.read_capture == goelf::tls::ReadCapture::AtReturn && !set.read_at_entry
+    /// How Reads are captured: the cheapest path the analysis proved, of those the probe set
+    /// allows (entry and RETs always works).
+    pub fn read_path(&self, set: ProbeSet) -> ReadPath {
+        let capture = &self.plan.read_capture;
+        let proven = |path: &ReadPath| match path {
+            ReadPath::Copy => matches!(capture, ReadCapture::AtCopy { .. }),
+            ReadPath::Return => {
+                matches!(capture, ReadCapture::AtCopy { returns_proven: true, .. } | ReadCapture::AtReturn { .. })
+            }
+            ReadPath::Entry => true,
+        };
+        [ReadPath::Copy, ReadPath::Return, ReadPath::Entry]
+            .into_iter()
+            .filter(|path| *path >= set.cheapest_read_path)
+            .find(proven)
+            .unwrap_or(ReadPath::Entry)
     }
 
     /// What BPF needs to know about the binary beyond its probe offsets.
@@ -202,6 +221,11 @@ impl Target {
             h2_layout,
             g_below_fs: self.g_below_fs,
             exec_vaddr: self.exec_vaddr,
+            read_copy_depth: match self.plan.read_capture {
+                // A Go frame is far smaller than 4 GiB: goelf's analysis bounds functions at 8 MiB.
+                ReadCapture::AtCopy { depth, .. } => u32::try_from(depth).unwrap_or(0),
+                _ => 0,
+            },
         }
     }
 

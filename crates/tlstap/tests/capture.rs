@@ -214,7 +214,7 @@ fn per_offset_links_capture_the_same() {
 /// that slot, in a hash map. With one slot (`--read-slots 1`) eight connections' Reads contend
 /// for it all the time, so most take the hash map: every byte must still arrive, none
 /// counted as a Read without entry state. (Reads go through their entry only where the RETs
-/// alone were not proven to suffice: `--read-at-entry` takes that path here.)
+/// alone were not proven to suffice: `--read-path entry` takes that path here.)
 #[test]
 fn reads_that_find_their_slot_taken_use_the_hash_map() {
     if !privileged() {
@@ -225,7 +225,8 @@ fn reads_that_find_their_slot_taken_use_the_hash_map() {
     let (server_bin, client_bin) = (copy_binary(&fixture, &dir, "server"), copy_binary(&fixture, &dir, "client"));
     let (server_manifest, client_manifest) = (dir.path("server.jsonl"), dir.path("client.jsonl"));
     let server = Server::start(&server_bin, &server_manifest, &[]);
-    let tlstap = Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap(), "--read-slots", "1", "--read-at-entry"]);
+    let tlstap =
+        Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap(), "--read-slots", "1", "--read-path", "entry"]);
     run_client(&client_bin, &server.addr, &client_manifest, &["--requests", "200", "--conns", "8", "--sizes", SIZES]);
     let server_pid = server.proc.pid();
     let capture = tlstap.stop();

@@ -265,27 +265,34 @@ fn unknown_connections_and_unreadable_memory_are_said() {
     assert!(capture.stderr.contains("read_fault=1"), "summary: {}", capture.stderr);
 }
 
-/// Where Reads are captured through their entry (`--read-at-entry`: binaries whose RETs alone
+/// Where Reads are captured through their entry (`--read-path entry`: binaries whose RETs alone
 /// were not proven to suffice), a Read already waiting when tlstap attaches returns without
 /// the state its entry would have saved: its bytes are lost and counted as `no_entry_state`,
 /// never guessed; the connection's later reads are captured.
 #[test]
 fn a_read_begun_before_attach_is_counted_not_guessed() {
-    a_read_begun_before_attach(&["--read-at-entry"]);
+    a_read_begun_before_attach(&["--read-path", "entry"]);
 }
 
-/// Where the RETs alone capture a Read (every amd64 release), a Read already waiting when
-/// tlstap attaches needs nothing from its entry: it is captured whole, nothing lost.
+/// Where Read's copy into b captures it (every amd64 release, the default), a Read already
+/// waiting when tlstap attaches needs nothing from its entry: it is captured whole, nothing
+/// lost.
+#[test]
+fn a_read_begun_before_attach_is_captured_whole_at_the_copy() {
+    a_read_begun_before_attach(&[]);
+}
+
+/// The same where the RETs alone capture a Read (`--read-path return`).
 #[test]
 fn a_read_begun_before_attach_is_captured_whole_at_return() {
-    a_read_begun_before_attach(&[]);
+    a_read_begun_before_attach(&["--read-path", "return"]);
 }
 
 fn a_read_begun_before_attach(extra: &[&str]) {
     if !privileged() {
         return;
     }
-    let dir = TempDir::new(if extra.is_empty() { "begun-before-attach" } else { "no-entry" });
+    let dir = TempDir::new(&format!("begun-before-attach{}", extra.join("-")));
     let server_bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "server");
     let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
     // A client that connects (the server's goroutine then waits in Read), waits for a line on
@@ -316,7 +323,7 @@ print("DONE", flush=True)
     let reads = String::from_utf8_lossy(&reads);
     assert!(reads.contains("n=second") && reads.contains("second-request-body"), "later reads: {reads}");
     let stats = capture.stats();
-    if extra.contains(&"--read-at-entry") {
+    if extra.contains(&"entry") {
         // The request head arrives in the Read that began before attach; (http.client sends
         // the body apart, so a later Read may carry it).
         assert!(!reads.contains("n=first"), "the Read begun before attach is not made up: {reads}");
@@ -342,7 +349,7 @@ fn the_read_slot_of_a_killed_process_is_freed() {
     let server_bin = copy_binary(&fixture("1.27", "exe", "tlsfixture"), &dir, "server");
     let server = Server::start(&server_bin, &dir.path("server.jsonl"), &[]);
     let tlstap =
-        Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap(), "--read-slots", "1", "--read-at-entry", "-v"]);
+        Tlstap::start(&dir, &["-e", server_bin.to_str().unwrap(), "--read-slots", "1", "--read-path", "entry", "-v"]);
     // One request, then the connection stays open: the server's goroutine waits in its next Read.
     let script = r#"
 import http.client, ssl, sys

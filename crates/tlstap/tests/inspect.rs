@@ -80,9 +80,10 @@ fn dry_run_of_an_arm64_binary_prints_the_plan() {
     }
 }
 
-/// `--dry-run` says how Reads are captured per Go release: at their RETs alone on amd64 (the
-/// analysis proved c and b on the stack at every RET), through entry and RETs where forced
-/// or not proven (arm64), with the probes listed to match.
+/// `--dry-run` says how Reads are captured per Go release: at Read's copy into b on amd64 (the
+/// analysis proved its destination is b and c on the stack there), at the RETs alone or
+/// through entry and RETs when asked (`--read-path`) or not proven (arm64), with the probes
+/// listed to match.
 #[test]
 fn dry_run_says_how_reads_are_captured() {
     let dry_run = |binary: &std::path::Path, extra: &[&str]| {
@@ -94,12 +95,20 @@ fn dry_run_says_how_reads_are_captured() {
     for (version, variant) in [("1.15", "exe"), ("1.19", "exe"), ("1.27", "pie-strip")] {
         let binary = fixture(version, variant, "tlsfixture");
         let text = dry_run(&binary, &[]);
-        assert!(text.contains("reads:    at return alone (1 probe hit per Read"), "go{version}:\n{text}");
-        assert_eq!(count(&text, "read entry"), 0, "go{version}:\n{text}");
-        assert!(count(&text, "read return") >= 1, "go{version}:\n{text}");
-        let text = dry_run(&binary, &["--read-at-entry"]);
-        assert!(text.contains("reads:    entry and return (2 probe hits per Read: --read-at-entry)"), "{text}");
-        assert_eq!(count(&text, "read entry"), 1, "go{version}:\n{text}");
+        assert!(text.contains("reads:    at the copy into b (1 probe hit per Read, on a CALL"), "go{version}:\n{text}");
+        let reads = ["read copy", "read entry", "read return"].map(|what| count(&text, what));
+        assert_eq!(reads, [1, 0, 0], "go{version}:\n{text}");
+        let text = dry_run(&binary, &["--read-path", "return"]);
+        assert!(
+            text.contains("reads:    at return alone (1 probe hit per Read, single-stepped: --read-path)"),
+            "{text}"
+        );
+        let reads = ["read copy", "read entry", "read return"].map(|what| count(&text, what));
+        assert!(reads[0] == 0 && reads[1] == 0 && reads[2] >= 1, "go{version}:\n{text}");
+        let text = dry_run(&binary, &["--read-path", "entry"]);
+        assert!(text.contains("reads:    entry and return (2 probe hits per Read: --read-path)"), "{text}");
+        let reads = ["read copy", "read entry", "read return"].map(|what| count(&text, what));
+        assert!(reads[0] == 0 && reads[1] == 1 && reads[2] >= 1, "go{version}:\n{text}");
     }
     let text = dry_run(&fixture_for_arch("1.27", "pie", "tlsfixture", "arm64"), &[]);
     assert!(text.contains("reads:    entry and return (2 probe hits per Read: arm64 code is not analysed"), "{text}");
