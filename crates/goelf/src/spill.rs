@@ -131,10 +131,8 @@ impl State {
                 *r = self.regs[i];
             }
         }
-        let mut n = 0;
-        for slot in self.slots.iter().filter(|s| s.1 != NONE && other.slots.contains(s)) {
+        for (n, slot) in self.slots.iter().filter(|s| s.1 != NONE && other.slots.contains(s)).enumerate() {
             out.slots[n] = *slot;
-            n += 1;
         }
         out.bp = if self.bp == other.bp { self.bp } else { None };
         Ok(out)
