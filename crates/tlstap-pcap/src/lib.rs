@@ -232,8 +232,7 @@ impl Sink for Forwarder {
                 }))
             }
             Event::Data(d) => {
-                let endpoint = |a: Option<&String>| a.and_then(|a| a.parse::<SocketAddr>().ok());
-                let conn = d.conn.and_then(|c| Some((endpoint(c.local.as_ref())?, endpoint(c.remote.as_ref())?)));
+                let conn = d.conn.and_then(|c| Some((c.local?, c.remote?)));
                 if self.seen.len() >= 65_536 {
                     self.seen.clear();
                 }

@@ -4,6 +4,7 @@
 
 use rustc_hash::FxHashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use tlstap_bpf::wire::{self, H2Fields, ProcessEvent, Record, Secret};
@@ -393,18 +394,18 @@ impl ConnNames {
             self.cache.clear();
         }
         self.cache.entry((pid, conn_ptr, *wire)).or_insert_with(|| {
-            let local = wire.local.map(|a| a.to_string());
-            let remote = wire.remote.map(|a| a.to_string());
-            let id = conn_id(pid, conn_ptr, wire.sock_id, local.as_deref(), remote.as_deref());
-            ConnInfo { kind: wire.kind, fd: wire.fd, local, remote, id }
+            let id = conn_id(pid, conn_ptr, wire.sock_id, wire.local, wire.remote);
+            ConnInfo { kind: wire.kind, fd: wire.fd, local: wire.local, remote: wire.remote, id }
         })
     }
 }
 
-fn conn_id(pid: u32, conn_ptr: u64, sock_id: u64, local: Option<&str>, remote: Option<&str>) -> String {
-    // FNV-1a: tiny, stable across runs and Rust versions.
+fn conn_id(pid: u32, conn_ptr: u64, sock_id: u64, local: Option<SocketAddr>, remote: Option<SocketAddr>) -> String {
+    // FNV-1a: tiny, stable across runs and Rust versions. The addresses are hashed as sinks
+    // write them (`ip:port`): ids stay what they were when addresses were kept as text.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let addresses = [local.unwrap_or(""), "|", remote.unwrap_or("")];
+    let text = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    let addresses = [text(local), "|".to_string(), text(remote)];
     let bytes = pid.to_le_bytes().into_iter().chain(conn_ptr.to_le_bytes()).chain(sock_id.to_le_bytes());
     for byte in bytes.chain(addresses.iter().flat_map(|a| a.bytes())) {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
@@ -418,12 +419,13 @@ mod tests {
 
     #[test]
     fn conn_ids_are_stable_and_distinct() {
-        let (l, r) = (Some("127.0.0.1:443"), Some("127.0.0.1:50000"));
+        let addr = |a: &str| Some(a.parse::<SocketAddr>().unwrap());
+        let (l, r) = (addr("127.0.0.1:443"), addr("127.0.0.1:50000"));
         let a = conn_id(1, 0xc000_1000, 0xffff_0001, l, r);
         assert_eq!(a, conn_id(1, 0xc000_1000, 0xffff_0001, l, r));
         assert_ne!(a, conn_id(2, 0xc000_1000, 0xffff_0001, l, r));
         assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_0002, l, r));
-        assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_0001, l, Some("127.0.0.1:50001")));
+        assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_0001, l, addr("127.0.0.1:50001")));
         assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_0001, r, l));
         assert_eq!(a.len(), 16);
     }
@@ -443,9 +445,17 @@ mod tests {
         let new = WireConn { remote: Some("127.0.0.1:50002".parse().unwrap()), ..old };
         let old_info = names.get(1, 0xc000_1000, &old).clone();
         let new_info = names.get(1, 0xc000_1000, &new).clone();
-        assert_eq!(new_info.remote.as_deref(), Some("127.0.0.1:50002"));
+        assert_eq!(new_info.remote, Some("127.0.0.1:50002".parse().unwrap()));
         assert_ne!(old_info.id, new_info.id);
         assert_eq!(names.get(1, 0xc000_1000, &old), &old_info);
+    }
+
+    /// The id of a connection is what it was when addresses were kept as text (FNV-1a over
+    /// the same bytes): ids in files written before stay comparable.
+    #[test]
+    fn conn_ids_did_not_change_with_addresses_kept_as_addresses() {
+        let (l, r) = ("127.0.0.1:443".parse().ok(), "[::1]:50000".parse().ok());
+        assert_eq!(conn_id(1, 0xc000_1000, 0xffff_0001, l, r), "8f65568dc68561f9");
     }
 
     #[test]
