@@ -2,6 +2,7 @@
 //! `tlstap-bpf/bpf/events.h`) nor their rendering (that is `sink::*`).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 /// Which way plaintext moved through a `crypto/tls.Conn`, as seen by the traced program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,9 +49,11 @@ pub struct ConnInfo {
     pub kind: ConnKind,
     /// Socket file descriptor in the traced process, when known.
     pub fd: Option<i32>,
-    /// `ip:port` (`[v6]:port` for IPv6), when the socket is TCP.
-    pub local: Option<String>,
-    pub remote: Option<String>,
+    /// The socket's own and its peer's address, when the socket is TCP. Kept as addresses until
+    /// a sink writes them (`ip:port`, `[v6]:port` for IPv6: `SocketAddr`'s `Display`), so that
+    /// nothing between BPF and a sink parses text back into an address.
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
     /// Identifies the connection within this capture (stable across its events).
     pub id: String,
 }

@@ -47,8 +47,8 @@ fn conn() -> ConnInfo {
     ConnInfo {
         kind: ConnKind::Tcp,
         fd: Some(7),
-        local: Some("127.0.0.1:8443".into()),
-        remote: Some("127.0.0.1:51000".into()),
+        local: Some("127.0.0.1:8443".parse().unwrap()),
+        remote: Some("127.0.0.1:51000".parse().unwrap()),
         id: "c1".into(),
     }
 }

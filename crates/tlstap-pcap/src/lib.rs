@@ -101,9 +101,7 @@ impl PcapMode {
             features,
             btf_file: btf_file.map(Path::to_path_buf),
         };
-        // Bounded: a packet thread that falls behind (a slow disk) holds the capture loop back,
-        // and the loss shows where it then happens, counted in BPF, rather than as memory.
-        let (tx, rx) = mpsc::sync_channel(CHANNEL_MAX);
+        let (tx, rx) = channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
         let thread_failure = Arc::clone(&failure);
@@ -186,6 +184,13 @@ impl Drop for PcapMode {
 /// Messages waiting for the packet thread at most.
 const CHANNEL_MAX: usize = 16_384;
 
+/// The capture loop's channel to the packet thread. Bounded: a packet thread that falls behind
+/// (a slow disk) holds the capture loop back, and the loss shows where it then happens, counted
+/// in BPF, rather than as memory. A full channel blocks the sender; it never drops a message.
+fn channel() -> (SyncSender<Msg>, mpsc::Receiver<Msg>) {
+    mpsc::sync_channel(CHANNEL_MAX)
+}
+
 /// Forwards what the capture loop sees to the packet thread.
 struct Forwarder {
     tx: Option<SyncSender<Msg>>,
@@ -232,8 +237,7 @@ impl Sink for Forwarder {
                 }))
             }
             Event::Data(d) => {
-                let endpoint = |a: Option<&String>| a.and_then(|a| a.parse::<SocketAddr>().ok());
-                let conn = d.conn.and_then(|c| Some((endpoint(c.local.as_ref())?, endpoint(c.remote.as_ref())?)));
+                let conn = d.conn.and_then(|c| Some((c.local?, c.remote?)));
                 if self.seen.len() >= 65_536 {
                     self.seen.clear();
                 }
@@ -258,5 +262,85 @@ impl Sink for Forwarder {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use tlstap_core::event::SecretEvent;
+
+    use super::*;
+
+    fn forwarder(tx: SyncSender<Msg>, failure: &Arc<Mutex<Option<String>>>) -> Forwarder {
+        Forwarder { tx: Some(tx), failure: Arc::clone(failure), side: false, seen: HashSet::new() }
+    }
+
+    /// Writes secret `n` (its pid) through the sink, as the capture loop does.
+    fn write_secret(sink: &mut Forwarder, n: u32) -> io::Result<()> {
+        let event = SecretEvent { ts_ns: 1, pid: n, label: "CLIENT_RANDOM", client_random: &[1; 32], secret: &[2; 48] };
+        sink.write_event(&Event::Secret(event))
+    }
+
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A packet thread that stops taking messages holds the sender back once CHANNEL_MAX wait
+    /// (the channel is bounded), and every message still arrives, in order, once it goes on
+    /// (back-pressure loses nothing).
+    #[test]
+    fn a_stalled_packet_thread_holds_the_sender_back_and_loses_nothing() {
+        let (tx, rx) = channel();
+        let failure = Arc::new(Mutex::new(None));
+        let mut sink = forwarder(tx, &failure);
+        let written = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&written);
+        let total = CHANNEL_MAX as u32 + 100;
+        let sender = std::thread::spawn(move || {
+            for n in 0..total {
+                write_secret(&mut sink, n).unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        wait_until("the channel takes CHANNEL_MAX messages", || written.load(Ordering::SeqCst) >= CHANNEL_MAX);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(written.load(Ordering::SeqCst), CHANNEL_MAX, "a full channel blocks the sender");
+        let mut got = Vec::new();
+        while got.len() < total as usize {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(Msg::Secret(secret)) => got.push(secret.pid),
+                Ok(other) => panic!("unexpected message {other:?}"),
+                Err(err) => panic!("after {} messages: {err}", got.len()),
+            }
+        }
+        sender.join().unwrap();
+        assert_eq!(got, (0..total).collect::<Vec<_>>(), "every message, in order");
+        assert!(rx.try_recv().is_err(), "nothing more");
+    }
+
+    /// A packet thread that ended while the sender waited on a full channel is an error with
+    /// its reason, not a message silently dropped.
+    #[test]
+    fn a_packet_thread_gone_while_the_channel_is_full_is_an_error() {
+        let (tx, rx) = channel();
+        let failure = Arc::new(Mutex::new(None));
+        let mut sink = forwarder(tx, &failure);
+        for n in 0..CHANNEL_MAX as u32 {
+            write_secret(&mut sink, n).unwrap();
+        }
+        let blocked = std::thread::spawn(move || write_secret(&mut sink, u32::MAX));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!blocked.is_finished(), "the sender waits on a full channel");
+        *failure.lock().unwrap() = Some("disk full".to_string());
+        drop(rx);
+        let err = blocked.join().unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "the packet capture stopped: disk full");
     }
 }

@@ -4,7 +4,10 @@
 //! Must stay true: a binary file is analysed once per identity (device, inode, size, mtime),
 //! whatever its outcome, however many processes or containers run it; a process held by
 //! --catch-exec is always continued, hooked or not; failures about one process never stop the
-//! capture (they are reported once, in verbose mode).
+//! capture (they are reported once, as an [`Outcome`] the loop shows in verbose mode).
+//!
+//! Discovery attaches and detaches probes (it holds the capture for that) but writes nothing:
+//! it returns [`Outcome`]s, which the capture loop writes to the sinks and to stderr.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt as _;
@@ -17,7 +20,6 @@ use tlstap_bpf::wire::ProcessEvent;
 use tlstap_bpf::{BinaryHandle, Capture};
 use tlstap_core::event::{AttachEvent, Event};
 
-use crate::pipeline::Pipeline;
 use crate::system;
 use crate::target::{ProbeSet, Target};
 
@@ -52,10 +54,81 @@ struct Hooked {
     idle_since: Option<Instant>,
 }
 
+/// What discovery did, for the capture loop to write (the events) and say (under -v).
+#[derive(Debug)]
+pub enum Outcome {
+    /// A binary's probes are live.
+    Attached {
+        binary: PathBuf,
+        go_version: String,
+        abi: &'static str,
+        probes: usize,
+        /// The process whose exec led to it (None for those found at start), and how long
+        /// each step took.
+        after_exec: Option<ExecTiming>,
+    },
+    /// A binary's probes were removed: no process ran it for `--linger`, or the capture ends.
+    Detached { binary: PathBuf },
+    /// A process's binary is not hooked, and why.
+    NotHooked { pid: u32, step: Step, why: String },
+}
+
+/// How long hooking a newly exec'd process took.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecTiming {
+    pub pid: u32,
+    pub since_exec: Duration,
+    pub analysis: Duration,
+    pub attach: Duration,
+}
+
+/// Where hooking a binary stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Its analysis refused it (or overran its deadline).
+    Analysis,
+    /// The probes asked for are not all in it (e.g. -k and no writeKeyLog).
+    Probes,
+    /// The kernel refused a probe (the process may have exited meanwhile).
+    Attach,
+}
+
+impl Outcome {
+    /// The event the sinks are given, if any.
+    pub fn event(&self) -> Option<Event<'_>> {
+        match self {
+            Outcome::Attached { binary, go_version, abi, probes, .. } => {
+                Some(Event::Attach(AttachEvent { binary, go_version, abi, probes: *probes }))
+            }
+            Outcome::Detached { binary } => Some(Event::Detach { binary }),
+            Outcome::NotHooked { .. } => None,
+        }
+    }
+
+    /// The line -v prints to stderr, if any.
+    pub fn verbose_line(&self) -> Option<String> {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        match self {
+            Outcome::Attached { binary, after_exec: Some(t), .. } => Some(format!(
+                "tlstap: hooked {} (pid {}) {:.1} ms after exec (analysis {:.1} ms, attach {:.1} ms)",
+                binary.display(),
+                t.pid,
+                ms(t.since_exec),
+                ms(t.analysis),
+                ms(t.attach)
+            )),
+            Outcome::Attached { after_exec: None, .. } | Outcome::Detached { .. } => None,
+            Outcome::NotHooked { pid, step: Step::Attach, why } => {
+                Some(format!("tlstap: cannot hook pid {pid}: {why}"))
+            }
+            Outcome::NotHooked { pid, why, .. } => Some(format!("tlstap: not hooking pid {pid}: {why}")),
+        }
+    }
+}
+
 /// What is known about the binaries of the host's processes.
 pub struct Discovery {
     probes: ProbeSet,
-    verbose: bool,
     /// Outcome of analysing each binary file: a hookable target, or why not. Bounded
     /// ([`MAX_ANALYSES`]): a host that makes new binaries endlessly must not grow it forever.
     analyses: HashMap<FileId, Rc<Result<Target, Refusal>>>,
@@ -103,10 +176,9 @@ impl Refusal {
 }
 
 impl Discovery {
-    pub fn new(probes: ProbeSet, comm: Option<String>, uid: Option<u32>, linger: Duration, verbose: bool) -> Self {
+    pub fn new(probes: ProbeSet, comm: Option<String>, uid: Option<u32>, linger: Duration) -> Self {
         Discovery {
             probes,
-            verbose,
             analyses: HashMap::new(),
             not_hooked: HashSet::new(),
             hooked: HashMap::new(),
@@ -140,13 +212,14 @@ impl Discovery {
     }
 
     /// Hooks the binaries of every process running now.
-    pub fn scan(&mut self, capture: &mut Capture<'_>, pipeline: &mut Pipeline) -> Result<()> {
+    pub fn scan(&mut self, capture: &mut Capture<'_>) -> Result<Vec<Outcome>> {
+        let mut outcomes = Vec::new();
         for pid in system::pids()? {
             if self.matches_filters(pid) {
-                self.consider(pid, None, capture, pipeline)?;
+                outcomes.extend(self.consider(pid, None, capture));
             }
         }
-        Ok(())
+        Ok(outcomes)
     }
 
     fn matches_filters(&self, pid: u32) -> bool {
@@ -159,13 +232,13 @@ impl Discovery {
     }
 
     /// A process exec'd or exited (already filtered in BPF).
-    pub fn on_process(&mut self, ev: &ProcessEvent, capture: &mut Capture<'_>, pipeline: &mut Pipeline) -> Result<()> {
+    pub fn on_process(&mut self, ev: &ProcessEvent, capture: &mut Capture<'_>) -> Option<Outcome> {
         // A new image replaces the old one: the pid may now run another binary.
         self.forget(ev.pid);
         if ev.exited {
-            return Ok(());
+            return None;
         }
-        let outcome = self.consider(ev.pid, Some(ev.ts_ns), capture, pipeline);
+        let outcome = self.consider(ev.pid, Some(ev.ts_ns), capture);
         if ev.held {
             // Testing only: a window in which a test kills tlstap with the process still held.
             if let Some(ms) = std::env::var("TLSTAP_TEST_CONTINUE_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
@@ -179,28 +252,22 @@ impl Discovery {
     }
 
     /// Looks at the binary of `pid` and hooks it if it is a Go TLS program not hooked yet.
-    fn consider(
-        &mut self,
-        pid: u32,
-        exec_ts: Option<u64>,
-        capture: &mut Capture<'_>,
-        pipeline: &mut Pipeline,
-    ) -> Result<()> {
+    fn consider(&mut self, pid: u32, exec_ts: Option<u64>, capture: &mut Capture<'_>) -> Option<Outcome> {
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
         // Opened once: identified, analysed and attached through this one descriptor, so a pid
         // reused meanwhile cannot put probes computed for one file into another.
-        let Ok(file) = std::fs::File::open(&exe) else { return Ok(()) }; // gone, or a kernel thread
-        let Some(id) = FileId::of(&file) else { return Ok(()) };
+        let file = std::fs::File::open(&exe).ok()?; // gone, or a kernel thread
+        let id = FileId::of(&file)?;
         if let Some(hooked) = self.hooked.get_mut(&id) {
             hooked.pids.insert(pid);
             hooked.idle_since = None;
             self.pids.insert(pid, id);
-            return Ok(());
+            return None;
         }
-        let verbose = self.verbose;
         // The path as the process sees it (in its own mount namespace): for people to read.
         let shown_path = std::fs::read_link(&exe).unwrap_or_else(|_| exe.clone());
         let started = Instant::now();
+        let mut first_refusal = None;
         let analysis = match self.analyses.get(&id) {
             Some(analysis) => Rc::clone(analysis),
             None => {
@@ -210,11 +277,13 @@ impl Discovery {
                 let unreadable =
                     outcome.as_ref().err().is_some_and(|e| e.root_cause().downcast_ref::<std::io::Error>().is_some());
                 let outcome = Rc::new(outcome.map_err(|e| Refusal::of(&e)));
-                if let (Err(refusal), true) = (outcome.as_ref(), verbose) {
-                    eprintln!("tlstap: not hooking pid {pid}: {}", refusal.why);
-                }
-                if unreadable {
-                    return Ok(());
+                if let Err(refusal) = outcome.as_ref() {
+                    // Said once per file: a refusal remembered below is not said again.
+                    let said = Outcome::NotHooked { pid, step: Step::Analysis, why: refusal.why.clone() };
+                    if unreadable {
+                        return Some(said);
+                    }
+                    first_refusal = Some(said);
                 }
                 if self.analyses.len() >= MAX_ANALYSES {
                     self.analyses.clear();
@@ -230,21 +299,18 @@ impl Discovery {
                 if !why.not_a_go_tls_program {
                     self.missed(id);
                 }
-                return Ok(());
+                return first_refusal;
             }
         };
         if target.check_runnable().is_err() {
-            return Ok(());
+            return None;
         }
         let probes = match target.probes(self.probes) {
             Ok(probes) => probes,
             Err(err) => {
                 // E.g. -k and a binary without writeKeyLog: other binaries are still hooked.
-                if verbose {
-                    eprintln!("tlstap: not hooking pid {pid}: {err:#}");
-                }
                 self.missed(id);
-                return Ok(());
+                return Some(Outcome::NotHooked { pid, step: Step::Probes, why: format!("{err:#}") });
             }
         };
         let analysed = Instant::now();
@@ -252,34 +318,29 @@ impl Discovery {
             Ok(handle) => handle,
             Err(err) => {
                 // The process may have exited meanwhile; other processes go on being found.
-                if verbose {
-                    eprintln!("tlstap: cannot hook pid {pid}: {:#}", anyhow::Error::from(err));
-                }
                 if system::process_exists(pid) {
                     self.missed(id);
                 }
-                return Ok(());
+                let why = format!("{:#}", anyhow::Error::from(err));
+                return Some(Outcome::NotHooked { pid, step: Step::Attach, why });
             }
         };
-        if let (Some(ts), true) = (exec_ts, verbose) {
-            let ms = tlstap_bpf::clock::monotonic_ns().saturating_sub(ts) as f64 / 1e6;
-            let ms_of = |d: Duration| d.as_secs_f64() * 1e3;
-            eprintln!(
-                "tlstap: hooked {} (pid {pid}) {ms:.1} ms after exec (analysis {:.1} ms, attach {:.1} ms)",
-                shown_path.display(),
-                ms_of(analysed - started),
-                ms_of(analysed.elapsed())
-            );
-        }
-        pipeline.write(&Event::Attach(AttachEvent {
-            binary: &shown_path,
-            go_version: &target.go_version,
+        let after_exec = exec_ts.map(|ts| ExecTiming {
+            pid,
+            since_exec: Duration::from_nanos(tlstap_bpf::clock::monotonic_ns().saturating_sub(ts)),
+            analysis: analysed - started,
+            attach: analysed.elapsed(),
+        });
+        let attached = Outcome::Attached {
+            binary: shown_path.clone(),
+            go_version: target.go_version.clone(),
             abi: target.abi_name(),
             probes: handle.probes,
-        }))?;
+            after_exec,
+        };
         self.hooked.insert(id, Hooked { handle, shown_path, pids: HashSet::from([pid]), idle_since: None });
         self.pids.insert(pid, id);
-        Ok(())
+        Some(attached)
     }
 
     /// A process is gone (or exec'd): its binary starts lingering when no other process runs it.
@@ -293,13 +354,8 @@ impl Discovery {
     }
 
     /// Releases binaries idle for longer than `linger` (all of them when `now` is None, at
-    /// the end of the capture), telling the sinks.
-    pub fn release_idle(
-        &mut self,
-        now: Option<Instant>,
-        capture: &mut Capture<'_>,
-        pipeline: &mut Pipeline,
-    ) -> Result<()> {
+    /// the end of the capture).
+    pub fn release_idle(&mut self, now: Option<Instant>, capture: &mut Capture<'_>) -> Vec<Outcome> {
         let linger = self.linger;
         let idle: Vec<FileId> = self
             .hooked
@@ -310,13 +366,14 @@ impl Discovery {
             })
             .map(|(&id, _)| id)
             .collect();
+        let mut outcomes = Vec::new();
         for id in idle {
             if let Some(hooked) = self.hooked.remove(&id) {
                 capture.detach(hooked.handle);
-                pipeline.write(&Event::Detach { binary: &hooked.shown_path })?;
+                outcomes.push(Outcome::Detached { binary: hooked.shown_path });
             }
         }
-        Ok(())
+        outcomes
     }
 }
 

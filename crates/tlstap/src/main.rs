@@ -1,7 +1,9 @@
 //! tlstap: parse the command line, run it, map the outcome to an exit code.
 
+mod capture_loop;
 mod cli;
 mod discovery;
+mod intake;
 mod output;
 mod pipeline;
 mod request;

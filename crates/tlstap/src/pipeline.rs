@@ -1,16 +1,21 @@
-//! Everything between a ring-buffer record and the sinks: decode (length-checked), reassemble
-//! chunked calls, restore per-connection order, name connections, convert clocks, fan out to
+//! Everything between a decoded ring-buffer record and the sinks: reassemble chunked calls,
+//! restore per-connection order, name connections, convert clocks, decode HTTP, fan out to
 //! every sink. Owns the userspace counters that the exit summary reports.
+//!
+//! It only turns records (given by the ring callback, intake.rs) and events (given by the
+//! capture loop: attach, detach, ready, stats) into sink calls, and returns their errors to
+//! whoever called; it keeps no process events and no error for anyone to collect later.
 
 use rustc_hash::FxHashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use tlstap_bpf::wire::{self, H2Fields, ProcessEvent, Record, Secret};
+use tlstap_bpf::wire::{H2Fields, Secret};
 use tlstap_core::event::{ConnInfo, DataEvent, Direction, Event, HttpEvent, SecretEvent};
 use tlstap_core::http::HttpExchange;
 use tlstap_core::ordering::Sequencer;
-use tlstap_core::reassembly::{Call, Reassembler, WireConn};
+use tlstap_core::reassembly::{Call, Chunk as WireChunk, Reassembler, WireConn};
 use tlstap_core::sink::Sink;
 use tlstap_http::{Chunk, HttpDecoder, Taken};
 
@@ -53,8 +58,6 @@ pub struct Pipeline {
     sequencer: Sequencer,
     conns: ConnNames,
     cgroups: Cgroups,
-    /// Exec/exit events for discovery, taken by the capture loop between polls.
-    processes: Vec<ProcessEvent>,
     wall_offset: u64,
     pub events: u64,
     pub bytes: u64,
@@ -62,8 +65,6 @@ pub struct Pipeline {
     pub decode_errors: u64,
     /// Secrets dropped because a field was longer than the record holds.
     pub secrets_cut: u64,
-    /// Set when a sink failed; stops the ring-buffer callback.
-    error: Option<io::Error>,
     /// Something was written since the last flush.
     dirty: bool,
 }
@@ -85,14 +86,12 @@ impl Pipeline {
             sequencer: Sequencer::new(),
             conns: ConnNames::default(),
             cgroups: Cgroups::default(),
-            processes: Vec::new(),
             wall_offset: tlstap_bpf::clock::monotonic_to_wall_offset(),
             events: 0,
             bytes: 0,
             secrets: 0,
             decode_errors: 0,
             secrets_cut: 0,
-            error: None,
             dirty: false,
         }
     }
@@ -115,66 +114,41 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The ring-buffer callback: a negative return stops the current poll.
-    pub fn on_record(&mut self, record: &[u8]) -> i32 {
-        if self.error.is_some() {
-            // The capture is ending on an output error; processes held by --catch-exec must
-            // still be heard of, so that they are continued.
-            if let Ok(Record::Process(process)) = wire::decode(record) {
-                self.processes.push(process);
-            }
-            return 0;
-        }
-        let now = Instant::now();
-        let result = match wire::decode(record) {
-            Ok(Record::Data(chunk)) => {
-                // Go reads a block, then reports its fields, in one goroutine: remember which
-                // connection each goroutine read last (in ring order, before reordering).
-                if let Some(http) = self.http.as_mut().filter(|_| chunk.meta.goroutine != 0) {
-                    if chunk.meta.direction == Direction::Read {
-                        if http.last_reads.len() >= LAST_READS_MAX {
-                            http.last_reads.clear();
-                        }
-                        let key = (chunk.meta.pid, chunk.meta.conn_ptr, chunk.meta.conn);
-                        http.last_reads.insert((chunk.meta.pid, chunk.meta.goroutine), key);
-                    }
-                }
-                let Pipeline {
-                    sinks, http, reassembler, sequencer, conns, cgroups, wall_offset, events, bytes, ..
-                } = self;
-                let mut out =
-                    Output { sinks, http: http.as_mut(), conns, cgroups, wall_offset: *wall_offset, events, bytes };
-                reassembler.push(chunk, now, |call| sequencer.offer(call, now, |call| out.call(&call)))
-            }
-            Ok(Record::Secret(secret)) => self.secret(&secret),
-            Ok(Record::H2Fields(fields)) => self.go_fields(&fields),
-            Ok(Record::Process(process)) => {
-                // Read a new process's cgroup now, while it surely exists: a short-lived client
-                // has exited by the time its events are written. An exited one's entry stays
-                // for its events still in flight; the pid's next exec replaces it.
-                if !process.exited {
-                    self.cgroups.learn(process.pid);
-                }
-                self.processes.push(process);
-                Ok(())
-            }
-            Err(_) => {
-                self.decode_errors += 1;
-                Ok(())
-            }
-        };
+    /// One chunk of a Read or Write call: reassembled into its call, put in order, written.
+    pub fn data(&mut self, chunk: WireChunk<'_>) -> io::Result<()> {
         self.dirty = true;
-        match result {
-            Ok(()) => 0,
-            Err(err) => {
-                self.error = Some(err);
-                -1
+        let now = Instant::now();
+        // Go reads a block, then reports its fields, in one goroutine: remember which
+        // connection each goroutine read last (in ring order, before reordering).
+        if let Some(http) = self.http.as_mut().filter(|_| chunk.meta.goroutine != 0) {
+            if chunk.meta.direction == Direction::Read {
+                if http.last_reads.len() >= LAST_READS_MAX {
+                    http.last_reads.clear();
+                }
+                let key = (chunk.meta.pid, chunk.meta.conn_ptr, chunk.meta.conn);
+                http.last_reads.insert((chunk.meta.pid, chunk.meta.goroutine), key);
             }
         }
+        let Pipeline { sinks, http, reassembler, sequencer, conns, cgroups, wall_offset, events, bytes, .. } = self;
+        let mut out = Output { sinks, http: http.as_mut(), conns, cgroups, wall_offset: *wall_offset, events, bytes };
+        reassembler.push(chunk, now, |call| sequencer.offer(call, now, |call| out.call(&call)))
+    }
+
+    /// A process exec'd: its cgroup is read now, while it surely exists (a short-lived client
+    /// has exited by the time its events are written). An exited one's entry stays for its
+    /// events still in flight; the pid's next exec replaces it.
+    pub fn process_started(&mut self, pid: u32) {
+        self.cgroups.learn(pid);
+    }
+
+    /// A ring record that did not decode: counted (the summary says so), never fatal.
+    pub fn decode_error(&mut self) {
+        self.decode_errors += 1;
     }
 
     /// Header fields from a Go program's own HTTP/2 code (--h2-hooks), to the decoder.
-    fn go_fields(&mut self, f: &H2Fields<'_>) -> io::Result<()> {
+    pub fn go_fields(&mut self, f: &H2Fields<'_>) -> io::Result<()> {
+        self.dirty = true;
         let Some(http) = self.http.as_mut() else { return Ok(()) };
         let mut program: Vec<_> = f.fields.iter().map(|(n, v)| Some((n.to_vec(), v.to_vec()))).collect();
         program.resize(f.field_count as usize, None);
@@ -193,7 +167,9 @@ impl Pipeline {
         result
     }
 
-    fn secret(&mut self, s: &Secret<'_>) -> io::Result<()> {
+    /// A TLS secret, to every sink that writes secrets.
+    pub fn secret(&mut self, s: &Secret<'_>) -> io::Result<()> {
+        self.dirty = true;
         // A secret with a byte missing would decrypt nothing and mislead: drop it, counted.
         // (BPF counted a read fault already; a field longer than the record is counted here.)
         if s.incomplete {
@@ -219,7 +195,6 @@ impl Pipeline {
     /// Between polls: emit calls whose remaining chunks or predecessors are lost (everything
     /// pending when `now` is None) and flush what was written.
     pub fn tick(&mut self, now: Option<Instant>) -> io::Result<()> {
-        self.take_error()?;
         let Pipeline { sinks, http, reassembler, sequencer, conns, cgroups, wall_offset, events, bytes, .. } = self;
         let mut out = Output { sinks, http: http.as_mut(), conns, cgroups, wall_offset: *wall_offset, events, bytes };
         let at = now.unwrap_or_else(Instant::now);
@@ -261,15 +236,6 @@ impl Pipeline {
     /// HTTP exchanges decoded so far (0 in the per-call view).
     pub fn http_exchanges(&self) -> u64 {
         self.http.as_ref().map_or(0, |h| h.decoder.stats.exchanges)
-    }
-
-    /// Process events received since the last call, in order.
-    pub fn take_processes(&mut self) -> Vec<ProcessEvent> {
-        std::mem::take(&mut self.processes)
-    }
-
-    pub fn take_error(&mut self) -> io::Result<()> {
-        self.error.take().map_or(Ok(()), Err)
     }
 }
 
@@ -393,18 +359,18 @@ impl ConnNames {
             self.cache.clear();
         }
         self.cache.entry((pid, conn_ptr, *wire)).or_insert_with(|| {
-            let local = wire.local.map(|a| a.to_string());
-            let remote = wire.remote.map(|a| a.to_string());
-            let id = conn_id(pid, conn_ptr, wire.sock_id, local.as_deref(), remote.as_deref());
-            ConnInfo { kind: wire.kind, fd: wire.fd, local, remote, id }
+            let id = conn_id(pid, conn_ptr, wire.sock_id, wire.local, wire.remote);
+            ConnInfo { kind: wire.kind, fd: wire.fd, local: wire.local, remote: wire.remote, id }
         })
     }
 }
 
-fn conn_id(pid: u32, conn_ptr: u64, sock_id: u64, local: Option<&str>, remote: Option<&str>) -> String {
-    // FNV-1a: tiny, stable across runs and Rust versions.
+fn conn_id(pid: u32, conn_ptr: u64, sock_id: u64, local: Option<SocketAddr>, remote: Option<SocketAddr>) -> String {
+    // FNV-1a: tiny, stable across runs and Rust versions. The addresses are hashed as sinks
+    // write them (`ip:port`): ids stay what they were when addresses were kept as text.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let addresses = [local.unwrap_or(""), "|", remote.unwrap_or("")];
+    let text = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    let addresses = [text(local), "|".to_string(), text(remote)];
     let bytes = pid.to_le_bytes().into_iter().chain(conn_ptr.to_le_bytes()).chain(sock_id.to_le_bytes());
     for byte in bytes.chain(addresses.iter().flat_map(|a| a.bytes())) {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
@@ -418,12 +384,13 @@ mod tests {
 
     #[test]
     fn conn_ids_are_stable_and_distinct() {
-        let (l, r) = (Some("127.0.0.1:443"), Some("127.0.0.1:50000"));
+        let addr = |a: &str| Some(a.parse::<SocketAddr>().unwrap());
+        let (l, r) = (addr("127.0.0.1:443"), addr("127.0.0.1:50000"));
         let a = conn_id(1, 0xc000_1000, 0xffff_0001, l, r);
         assert_eq!(a, conn_id(1, 0xc000_1000, 0xffff_0001, l, r));
         assert_ne!(a, conn_id(2, 0xc000_1000, 0xffff_0001, l, r));
         assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_0002, l, r));
-        assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_0001, l, Some("127.0.0.1:50001")));
+        assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_0001, l, addr("127.0.0.1:50001")));
         assert_ne!(a, conn_id(1, 0xc000_1000, 0xffff_0001, r, l));
         assert_eq!(a.len(), 16);
     }
@@ -443,18 +410,16 @@ mod tests {
         let new = WireConn { remote: Some("127.0.0.1:50002".parse().unwrap()), ..old };
         let old_info = names.get(1, 0xc000_1000, &old).clone();
         let new_info = names.get(1, 0xc000_1000, &new).clone();
-        assert_eq!(new_info.remote.as_deref(), Some("127.0.0.1:50002"));
+        assert_eq!(new_info.remote, Some("127.0.0.1:50002".parse().unwrap()));
         assert_ne!(old_info.id, new_info.id);
         assert_eq!(names.get(1, 0xc000_1000, &old), &old_info);
     }
 
+    /// The id of a connection is what it was when addresses were kept as text (FNV-1a over
+    /// the same bytes): ids in files written before stay comparable.
     #[test]
-    fn records_that_do_not_decode_are_counted_not_fatal() {
-        let mut pipeline = Pipeline::new(Vec::new(), View::Calls);
-        for record in [&b""[..], b"\x01", &[0xff; 64]] {
-            assert_eq!(pipeline.on_record(record), 0, "the ring goes on");
-        }
-        assert_eq!(pipeline.decode_errors, 3);
-        assert_eq!((pipeline.events, pipeline.bytes), (0, 0));
+    fn conn_ids_did_not_change_with_addresses_kept_as_addresses() {
+        let (l, r) = ("127.0.0.1:443".parse().ok(), "[::1]:50000".parse().ok());
+        assert_eq!(conn_id(1, 0xc000_1000, 0xffff_0001, l, r), "8f65568dc68561f9");
     }
 }

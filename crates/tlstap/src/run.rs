@@ -1,33 +1,32 @@
-//! `tlstap gotls`: resolve the request (request.rs), then run the capture until a signal.
-//! The capture loop drains the ring buffer, reassembles calls and feeds the sink; at the end
-//! it detaches every probe, writes the totals and prints a one-line summary to stderr.
+//! `tlstap gotls`: resolve the request (request.rs), set the capture up, run its loop
+//! (capture_loop.rs) until a signal; at the end detach every probe, write the totals and print
+//! a one-line summary to stderr.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use tlstap_bpf::{Capture, CaptureOptions, KernelFeatures, RingReader};
-use tlstap_core::event::{AttachEvent, Event, LossCause, Stats};
+use tlstap_bpf::{Capture, CaptureOptions, KernelFeatures};
+use tlstap_core::event::{Event, LossCause, Stats};
 use tlstap_core::sink::Sink;
 use tlstap_pcap::PcapMode;
 
+use crate::capture_loop::{write_outcomes, Loop};
 use crate::cli::GotlsArgs;
 use crate::cli::ReadPath;
-use crate::discovery::Discovery;
+use crate::discovery::{Discovery, Outcome};
+use crate::intake::Intake;
 use crate::output::{open_keylog_sink, open_sink};
 use crate::pipeline::Pipeline;
 use crate::request::{Request, Scope};
 use crate::system;
 use crate::target::{ProbeSet, Target};
 use goelf::tls::ReadCapture;
-
-/// How long one ring-buffer poll waits before the loop checks for signals and stale calls.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// --catch-exec: the longest a process stays stopped at exec, whatever holds tlstap up (a
 /// watchdog thread continues it then, hooked or not). Generous: analysing a large binary on
@@ -202,8 +201,12 @@ fn capture(
     };
     // The reader exists before any probe is attached: perf buffers (kernels without a ring
     // buffer) drop what BPF sends before they are opened, where a ring buffer keeps it.
+    // The callback writes records through the pipeline and queues process events (and an
+    // output error) for the loop; the loop writes everything else (see capture_loop.rs).
     let pipeline = RefCell::new(Pipeline::new(sinks, request.view));
-    let ring = capture.reader(|record: &[u8]| pipeline.borrow_mut().on_record(record))?;
+    let (to_loop, from_ring) = std::sync::mpsc::channel();
+    let mut intake = Intake::new(&pipeline, to_loop);
+    let ring = capture.reader(move |record: &[u8]| intake.on_record(record))?;
     let probe_set = request.probe_set();
     let mut discovery = match target {
         Some(target) => {
@@ -216,19 +219,20 @@ fn capture(
             let handle = capture
                 .attach(&target.attach_path(), &probes, target.bpf_config())
                 .with_context(|| format!("cannot hook {}", tlstap_core::names::escape_path(&target.shown_path)))?;
-            let attach = AttachEvent {
-                binary: &target.shown_path,
-                go_version: &target.go_version,
+            let attached = Outcome::Attached {
+                binary: target.shown_path.clone(),
+                go_version: target.go_version.clone(),
                 abi: target.abi_name(),
                 probes: handle.probes,
+                after_exec: None,
             };
-            pipeline.borrow_mut().write(&Event::Attach(attach)).map_err(output_error)?;
+            write_outcomes(&mut pipeline.borrow_mut(), &[attached], request.verbose).map_err(output_error)?;
             None
         }
         None => {
-            let mut discovery =
-                Discovery::new(probe_set, request.comm.clone(), request.uid, request.linger, request.verbose);
-            discovery.scan(&mut capture, &mut pipeline.borrow_mut())?;
+            let mut discovery = Discovery::new(probe_set, request.comm.clone(), request.uid, request.linger);
+            let outcomes = discovery.scan(&mut capture)?;
+            write_outcomes(&mut pipeline.borrow_mut(), &outcomes, request.verbose).map_err(output_error)?;
             if request.verbose {
                 eprintln!("tlstap: {} Go TLS binaries hooked; watching for new processes", discovery.hooked_binaries());
             }
@@ -249,7 +253,15 @@ fn capture(
         "tlstap: ready: binaries hooked: {binaries}, processes running them: {processes}{watching}; Ctrl-C stops"
     );
 
-    let outcome = drain_until_stopped(&ring, &mut capture, &pipeline, discovery.as_mut(), &stop, request.verbose);
+    let capture_loop = Loop {
+        ring: &ring,
+        capture: &mut capture,
+        pipeline: &pipeline,
+        from_ring,
+        discovery: discovery.as_mut(),
+        verbose: request.verbose,
+    };
+    let outcome = capture_loop.run(&stop);
     let losses = capture.losses()?;
     let forced = watchdog.map_or(0, tlstap_bpf::HeldWatchdog::finish);
     if forced > 0 {
@@ -298,134 +310,6 @@ fn capture(
         );
     }
     Ok(())
-}
-
-/// Polls the ring buffer until a signal (or an output error), then drains what is left.
-/// Between polls, process events go to discovery, which attaches and detaches binaries.
-fn drain_until_stopped(
-    ring: &RingReader<'_>,
-    capture: &mut Capture<'_>,
-    pipeline: &RefCell<Pipeline>,
-    discovery: Option<&mut Discovery>,
-    stop: &AtomicBool,
-    verbose: bool,
-) -> Result<()> {
-    let outcome = poll_until_stopped(ring, capture, pipeline, discovery, stop, verbose);
-    if outcome.is_err() {
-        // An output error ends the capture early: a process held by --catch-exec must not stay
-        // stopped, whether its exec record was read already or still waits in the ring.
-        capture.stop_process_reports();
-        let _ = ring.consume();
-        for process in pipeline.borrow_mut().take_processes() {
-            if process.held {
-                system::continue_process(process.pid);
-                capture.release_held(process.pid);
-            }
-        }
-    }
-    outcome
-}
-
-fn poll_until_stopped(
-    ring: &RingReader<'_>,
-    capture: &mut Capture<'_>,
-    pipeline: &RefCell<Pipeline>,
-    mut discovery: Option<&mut Discovery>,
-    stop: &AtomicBool,
-    verbose: bool,
-) -> Result<()> {
-    let mut stopping = false;
-    let mut loss_report = LossReport::new();
-    let mut last_slot_sweep = Instant::now();
-    // Outside the host's PID namespace /proc cannot tell whether a host process ID is alive,
-    // and a live Read's slot must never go: no sweep there.
-    let sweep_slots = system::in_host_pid_namespace();
-    loop {
-        if !stopping && stop.load(Ordering::Relaxed) {
-            // No new process may be held after the final read below, which continues the
-            // held ones: stop the exec reports first.
-            capture.stop_process_reports();
-            stopping = true;
-        }
-        // Data records do not wake the reader until 256 KiB wait (the BPF side's WAKEUP_BYTES),
-        // and libbpf's poll reads nothing when it times out: read after every poll.
-        let polled = if stopping { ring.consume() } else { ring.poll(POLL_INTERVAL).and_then(|()| ring.consume()) };
-        let mut p = pipeline.borrow_mut();
-        p.take_error()?;
-        polled.context("reading the ring buffer")?;
-        // Held processes are continued here too, so this runs even when stopping. Every held
-        // process is continued even after one process's handling failed.
-        let mut failed = None;
-        for process in p.take_processes() {
-            match discovery.as_deref_mut() {
-                Some(discovery) if failed.is_none() => {
-                    failed = discovery.on_process(&process, capture, &mut p).err();
-                }
-                _ if process.held => {
-                    system::continue_process(process.pid);
-                    capture.release_held(process.pid);
-                }
-                _ => {}
-            }
-        }
-        if let Some(err) = failed {
-            return Err(err);
-        }
-        if stopping {
-            // Events already in the ring when the signal came are part of the capture.
-            if let Some(discovery) = discovery.as_deref_mut() {
-                discovery.release_idle(None, capture, &mut p)?;
-            }
-            return Ok(p.tick(None)?);
-        }
-        if let Some(discovery) = discovery.as_deref_mut() {
-            discovery.release_idle(Some(Instant::now()), capture, &mut p)?;
-        }
-        p.tick(Some(Instant::now()))?;
-        loss_report.maybe_report(capture);
-        if sweep_slots && last_slot_sweep.elapsed() >= READ_SLOT_SWEEP_EVERY {
-            last_slot_sweep = Instant::now();
-            let freed = capture.free_dead_read_slots(system::process_exists);
-            if verbose && freed > 0 {
-                eprintln!("tlstap: freed {freed} BPF Read slots held by processes that exited inside a Read");
-            }
-        }
-    }
-}
-
-/// How often BPF's Read slots of exited processes are freed (a scan of 2 MiB: well under a
-/// millisecond).
-const READ_SLOT_SWEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// While capturing, tells a person at a terminal when events are being lost (every few
-/// seconds, only when the count grew). Silent when stderr is a file or pipe.
-struct LossReport {
-    enabled: bool,
-    last: Instant,
-    reported: u64,
-}
-
-impl LossReport {
-    const EVERY: Duration = Duration::from_secs(5);
-
-    fn new() -> Self {
-        LossReport { enabled: std::io::IsTerminal::is_terminal(&io::stderr()), last: Instant::now(), reported: 0 }
-    }
-
-    fn maybe_report(&mut self, capture: &Capture<'_>) {
-        if !self.enabled || self.last.elapsed() < Self::EVERY {
-            return;
-        }
-        self.last = Instant::now();
-        let Ok(losses) = capture.losses() else { return };
-        let total: u64 = losses.by_cause.iter().map(|(_, calls, _)| calls).sum();
-        if total > self.reported {
-            let parts: Vec<String> =
-                losses.by_cause.iter().filter(|(_, n, _)| *n > 0).map(|(c, n, _)| format!("{c}={n}")).collect();
-            eprintln!("tlstap: {total} calls lost so far ({})", parts.join(", "));
-            self.reported = total;
-        }
-    }
 }
 
 fn summary(stats: &Stats, secrets: u64, order_gaps: u64) -> String {

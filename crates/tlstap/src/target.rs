@@ -54,10 +54,12 @@ pub struct Target {
 }
 
 impl Target {
-    /// Reads `path` (e.g. /proc/PID/exe) and analyses it, naming it `name` in messages.
+    /// Reads `path` (e.g. /proc/PID/exe) and analyses it, naming it `name` in messages. Bounded
+    /// like host-wide analysis ([`Target::analyze_file_within_deadline`]): a file crafted to be
+    /// slow to analyse gets one error line, never a tlstap that hangs before capturing.
     pub fn analyze_named(path: &Path, name: &Path) -> Result<Target> {
         let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", name.display()))?;
-        Target::analyze_file(file, path, name)
+        Target::analyze_file_within_deadline(file, path, name)
     }
 
     /// [`Target::analyze_file`] on a thread of its own, given up after [`ANALYSIS_DEADLINE`]: a

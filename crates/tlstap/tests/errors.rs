@@ -7,7 +7,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 
@@ -85,6 +86,32 @@ fn gccgo_binary() {
 fn foreign_architecture() {
     let arm64 = fixture_for_arch("1.19", "exe", "tlsfixture", "arm64");
     fails_with(&mut gotls(&arm64), "is built for arm64, but this tlstap runs on amd64");
+}
+
+/// The binary named with -e is analysed within the same deadline as host-wide discovery's (here
+/// made to overrun on purpose): one error line and a non-zero exit once it passes, whether the
+/// analysis was for a plan (--dry-run) or for a capture, not a tlstap stuck before capturing.
+#[test]
+fn an_elfpath_analysis_past_its_deadline_fails() {
+    let fixture = fixture("1.27", "exe", "tlsfixture");
+    let slow = |cmd: &mut Command| {
+        cmd.env("TLSTAP_TEST_ANALYSIS_DELAY_MS", "20000").env("TLSTAP_TEST_ANALYSIS_DEADLINE_MS", "300");
+    };
+    let started = std::time::Instant::now();
+    let mut dry_run = gotls(&fixture);
+    slow(dry_run.arg("--dry-run"));
+    fails_with(&mut dry_run, "its analysis took over 300ms");
+    assert!(started.elapsed() < Duration::from_secs(10), "given up at the deadline, not after the analysis");
+    // A capture: spawned with a bound, since without one this would go on capturing.
+    let dir = TempDir::new("elfpath-slow");
+    let mut capture = gotls(&fixture);
+    slow(&mut capture);
+    capture.stdout(Stdio::null()).stderr(std::fs::File::create(dir.path("err")).unwrap());
+    let mut capture = Proc::spawn(&mut capture, "tlstap -e (slow analysis)");
+    assert_eq!(capture.wait_timeout(patience(10)).code(), Some(1));
+    let said = std::fs::read_to_string(dir.path("err")).unwrap();
+    assert_eq!(said.lines().count(), 1, "{said:?}");
+    assert!(said.starts_with("tlstap: error: ") && said.contains("its analysis took over 300ms"), "{said:?}");
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! must not change; new fields may be added. Header names and values are JSON strings (bytes
 //! that are not UTF-8 become U+FFFD); a field tlstap could not decode is `null`.
 
+use std::net::SocketAddr;
+
 use serde::Serialize;
 
 use crate::event::{ConnInfo, HttpEvent};
@@ -71,20 +73,15 @@ struct GrpcRecord {
 pub(crate) struct ConnRecord<'a> {
     kind: &'static str,
     fd: Option<i32>,
-    local: Option<&'a str>,
-    remote: Option<&'a str>,
+    /// Serialized as `SocketAddr`'s `Display` (serde's human-readable form), as every sink.
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
     id: &'a str,
 }
 
 impl<'a> ConnRecord<'a> {
     pub(crate) fn new(c: &'a ConnInfo) -> Self {
-        ConnRecord {
-            kind: c.kind.as_str(),
-            fd: c.fd,
-            local: c.local.as_deref(),
-            remote: c.remote.as_deref(),
-            id: &c.id,
-        }
+        ConnRecord { kind: c.kind.as_str(), fd: c.fd, local: c.local, remote: c.remote, id: &c.id }
     }
 }
 
@@ -192,8 +189,8 @@ mod tests {
         let conn = ConnInfo {
             kind: ConnKind::Tcp,
             fd: Some(3),
-            local: Some("a:1".into()),
-            remote: Some("b:2".into()),
+            local: Some("10.0.0.1:1".parse().unwrap()),
+            remote: Some("[::1]:2".parse().unwrap()),
             id: "c".into(),
         };
         let event = HttpEvent { pid: 1, comm: "x", conn: Some(&conn), cgroup: None, exchange: &exchange };
@@ -207,7 +204,7 @@ mod tests {
             r#""response":{"headers":[],"trailers":[],"body_b64":"b2s=","body_len":2,"body_encodings":["gzip"],"#,
             r#""body_decoded":true,"raw_body_b64":"T0s=","body_truncated":false,"complete":true,"version":"HTTP/1.1","reason":"OK"},"#,
             r#""request_ns":10,"response_ns":15,"end_ns":20,"latency_ns":10,"undecodable_fields":true,"#,
-            r#""conn":{"kind":"tcp","fd":3,"local":"a:1","remote":"b:2","id":"c"}}"#,
+            r#""conn":{"kind":"tcp","fd":3,"local":"10.0.0.1:1","remote":"[::1]:2","id":"c"}}"#,
             "\n"
         );
         assert_eq!(String::from_utf8(sink.into_inner()).unwrap(), want);

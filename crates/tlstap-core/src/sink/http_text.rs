@@ -5,7 +5,7 @@
 
 use super::hexdump::push_hexdump;
 use super::text::{is_printable, PayloadStyle};
-use super::{push_decimal, Rfc3339Cache};
+use super::{push_addr, push_decimal, Rfc3339Cache};
 use crate::event::HttpEvent;
 use crate::http::{Header, HttpExchange, HttpMessage, HttpProto};
 
@@ -26,9 +26,9 @@ pub(crate) fn push_exchange(out: &mut Vec<u8>, ev: &HttpEvent<'_>, style: Payloa
     out.extend_from_slice(if e.program_is_client { b" (client)" } else { b" (server)" });
     if let Some(conn) = ev.conn {
         out.push(b' ');
-        out.extend_from_slice(conn.local.as_deref().unwrap_or("?").as_bytes());
+        push_addr(out, conn.local.as_ref());
         out.extend_from_slice(b" -> ");
-        out.extend_from_slice(conn.remote.as_deref().unwrap_or("?").as_bytes());
+        push_addr(out, conn.remote.as_ref());
     }
     if let (Some(start), true) = (e.request_ns, e.response.is_some()) {
         out.extend_from_slice(b" latency=");
@@ -244,8 +244,8 @@ mod tests {
         let conn = ConnInfo {
             kind: ConnKind::Tcp,
             fd: Some(3),
-            local: Some("127.0.0.1:5000".into()),
-            remote: Some("127.0.0.1:443".into()),
+            local: Some("127.0.0.1:5000".parse().unwrap()),
+            remote: Some("127.0.0.1:443".parse().unwrap()),
             id: "x".into(),
         };
         let e = exchange();

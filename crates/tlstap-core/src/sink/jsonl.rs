@@ -102,9 +102,9 @@ impl<W: Write> JsonlSink<W> {
                     None => line.extend_from_slice(b"null"),
                 }
                 line.extend_from_slice(br#","local":"#);
-                push_json_opt_str(line, c.local.as_deref())?;
+                push_json_opt_addr(line, c.local.as_ref());
                 line.extend_from_slice(br#","remote":"#);
-                push_json_opt_str(line, c.remote.as_deref())?;
+                push_json_opt_addr(line, c.remote.as_ref());
                 line.extend_from_slice(br#","id":"#);
                 push_json_str(line, &c.id)?;
                 line.push(b'}');
@@ -139,13 +139,16 @@ fn push_json_str(line: &mut Vec<u8>, s: &str) -> io::Result<()> {
     }
 }
 
-fn push_json_opt_str(line: &mut Vec<u8>, s: Option<&str>) -> io::Result<()> {
-    match s {
-        Some(s) => push_json_str(line, s),
-        None => {
-            line.extend_from_slice(b"null");
-            Ok(())
+/// Appends a connection's address as a JSON string (`null` when unknown). `SocketAddr`'s
+/// `Display` writes digits, hex, `.`, `:`, `[`, `]` and `%`: nothing JSON escapes.
+fn push_json_opt_addr(line: &mut Vec<u8>, addr: Option<&std::net::SocketAddr>) {
+    match addr {
+        Some(addr) => {
+            line.push(b'"');
+            super::push_addr(line, Some(addr));
+            line.push(b'"');
         }
+        None => line.extend_from_slice(b"null"),
     }
 }
 
@@ -235,8 +238,8 @@ mod tests {
         let plain = ConnInfo {
             kind: ConnKind::Tcp,
             fd: Some(7),
-            local: Some("127.0.0.1:443".into()),
-            remote: Some("[::1]:50000".into()),
+            local: Some("127.0.0.1:443".parse().unwrap()),
+            remote: Some("[::1]:50000".parse().unwrap()),
             id: "00ff".into(),
         };
         let odd =

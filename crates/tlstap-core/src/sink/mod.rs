@@ -70,6 +70,18 @@ pub(crate) fn push_decimal(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
+/// Appends a connection's address as sinks write it: `ip:port` (`[v6]:port`), `?` when unknown.
+pub(crate) fn push_addr(out: &mut Vec<u8>, addr: Option<&std::net::SocketAddr>) {
+    use std::io::Write as _;
+    match addr {
+        // Writing into a Vec cannot fail.
+        Some(addr) => {
+            let _ = write!(out, "{addr}");
+        }
+        None => out.push(b'?'),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use super::hexdump::push_hexdump;
 use super::http_text::push_exchange;
 use super::keylog::is_nss_label;
-use super::{push_decimal, Rfc3339Cache, Sink};
+use super::{push_addr, push_decimal, Rfc3339Cache, Sink};
 use crate::event::{DataEvent, Event, SecretEvent};
 use crate::hex::push_hex;
 use crate::names::escape_path;
@@ -81,9 +81,9 @@ impl<W: Write> TextSink<W> {
         }
         if let Some(conn) = ev.conn {
             line.push(b' ');
-            line.extend_from_slice(conn.local.as_deref().unwrap_or("?").as_bytes());
+            push_addr(line, conn.local.as_ref());
             line.extend_from_slice(b" -> ");
-            line.extend_from_slice(conn.remote.as_deref().unwrap_or("?").as_bytes());
+            push_addr(line, conn.remote.as_ref());
         }
         line.push(b'\n');
         if self.style == PayloadStyle::Auto && is_printable(ev.data) {
