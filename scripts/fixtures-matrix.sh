@@ -18,6 +18,8 @@ for v in "${versions[@]}"; do
   for var in exe pie pie-strip; do builds+=("$v arm64 $var tlsfixture"); done
 done
 for v in 1.15 1.19 "$newest"; do builds+=("$v amd64 exe notls"); done
+# Writes growing their stack at Write's own check (crates/tlstap/tests/capture.rs).
+for v in 1.15 1.19 "$newest"; do builds+=("$v amd64 exe stackgrow"); done
 # HTTP decoding and the h2 header hooks (crates/tlstap/tests/http.rs, crates/goelf/tests/h2.rs):
 # Go 1.15 (stack ABI), 1.19, and the newest, stripped too.
 builds+=("1.15 amd64 exe httpfixture" "1.19 amd64 exe httpfixture" "1.19 amd64 pie-strip httpfixture")

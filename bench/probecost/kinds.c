@@ -3,7 +3,8 @@
 // program). `kinds KIND N` calls k_KIND N times and prints the nanoseconds per call.
 //
 // The kernel runs a probed instruction either by emulating it or by single-stepping a copy of it
-// out of line (a second trap): which one decides most of a hit's cost. The kinds are the ones
+// out of line (a second trap): which one decides most of a hit's cost. A function is probed at
+// its first instruction, or at its p_KIND label where it has one. The kinds are the ones
 // tlstap probes in Go code (push rbp: the body start of Go >= 1.21; ret: Read's RETs; cmp/sub/mov:
 // other body starts and epilogues; call: Read's call of runtime.memmove) and other cheap
 // candidates (nops, a jump).
@@ -18,7 +19,7 @@ static unsigned long fake_g[4];
 
 __asm__(
     ".text\n"
-    ".globl k_push, k_ret, k_nop, k_nop3, k_nop5, k_mov, k_cmp, k_sub, k_jmp, k_call\n"
+    ".globl k_push, k_ret, k_nop, k_nop3, k_nop5, k_mov, k_cmp, k_sub, k_jmp, k_call, k_jbe, p_jbe\n"
     "k_push: push %rbp\n pop %rbp\n ret\n"
     "k_ret: ret\n"
     "k_nop: nop\n ret\n"
@@ -29,17 +30,19 @@ __asm__(
     "k_sub: sub $0x60, %rsp\n add $0x60, %rsp\n ret\n"
     "k_jmp: jmp 1f\n 1: ret\n"
     "k_call: call k_leaf\n ret\n"
-    "k_leaf: ret\n");
+    "k_leaf: ret\n"
+    // Go's stack check: the probe (p_jbe) on its conditional branch, not taken here.
+    "k_jbe: cmp 0x10(%rdi), %rsp\n p_jbe: jbe 1f\n ret\n 1: ret\n");
 
 void k_push(void *), k_ret(void *), k_nop(void *), k_nop3(void *), k_nop5(void *), k_mov(void *), k_cmp(void *),
-    k_sub(void *), k_jmp(void *), k_call(void *);
+    k_sub(void *), k_jmp(void *), k_call(void *), k_jbe(void *);
 
 static const struct {
     const char *name;
     void (*fn)(void *);
 } kinds[] = {
     {"push", k_push}, {"ret", k_ret}, {"nop", k_nop}, {"nop3", k_nop3}, {"nop5", k_nop5},
-    {"mov", k_mov},   {"cmp", k_cmp}, {"sub", k_sub}, {"jmp", k_jmp}, {"call", k_call},
+    {"mov", k_mov},   {"cmp", k_cmp}, {"sub", k_sub}, {"jmp", k_jmp}, {"call", k_call}, {"jbe", k_jbe},
 };
 
 int main(int argc, char **argv) {

@@ -26,7 +26,31 @@ pub(crate) fn body_start(arch: Arch, vaddr: u64, code: &[u8]) -> u64 {
     .unwrap_or(vaddr)
 }
 
+/// The stack check's branch to the morestack block, when it is a `JBE` (taken when SP is at or
+/// below the stack guard: CF or ZF set by the compare before it): amd64 only.
+///
+/// A probe there costs little (the kernel emulates a conditional branch; the body's first
+/// instruction it may have to single-step) and sees the arguments where the ABI put them;
+/// it runs twice for a call whose stack grows, and the flags tell the two runs apart: only
+/// the run where the branch is not taken goes on into the body.
+pub(crate) fn stack_check_branch(arch: Arch, vaddr: u64, code: &[u8]) -> Option<u64> {
+    match arch {
+        Arch::Amd64 => {
+            let (insts, check) = amd64_check(vaddr, code)?;
+            let inst = insts.get(check)?;
+            (inst.mnemonic() == Mnemonic::Jbe).then(|| inst.ip())
+        }
+        Arch::Arm64 => None,
+    }
+}
+
 fn amd64(vaddr: u64, code: &[u8]) -> Option<u64> {
+    let (insts, check) = amd64_check(vaddr, code)?;
+    insts.get(check + 1).map(Instruction::ip)
+}
+
+/// The decoded instructions and the index of the stack check's branch.
+fn amd64_check(vaddr: u64, code: &[u8]) -> Option<(Vec<Instruction>, usize)> {
     let mut decoder = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
     let mut insts = Vec::new();
     while decoder.can_decode() {
@@ -43,7 +67,7 @@ fn amd64(vaddr: u64, code: &[u8]) -> Option<u64> {
         .iter()
         .take(CHECK_WINDOW)
         .position(|i| is_jcc(i.mnemonic()) && i.near_branch_target() > i.ip() && i.near_branch_target() <= back_ip)?;
-    insts.get(check + 1).map(Instruction::ip)
+    Some((insts, check))
 }
 
 fn is_jcc(m: Mnemonic) -> bool {
@@ -85,6 +109,19 @@ mod tests {
             0x49, 0x3b, 0x66, 0x10, 0x76, 0x05, 0x55, 0x48, 0x89, 0xe5, 0xc3, 0xe8, 0x00, 0x00, 0x00, 0x00, 0xeb, 0xee,
         ];
         assert_eq!(body_start(Arch::Amd64, 0, &code), 6);
+    }
+
+    #[test]
+    fn amd64_stack_check_branch() {
+        let code = [
+            0x49, 0x3b, 0x66, 0x10, 0x76, 0x05, 0x55, 0x48, 0x89, 0xe5, 0xc3, 0xe8, 0x00, 0x00, 0x00, 0x00, 0xeb, 0xee,
+        ];
+        assert_eq!(stack_check_branch(Arch::Amd64, 0, &code), Some(4));
+        // A check branching on another condition is not taken for one.
+        let mut jb = code;
+        jb[4] = 0x72; // jb
+        assert_eq!(stack_check_branch(Arch::Amd64, 0, &jb), None);
+        assert_eq!(body_start(Arch::Amd64, 0, &jb), 6);
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct ProbePoint {
 pub struct TlsPlan {
     /// Entry of `crypto/tls.(*Conn).Write`, past its stack check (fires once per call).
     pub write_entry: ProbePoint,
+    /// The `JBE` of Write's stack check (amd64), where a probe is emulated rather than
+    /// single-stepped: it fires twice for a call whose stack grows, once with the branch taken
+    /// (CF or ZF set), which the probe skips.
+    pub write_check: Option<ProbePoint>,
     /// Entry of `crypto/tls.(*Conn).Read`, past its stack check.
     pub read_entry: ProbePoint,
     /// Every RET of `crypto/tls.(*Conn).Read` (uretprobes break Go's moving stacks).
@@ -124,8 +128,12 @@ pub fn plan(bin: &GoBinary<'_>) -> Result<TlsPlan, Error> {
         return Err(Error::malformed(format!("{CONN_READ} at {:#x} has no RET instruction", read.vaddr)));
     }
     let read_capture = read_capture(bin, &read)?;
+    let write_check = crate::prologue::stack_check_branch(bin.info().arch, write.vaddr, bin.code(&write)?)
+        .map(|vaddr| point(bin, CONN_WRITE, vaddr))
+        .transpose()?;
     Ok(TlsPlan {
         read_capture,
+        write_check,
         write_entry: entry(bin, CONN_WRITE, &write)?,
         read_entry: entry(bin, CONN_READ, &read)?,
         read_returns,

@@ -120,6 +120,25 @@ fn check_binary(version: &str, arch: &str, variant: &str, data: &[u8], twin: Opt
         (tls::ReadCapture::EntryAndReturn { .. }, Arch::Arm64) => {}
         (other, _) => return Err(format!("Read captured {other:?}")),
     }
+    // Write's stack check ends in a JBE on amd64, just before the body start.
+    match (&plan.write_check, want_arch) {
+        (Some(check), Arch::Amd64) => {
+            let write = bin.function(tls::CONN_WRITE).ok_or("Write vanished")?;
+            let code = bin.code(&write).map_err(|e| e.to_string())?;
+            let at = (check.vaddr - write.vaddr) as usize;
+            // JBE rel8 (76) or rel32 (0F 86), the body start right after it.
+            let len = match code.get(at..at + 2) {
+                Some([0x76, _]) => 2,
+                Some([0x0f, 0x86]) => 6,
+                _ => return Err(format!("Write's check {:#x} is no JBE", check.vaddr)),
+            };
+            if check.vaddr + len != plan.write_entry.vaddr {
+                return Err(format!("Write's check {:#x} does not end at the body start", check.vaddr));
+            }
+        }
+        (None, Arch::Arm64) => {}
+        (other, _) => return Err(format!("Write's check {other:?}")),
+    }
     let entries = [Some(&plan.write_entry), Some(&plan.read_entry), plan.keylog_entry.as_ref()];
     for entry in entries.into_iter().flatten() {
         check_entry(&bin, want_arch, data, entry)?;

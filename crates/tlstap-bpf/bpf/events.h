@@ -53,6 +53,8 @@ enum tlstap_probe_kind {
 	/* (*tls.Conn).Read's one CALL of runtime.memmove, which copies the plaintext into b
 	 * (goelf proved its destination is b.ptr, and c saved at SP + read_copy_depth + 8) */
 	TLSTAP_PROBE_READ_COPY = 8,
+	/* (*tls.Conn).Write's stack-check JBE: as WRITE_ENTRY when the branch is not taken */
+	TLSTAP_PROBE_WRITE_CHECK = 9,
 };
 
 /* The BPF cookie of an attach point: probe kind in bits 0..7, flags in 8..15, the binary's

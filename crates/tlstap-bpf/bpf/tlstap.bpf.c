@@ -648,6 +648,24 @@ static __always_inline void on_write_entry(struct pt_regs *ctx, bool modern, __u
 	emit_call(ctx, modern, cookie, TLSTAP_DIR_WRITE, conn, buf, len, pid_tgid, g);
 }
 
+/*
+ * At the JBE of Write's stack check (amd64): the kernel emulates a conditional branch, where
+ * the body's first instruction it may single-step out of line. A call whose stack must grow
+ * takes the branch (CF or ZF set by the compare), grows it and runs the check again: only the
+ * run that falls through into the body is the call's.
+ */
+#define X86_FLAGS_CF 0x1
+#define X86_FLAGS_ZF 0x40
+
+static __always_inline void on_write_check(struct pt_regs *ctx, bool modern, __u64 cookie, __u64 pid_tgid)
+{
+#if defined(__TARGET_ARCH_x86)
+	if (ctx_reg(ctx, flags) & (X86_FLAGS_CF | X86_FLAGS_ZF))
+		return;
+	on_write_entry(ctx, modern, cookie, pid_tgid);
+#endif
+}
+
 /* The key of this goroutine's Read in flight. */
 static __always_inline struct read_key read_key_of(struct pt_regs *ctx, __u64 cookie, __u64 pid_tgid)
 {
@@ -826,6 +844,9 @@ static __always_inline int go_tls_probe_kind(struct pt_regs *ctx, bool modern, _
 	case TLSTAP_PROBE_READ_COPY:
 		on_read_copy(ctx, modern, cookie, pid_tgid);
 		break;
+	case TLSTAP_PROBE_WRITE_CHECK:
+		on_write_check(ctx, modern, cookie, pid_tgid);
+		break;
 	case TLSTAP_PROBE_KEYLOG:
 		on_keylog(ctx, stack_abi, pid_tgid);
 		break;
@@ -898,6 +919,7 @@ DEFINE_NOCOOKIE_PROBE(read_entry, TLSTAP_PROBE_READ_ENTRY)
 DEFINE_NOCOOKIE_PROBE(read_ret, TLSTAP_PROBE_READ_RET)
 DEFINE_NOCOOKIE_PROBE(read_ret_alone, TLSTAP_PROBE_READ_RET_ALONE)
 DEFINE_NOCOOKIE_PROBE(read_copy, TLSTAP_PROBE_READ_COPY)
+DEFINE_NOCOOKIE_PROBE(write_check, TLSTAP_PROBE_WRITE_CHECK)
 DEFINE_NOCOOKIE_PROBE(keylog, TLSTAP_PROBE_KEYLOG)
 
 #include "h2_hooks.h"

@@ -1,6 +1,7 @@
 //! The cost of one uprobe hit by the kind of instruction probed (issue 16), for bench/run: a
 //! null BPF program (tlstap's `--null-probes` one) attached at the first instruction of each
-//! `k_*` function of bench/probecost/kinds.c, which is then timed calling it N times.
+//! `k_*` function of bench/probecost/kinds.c (or at its `p_*` label), which is then timed
+//! calling it N times.
 //!
 //! `probe_cost KINDS_BINARY N`: one line per kind, `kind ns_per_call_unprobed ns_per_call_probed`
 //! (medians of three runs each). Needs root (BPF), like tlstap.
@@ -13,7 +14,7 @@ use std::process::Command;
 use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
 use tlstap_bpf::{BinaryConfig, Capture, CaptureOptions, KernelFeatures, ProbeKind, ProbeSpec};
 
-const KINDS: [&str; 10] = ["push", "ret", "nop", "nop3", "nop5", "mov", "cmp", "sub", "jmp", "call"];
+const KINDS: [&str; 11] = ["push", "ret", "nop", "nop3", "nop5", "mov", "cmp", "sub", "jmp", "call", "jbe"];
 
 fn main() {
     if let Err(err) = run() {
@@ -46,7 +47,9 @@ fn run() -> Result<(), String> {
     let mut storage = MaybeUninit::uninit();
     let mut capture = Capture::load(&mut storage, &opts).map_err(|e| format!("loading BPF: {e}"))?;
     for kind in KINDS {
-        let (vaddr, file_offset) = symbol_offset(&file, &format!("k_{kind}"))?;
+        // The probe goes at the function's p_KIND label where it has one, else its start.
+        let (vaddr, file_offset) =
+            symbol_offset(&file, &format!("p_{kind}")).or_else(|_| symbol_offset(&file, &format!("k_{kind}")))?;
         let unprobed = median_run(binary, kind, n)?;
         let probe = ProbeSpec { file_offset, vaddr, kind: ProbeKind::WriteEntry, stack_abi: false };
         let handle = capture.attach(binary, &[probe], BinaryConfig::default()).map_err(|e| format!("attach: {e}"))?;

@@ -65,6 +65,8 @@ pub enum ProbeKind {
     ReadReturn,
     /// A RET of `(*Conn).Read` capturing the call alone (goelf's `ReadCapture::AtReturn`).
     ReadReturnAlone,
+    /// The `JBE` of `(*Conn).Write`'s stack check (goelf's `TlsPlan::write_check`).
+    WriteCheck,
     /// `(*Conn).Read`'s call of runtime.memmove into b (goelf's `ReadCapture::AtCopy`; its
     /// depth goes in [`BinaryConfig::read_copy_depth`]).
     ReadCopy,
@@ -83,6 +85,7 @@ impl ProbeKind {
             ProbeKind::ReadReturn => tlstap_probe_kind::TLSTAP_PROBE_READ_RET,
             ProbeKind::ReadReturnAlone => tlstap_probe_kind::TLSTAP_PROBE_READ_RET_ALONE,
             ProbeKind::ReadCopy => tlstap_probe_kind::TLSTAP_PROBE_READ_COPY,
+            ProbeKind::WriteCheck => tlstap_probe_kind::TLSTAP_PROBE_WRITE_CHECK,
             ProbeKind::Keylog => tlstap_probe_kind::TLSTAP_PROBE_KEYLOG,
             ProbeKind::H2SentField => tlstap_probe_kind::TLSTAP_PROBE_H2_SENT_FIELD,
             ProbeKind::H2ReceivedBlock => tlstap_probe_kind::TLSTAP_PROBE_H2_RECEIVED_BLOCK,
@@ -358,6 +361,7 @@ impl<'obj> Capture<'obj> {
             &mut open.progs.go_tls_read_ret_nocookie,
             &mut open.progs.go_tls_read_ret_alone_nocookie,
             &mut open.progs.go_tls_read_copy_nocookie,
+            &mut open.progs.go_tls_write_check_nocookie,
             &mut open.progs.go_tls_keylog_nocookie,
         ] {
             prog.set_autoload(per_role && !null);
@@ -491,6 +495,7 @@ impl<'obj> Capture<'obj> {
                     (false, AttachPath::PerRole, ProbeKind::ReadReturn) => &progs.go_tls_read_ret_nocookie,
                     (false, AttachPath::PerRole, ProbeKind::ReadReturnAlone) => &progs.go_tls_read_ret_alone_nocookie,
                     (false, AttachPath::PerRole, ProbeKind::ReadCopy) => &progs.go_tls_read_copy_nocookie,
+                    (false, AttachPath::PerRole, ProbeKind::WriteCheck) => &progs.go_tls_write_check_nocookie,
                     (false, AttachPath::PerRole, ProbeKind::Keylog) => &progs.go_tls_keylog_nocookie,
                     (false, _, _) if self.legacy => &progs.go_tls_single_legacy,
                     (false, _, _) => &progs.go_tls_single,

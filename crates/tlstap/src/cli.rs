@@ -134,7 +134,8 @@ pub struct GotlsArgs {
 
     /// Testing only: the cheapest way of capturing Reads to use where the binary's analysis
     /// proved it: copy (Read's copy into b), return (its RETs alone), entry (entry and RETs,
-    /// the path of arm64 and of binaries where nothing else was proven).
+    /// the path of arm64 and of binaries where nothing else was proven; Writes then at their
+    /// body start rather than their stack check: every probe as before issue 16).
     #[arg(long, hide = true, value_enum, default_value_t = ReadPath::Copy)]
     pub read_path: ReadPath,
 

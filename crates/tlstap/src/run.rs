@@ -121,7 +121,10 @@ fn print_plan(target: &Target, set: ProbeSet, features: Option<&KernelFeatures>)
         ReadPath::Entry => format!("entry and return (2 probe hits per Read: {why})"),
     };
     writeln!(out, "reads:    {reads}")?;
-    let mut points = vec![("write entry", &plan.write_entry)];
+    let mut points = vec![match target.write_check(set) {
+        Some(check) => ("write check", check),
+        None => ("write entry", &plan.write_entry),
+    }];
     match (path, &plan.read_capture) {
         (ReadPath::Copy, ReadCapture::AtCopy { site, .. }) => points.push(("read copy", site)),
         (ReadPath::Return, _) => points.extend(plan.read_returns.iter().map(|p| ("read return", p))),

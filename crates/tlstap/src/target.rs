@@ -162,7 +162,10 @@ impl Target {
         };
         let mut probes = Vec::new();
         if set.data {
-            probes.push(spec(&self.plan.write_entry, ProbeKind::WriteEntry));
+            match self.write_check(set) {
+                Some(check) => probes.push(spec(check, ProbeKind::WriteCheck)),
+                None => probes.push(spec(&self.plan.write_entry, ProbeKind::WriteEntry)),
+            }
             match (self.read_path(set), &self.plan.read_capture) {
                 (ReadPath::Copy, ReadCapture::AtCopy { site, .. }) => probes.push(spec(site, ProbeKind::ReadCopy)),
                 (ReadPath::Return, _) => {
@@ -188,6 +191,13 @@ impl Target {
             probes.extend(self.h2.received_block_returns.iter().map(|p| spec(p, ProbeKind::H2ReceivedBlock)));
         }
         Ok(probes)
+    }
+
+    /// Where Writes are probed: at the stack check's branch where the binary has one that can
+    /// be (the cheaper probe), unless the probes of before issue 16 are asked for
+    /// (`--read-path entry`, which takes Write's body start too).
+    pub fn write_check(&self, set: ProbeSet) -> Option<&goelf::tls::ProbePoint> {
+        self.plan.write_check.as_ref().filter(|_| set.cheapest_read_path < ReadPath::Entry)
     }
 
     /// How Reads are captured: the cheapest path the analysis proved, of those the probe set

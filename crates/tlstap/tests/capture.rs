@@ -427,3 +427,34 @@ fn probes_land_on_the_analysed_file_when_its_path_is_swapped() {
     assert!(pids.contains(&u64::from(original_pid)), "the analysed program is captured: {pids:?}");
     assert!(!pids.contains(&u64::from(newcomer_pid)), "the file swapped in is not: {pids:?}");
 }
+
+/// Writes probed at their stack check's branch (issue 16: a probe the kernel emulates) see
+/// that branch run twice for a call whose stack grows there: once taken (to grow it), once
+/// not. testdata/go/stackgrow makes Writes at every depth a fresh goroutine can have, so that
+/// some grow the stack at Write's own check: each Write must come out once, in order, whole,
+/// on the stack ABI and the register ABI, and through the body-start probe as before.
+#[test]
+fn a_write_whose_stack_grows_at_its_check_is_captured_once() {
+    if !privileged() {
+        return;
+    }
+    const WRITES: usize = 2400; // two sweeps of stackgrow's 1200 depths
+    for (version, extra) in [("1.27", &[][..]), ("1.19", &[]), ("1.15", &[]), ("1.27", &["--read-path", "entry"])] {
+        let dir = TempDir::new(&format!("stackgrow-{version}{}", extra.len()));
+        let bin = copy_binary(&fixture(version, "exe", "stackgrow"), &dir, "stackgrow");
+        let mut args = vec!["-e", bin.to_str().unwrap()];
+        args.extend(extra);
+        let tlstap = Tlstap::start(&dir, &args);
+        let out = std::process::Command::new(&bin).arg(WRITES.to_string()).output().unwrap();
+        assert!(out.status.success(), "stackgrow: {}", String::from_utf8_lossy(&out.stderr));
+        let capture = tlstap.stop();
+        let writes: Vec<Vec<u8>> = capture.data("write").into_iter().map(|(_, data, _)| data).collect();
+        let want: Vec<Vec<u8>> =
+            (0..WRITES).map(|i| [format!("write-{i:05}|").into_bytes(), vec![0; i % 7]].concat()).collect();
+        assert_eq!(writes.len(), want.len(), "go{version} {extra:?}: one event per Write");
+        for (i, (got, want)) in writes.iter().zip(&want).enumerate() {
+            assert!(got == want, "go{version} {extra:?} write {i}: {}", first_difference(got, want));
+        }
+        assert_eq!(capture.stats()["lost"], 0, "go{version}");
+    }
+}

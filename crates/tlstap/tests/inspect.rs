@@ -98,6 +98,8 @@ fn dry_run_says_how_reads_are_captured() {
         assert!(text.contains("reads:    at the copy into b (1 probe hit per Read, on a CALL"), "go{version}:\n{text}");
         let reads = ["read copy", "read entry", "read return"].map(|what| count(&text, what));
         assert_eq!(reads, [1, 0, 0], "go{version}:\n{text}");
+        // Writes at their stack check's branch (emulated), not their body start.
+        assert_eq!([count(&text, "write check"), count(&text, "write entry")], [1, 0], "go{version}:\n{text}");
         let text = dry_run(&binary, &["--read-path", "return"]);
         assert!(
             text.contains("reads:    at return alone (1 probe hit per Read, single-stepped: --read-path)"),
@@ -109,6 +111,7 @@ fn dry_run_says_how_reads_are_captured() {
         assert!(text.contains("reads:    entry and return (2 probe hits per Read: --read-path)"), "{text}");
         let reads = ["read copy", "read entry", "read return"].map(|what| count(&text, what));
         assert!(reads[0] == 0 && reads[1] == 1 && reads[2] >= 1, "go{version}:\n{text}");
+        assert_eq!([count(&text, "write check"), count(&text, "write entry")], [0, 1], "go{version}:\n{text}");
     }
     let text = dry_run(&fixture_for_arch("1.27", "pie", "tlsfixture", "arm64"), &[]);
     assert!(text.contains("reads:    entry and return (2 probe hits per Read: arm64 code is not analysed"), "{text}");
