@@ -8,8 +8,10 @@ refreshes it without touching the rest.
 """
 
 import collections
+import os
+import subprocess
 
-from .common import log
+from .common import HERE, ROOT, log
 from .procfs import BpfStats
 from .stats import med
 
@@ -39,7 +41,24 @@ class FastMixin:
                     hits = row.get("uprobe_runs", 0) / max(row["ok"], 1)
                     log(f"  round {r} {cfg:8s} {row['rps']:8.0f} req/s  hits/req {hits:.2f} "
                         f"server CPU {row['srv_cpu'] / max(row['ok'], 1) * 1e6:.1f} µs/req lost {row.get('lost')}")
-        self.res["sections"]["fast"] = {"rows": rows, "rounds": rounds}
+        self.res["sections"]["fast"] = {"rows": rows, "rounds": rounds, "probe_cost": self.probe_cost()}
+
+    def probe_cost(self):
+        """Per-hit cost by kind of probed instruction: the probe_cost example (a null BPF program at
+        the first instruction of each k_* function of bench/probecost/kinds.c, timed in a loop)."""
+        exe = os.path.join(self.wd, "kinds")
+        subprocess.run(["gcc", "-O2", "-fno-pie", "-no-pie", "-o", exe, os.path.join(HERE, "probecost", "kinds.c")],
+                       check=True)
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "tlstap-bpf", "--example", "probe_cost"], cwd=ROOT,
+                       check=True)
+        out = subprocess.run([os.path.join(ROOT, "target/release/examples/probe_cost"), exe, "200000"], check=True,
+                             capture_output=True, text=True).stdout
+        rows = []
+        for line in out.splitlines():
+            kind, plain, probed = line.split()
+            rows.append({"kind": kind, "ns_plain": float(plain), "ns_probed": float(probed)})
+            log(f"  probe cost {kind:5s} {float(probed) - float(plain):8.0f} ns a hit")
+        return rows
 
 
 def fast_report(sec, a, m):
@@ -71,4 +90,20 @@ def fast_report(sec, a, m):
         vs_null = f"{rps[cfg] / rps[null]:.3f}" if null in rps else "—"
         L.append(f"| {cfg} | {rps[cfg]:.0f} | {rps[cfg] / rps['untraced']:.3f} | {vs_null} | {cpu:.1f} | "
                  f"{'—' if hits is None else f'{hits:.2f}'} | {'—' if lost is None else lost} |")
+    if sec.get("probe_cost"):
+        # What a hit costs by the instruction probed: emulated by the kernel, or single-stepped out of line.
+        L += ["", "Cost of one uprobe hit (a null BPF program) by the kind of instruction probed "
+              "(`probe_cost` example on bench/probecost/kinds.c, median of 3 runs of 200000 calls): the kernel "
+              "emulates some instructions and single-steps the others out of line, a second trap.\n",
+              "| instruction | ns per hit |", "|---|---|"]
+        for r in sec["probe_cost"]:
+            L.append(f"| {KIND_NAMES.get(r['kind'], r['kind'])} | {r['ns_probed'] - r['ns_plain']:.0f} |")
     return "\n".join(L)
+
+
+KIND_NAMES = {
+    "push": "`push %rbp` (Write's body start, Go ≥ 1.21)", "ret": "`ret` (Read's RETs)", "nop": "`nop`",
+    "nop3": "`nopl (%rax)`", "nop5": "`nopl 0(%rax,%rax,1)`", "mov": "`mov %rax,-8(%rsp)`",
+    "cmp": "`cmp 0x10(%rdi),%rsp` (a stack check's compare)", "sub": "`sub $0x60,%rsp` (Write's body start, Go < 1.21)",
+    "jmp": "`jmp`", "call": "`call` (Read's call of memmove)", "jbe": "`jbe` (Write's stack check branch)",
+}
