@@ -2,6 +2,8 @@
 //! oracles (section-header address mapping, instruction decoding) to check goelf against.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // shared by several test crates
 
+pub mod synth;
+
 use std::path::PathBuf;
 use std::process::Command;
 
