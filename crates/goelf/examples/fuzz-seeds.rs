@@ -1,7 +1,7 @@
 //! Writes the crafted seeds of the goelf fuzz target into a directory (scripts/fuzz.sh):
 //! small Go-like files that parse and plan (every pclntab layout, with and without
 //! `.symtab`), and the hostile shapes of tests/crafted.rs at fuzz-friendly sizes (an INT3
-//! Read, a symbol claiming 4 GB, duplicate symbols, many relocations). Generated, not
+//! Read, a symbol claiming 4 GB, duplicate symbols, many RELA and RELR relocations). Generated, not
 //! committed: the builder is the tests' own (included by path).
 //!
 //! Usage: `cargo run -p goelf --example fuzz-seeds -- DIR`
@@ -58,6 +58,7 @@ fn main() {
     let mut s = pair(read.clone(), false);
     s.moduledata = true;
     s.relocs = 500;
+    s.relr_words = 64;
     seeds.push(("relocations", s));
     for (name, s) in seeds {
         std::fs::write(dir.join(format!("crafted-{name}")), s.build()).unwrap();

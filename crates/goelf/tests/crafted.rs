@@ -9,6 +9,10 @@ mod common;
 use common::synth::Synth;
 use goelf::{h2, tls, types, Error, GoBinary, SymbolSource};
 
+// Counts each test's allocations, for the tests that bound memory.
+#[global_allocator]
+static ALLOC: common::alloc::Counting = common::alloc::Counting;
+
 const NOP: u8 = 0x90;
 
 /// Write (a RET) and Read (`body` then a RET), in the function table and, if `symbols`,
@@ -109,4 +113,19 @@ fn many_relocations_are_read_once() {
     assert_eq!(bin.relative_relocation_counts(), (250_000, 0));
     let plan = analyse(&data);
     assert!(plan.is_ok(), "{plan:?}");
+}
+
+/// A 2 MiB DT_RELR table of bitmaps names 16 million relocated words; goelf only counts them
+/// (diagnostics), and counted them by listing every address first: 128 MiB of memory.
+#[test]
+fn a_relr_table_is_counted_without_listing_it() {
+    let mut s = tls_pair(vec![NOP; 16], false);
+    s.relr_words = 1 << 18;
+    let data = s.build();
+    common::alloc::peak_reset();
+    let live = common::alloc::peak_reset(); // the bytes held now
+    let bin = GoBinary::parse(&data).unwrap();
+    assert_eq!(bin.relative_relocation_counts(), (0, 1 + 63 * ((1 << 18) - 1)));
+    let used = common::alloc::peak_reset().saturating_sub(live);
+    assert!(used < 1 << 20, "parsing and counting the RELR table allocated {used} bytes at its peak");
 }

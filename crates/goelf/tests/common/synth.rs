@@ -27,6 +27,8 @@ pub struct Synth {
     pub symbols: Vec<(String, u64, u64)>,
     /// RELATIVE RELA entries behind a PT_DYNAMIC (each patching a word of the data segment).
     pub relocs: usize,
+    /// Words of a DT_RELR table: the first an address, the rest bitmaps with all 63 bits set.
+    pub relr_words: usize,
     /// The Go version the build info records.
     pub go_version: String,
 }
@@ -40,6 +42,7 @@ impl Synth {
             moduledata: false,
             symbols: Vec::new(),
             relocs: 0,
+            relr_words: 0,
             go_version: "go1.17.13".into(),
         }
     }
@@ -85,7 +88,7 @@ impl Synth {
             put64(&mut f, self.code_end()); // maxpc
             put64(&mut f, self.entry(0)); // text
         }
-        let dynamic = (self.relocs > 0).then(|| self.dynamic(&mut f));
+        let dynamic = (self.relocs > 0 || self.relr_words > 0).then(|| self.dynamic(&mut f));
         let len = f.len() as u64;
         let mut phdrs = vec![(1u32, 5u32, 0u64, data as u64), (1, 4, data as u64, len - data as u64)];
         if let Some((at, size)) = dynamic {
@@ -118,10 +121,17 @@ impl Synth {
             put64(f, RELATIVE);
             put64(f, BASE + i as u64);
         }
+        let relr = f.len();
+        for i in 0..self.relr_words {
+            put64(f, if i == 0 { BASE + scratch as u64 } else { u64::MAX });
+        }
         let dynamic = f.len();
-        let size = 24 * self.relocs as u64;
-        for (tag, val) in [(7u64, BASE + rela as u64), (8, size), (9, 24), (0, 0)] {
-            put64(f, tag); // DT_RELA, DT_RELASZ, DT_RELAENT, DT_NULL
+        let (rela_size, relr_size) = (24 * self.relocs as u64, 8 * self.relr_words as u64);
+        // DT_RELA, DT_RELASZ, DT_RELAENT, DT_RELR, DT_RELRSZ, DT_RELRENT, DT_NULL
+        let tags =
+            [(7u64, BASE + rela as u64), (8, rela_size), (9, 24), (36, BASE + relr as u64), (35, relr_size), (37, 8)];
+        for (tag, val) in tags.into_iter().chain([(0, 0)]) {
+            put64(f, tag);
             put64(f, val);
         }
         (dynamic as u64, (f.len() - dynamic) as u64)
