@@ -1,8 +1,8 @@
 //! Writes the crafted seeds of the goelf fuzz target into a directory (scripts/fuzz.sh):
 //! small Go-like files that parse and plan (every pclntab layout, with and without
 //! `.symtab`), and the hostile shapes of tests/crafted.rs at fuzz-friendly sizes (an INT3
-//! Read, a symbol claiming 4 GB, duplicate symbols, many RELA and RELR relocations). Generated, not
-//! committed: the builder is the tests' own (included by path).
+//! Read, a symbol claiming 4 GB, duplicate symbols, many RELA and RELR relocations).
+//! Generated, not committed: the builder is the tests' own (included by path).
 //!
 //! Usage: `cargo run -p goelf --example fuzz-seeds -- DIR`
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tool code: a failure stops it
