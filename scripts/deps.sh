@@ -2,7 +2,8 @@
 # Installs what building tlstap needs on Debian 12 (as root): clang for the BPF programs,
 # libelf/zlib/pkg-config for the vendored libbpf. With --test, also what the tests need:
 # Debian's Go (fixtures) and grpc-go (grpcfixture), gccgo (a refused build), tshark, curl, hey,
-# bpftool, iproute2 (tc, netns) and libpcap (pcap-mode filters). With --kernels, also what
+# bpftool, iproute2 (tc, netns), libpcap (pcap-mode filters) and g++ (libFuzzer, for goelf's
+# fuzz target). With --kernels, also what
 # scripts/kernel-matrix.sh needs to boot Debian's 5.10/6.1/6.12 kernels under qemu (TCG): qemu,
 # a static busybox and cpio for the initramfs, xz/zstd for compressed modules, kmod (depmod,
 # modprobe). Flags combine. Idempotent and quiet when all is there.
@@ -10,7 +11,7 @@ set -euo pipefail
 pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc)
 for flag in "$@"; do
   case $flag in
-    --test) pkgs+=(golang-go golang-1.19-go golang-google-grpc-dev gccgo tshark curl openssl hey bpftool util-linux python3-pip binutils iproute2 libpcap0.8) ;;
+    --test) pkgs+=(golang-go golang-1.19-go golang-google-grpc-dev gccgo tshark curl openssl hey bpftool util-linux python3-pip binutils iproute2 libpcap0.8 g++) ;;
     --kernels) pkgs+=(qemu-system-x86 busybox-static cpio zstd xz-utils kmod) ;;
     *) echo "deps.sh: unknown flag $flag (--test, --kernels)" >&2; exit 2 ;;
   esac

@@ -12,6 +12,10 @@
 //!    the wrapper's entry. If exactly one of the two branches to the other, the other is the
 //!    body.
 //! 2. Otherwise (undecodable or unrelated code) keep the larger, then the lower address.
+//!
+//! Each comparison decodes both candidates (up to 8 MiB each), so a file naming one function
+//! hundreds of times would be decoded hundreds of times: [`Candidates`] stops comparing after
+//! [`MAX_CANDIDATES`], which no Go linker output reaches.
 
 use crate::decode::branch_targets;
 use crate::elf::Image;
@@ -19,13 +23,38 @@ use crate::elf::Image;
 /// A candidate function: (entry vaddr, size).
 pub(crate) type Span = (u64, u64);
 
+/// Functions compared for one name. Go emits at most two per name (a body and its ABI
+/// wrapper); more come only from a crafted file, whose further copies are ignored.
+pub(crate) const MAX_CANDIDATES: usize = 4;
+
+/// The best function found so far for each wanted name, and how many were compared.
+pub(crate) struct Candidates<T> {
+    best: Vec<Option<T>>,
+    seen: Vec<usize>,
+}
+
+impl<T: Copy> Candidates<T> {
+    pub(crate) fn new(names: usize) -> Self {
+        Candidates { best: vec![None; names], seen: vec![0; names] }
+    }
+
+    /// Offers `candidate` for name `k` (ignored past [`MAX_CANDIDATES`] or out of range).
+    pub(crate) fn offer(&mut self, image: &Image<'_>, k: usize, candidate: T, span: impl Fn(&T) -> Span) {
+        let (Some(slot), Some(seen)) = (self.best.get_mut(k), self.seen.get_mut(k)) else { return };
+        if *seen >= MAX_CANDIDATES {
+            return;
+        }
+        *seen += 1;
+        *slot = Some(prefer_body(image, *slot, candidate, span));
+    }
+
+    pub(crate) fn into_found(self) -> Vec<Option<T>> {
+        self.best
+    }
+}
+
 /// Keeps the body among `current` and `candidate` (see the module rule).
-pub(crate) fn prefer_body<T: Copy>(
-    image: &Image<'_>,
-    current: Option<T>,
-    candidate: T,
-    span: impl Fn(&T) -> Span,
-) -> T {
+fn prefer_body<T: Copy>(image: &Image<'_>, current: Option<T>, candidate: T, span: impl Fn(&T) -> Span) -> T {
     let Some(cur) = current else { return candidate };
     match pick(image, span(&cur), span(&candidate)) {
         Pick::First => cur,

@@ -4,7 +4,7 @@
 use crate::elf::{read_u32, read_word, Image};
 use std::ffi::CStr;
 
-use crate::body::prefer_body;
+use crate::body::Candidates;
 use crate::Error;
 
 /// The pclntab layout generation, named by the first Go release that wrote it.
@@ -291,12 +291,12 @@ impl<'a> Pclntab<'a> {
     }
 
     /// The functions named in `names`, in one pass over the table. Duplicate names (an ABI
-    /// wrapper beside the body) are resolved by [`prefer_body`].
+    /// wrapper beside the body) are resolved by [`Candidates`].
     pub fn find_many(&self, image: &Image<'_>, names: &[&str]) -> Vec<Option<RawFunc<'a>>> {
-        let mut found: Vec<Option<RawFunc<'a>>> = vec![None; names.len()];
+        let mut found = Candidates::new(names.len());
         let mut take = |k: usize, i: usize| {
-            if let (Some(slot), Some(f)) = (found.get_mut(k), self.func(image, i)) {
-                *slot = Some(prefer_body(image, *slot, f, |f| (f.entry, f.size)));
+            if let Some(f) = self.func(image, i) {
+                found.offer(image, k, f, |f: &RawFunc<'a>| (f.entry, f.size));
             }
         };
         if !self.version.entries_are_offsets() {
@@ -312,7 +312,7 @@ impl<'a> Pclntab<'a> {
                     }
                 }
             }
-            return found;
+            return found.into_found();
         }
         // Find each name's string in the name table first, then the records pointing at
         // it: per function one integer read and a range check.
@@ -323,7 +323,7 @@ impl<'a> Pclntab<'a> {
             .flat_map(|(k, offsets)| offsets.into_iter().map(move |off| (off, k)))
             .collect();
         let (Some(lo), Some(hi)) = (targets.iter().map(|t| t.0).min(), targets.iter().map(|t| t.0).max()) else {
-            return found;
+            return found.into_found();
         };
         // 1.18+: the functab is (entryoff u32, funcoff u32) pairs; nameOff is the second
         // u32 of each record. Read them directly: this loop touches every function.
@@ -344,7 +344,7 @@ impl<'a> Pclntab<'a> {
                 }
             }
         }
-        found
+        found.into_found()
     }
 }
 

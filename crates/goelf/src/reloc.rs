@@ -26,7 +26,7 @@ pub struct Relocations {
 const DT_RELR: u32 = 36;
 const DT_RELRSZ: u32 = 35;
 
-/// Upper bound on relocations decoded, so a hostile RELR bitmap cannot exhaust memory.
+/// Upper bound on RELA entries kept (16 bytes each), whatever size the dynamic section claims.
 const MAX_RELOCS: usize = 1 << 24;
 
 /// Single lookups answered by a linear scan before the sorted index is built.
@@ -56,7 +56,7 @@ impl Relocations {
         }
         let relr = image.dyn_value(DT_RELR).zip(image.dyn_value(DT_RELRSZ));
         if let Some(bytes) = relr.and_then(|(addr, size)| image.bytes_at(addr, size)) {
-            out.relr_count = decode_relr(bytes).len();
+            out.relr_count = count_relr(bytes);
         }
         out
     }
@@ -108,33 +108,17 @@ impl Relocations {
     }
 }
 
-/// Decodes a DT_RELR table (SHT_RELR, 64-bit) into the addresses it patches.
+/// Counts the addresses a DT_RELR table (SHT_RELR, 64-bit) patches, without listing them: a
+/// few MiB of bitmaps name tens of millions of words (the count is only a diagnostic).
 ///
-/// An even entry is an address (patched, then the cursor moves one word past it); an odd
-/// entry is a bitmap whose bits 1..63 patch the 63 words after the cursor.
-pub(crate) fn decode_relr(bytes: &[u8]) -> Vec<u64> {
-    let mut out = Vec::new();
-    let mut cursor: u64 = 0;
-    for chunk in bytes.chunks_exact(8) {
-        let Some(entry) = read_u64(chunk, 0) else {
-            break;
-        };
-        if entry & 1 == 0 {
-            out.push(entry);
-            cursor = entry.wrapping_add(8);
-        } else {
-            for bit in 1..64u64 {
-                if entry >> bit & 1 == 1 {
-                    out.push(cursor.wrapping_add((bit - 1) * 8));
-                }
-            }
-            cursor = cursor.wrapping_add(63 * 8);
-        }
-        if out.len() >= MAX_RELOCS {
-            break;
-        }
-    }
-    out
+/// An even entry is an address (one word); an odd entry is a bitmap whose bits 1..63 each
+/// patch one of the 63 words after the cursor.
+pub(crate) fn count_relr(bytes: &[u8]) -> usize {
+    bytes
+        .chunks_exact(8)
+        .filter_map(|chunk| read_u64(chunk, 0))
+        .map(|entry| if entry & 1 == 0 { 1 } else { (entry >> 1).count_ones() as usize })
+        .sum()
 }
 
 #[cfg(test)]
@@ -142,18 +126,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn relr_address_then_bitmap() {
+    fn relr_address_then_bitmaps() {
         let mut table = Vec::new();
-        table.extend_from_slice(&0x1000u64.to_le_bytes());
-        // bits 1 and 3 → cursor (0x1008) + 0 and + 16
-        table.extend_from_slice(&0b1011u64.to_le_bytes());
-        // next bitmap starts 63 words later: bit 1 → 0x1008 + 63*8
-        table.extend_from_slice(&0b11u64.to_le_bytes());
-        assert_eq!(decode_relr(&table), vec![0x1000, 0x1008, 0x1018, 0x1008 + 63 * 8]);
+        table.extend_from_slice(&0x1000u64.to_le_bytes()); // one address
+        table.extend_from_slice(&0b1011u64.to_le_bytes()); // bits 1 and 3: two words
+        table.extend_from_slice(&u64::MAX.to_le_bytes()); // bits 1..63: 63 words
+        assert_eq!(count_relr(&table), 1 + 2 + 63);
     }
 
     #[test]
     fn relr_ignores_trailing_bytes() {
-        assert_eq!(decode_relr(&[1, 2, 3]), Vec::<u64>::new());
+        assert_eq!(count_relr(&[1, 2, 3]), 0);
     }
 }

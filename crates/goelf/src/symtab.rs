@@ -4,7 +4,7 @@ use object::elf;
 use object::read::elf::Sym as _;
 use object::Endianness;
 
-use crate::body::prefer_body;
+use crate::body::Candidates;
 use crate::elf::{Image, SymbolTable};
 
 /// A function symbol: name, address, size.
@@ -46,21 +46,21 @@ pub(crate) fn go_name(name: &[u8]) -> &[u8] {
 }
 
 /// The functions named in `names` (one pass over the table). `X.abi0` counts as `X`; two
-/// candidates are resolved by [`prefer_body`].
+/// candidates are resolved by [`Candidates`].
 pub(crate) fn find_many<'a>(image: &Image<'a>, names: &[&str]) -> Vec<Option<SymFunc<'a>>> {
-    let mut found: Vec<Option<SymFunc<'a>>> = vec![None; names.len()];
+    let mut found = Candidates::new(names.len());
     let Some(table) = &image.symtab else {
-        return found;
+        return found.into_found();
     };
     for f in funcs(table) {
         let name = go_name(f.name);
-        for (slot, wanted) in found.iter_mut().zip(names) {
+        for (k, wanted) in names.iter().enumerate() {
             if name == wanted.as_bytes() {
-                *slot = Some(prefer_body(image, *slot, f, |s| (s.vaddr, s.size)));
+                found.offer(image, k, f, |s| (s.vaddr, s.size));
             }
         }
     }
-    found
+    found.into_found()
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! oracles (section-header address mapping, instruction decoding) to check goelf against.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // shared by several test crates
 
+pub mod alloc;
+pub mod synth;
+
 use std::path::PathBuf;
 use std::process::Command;
 
