@@ -200,8 +200,14 @@ pub(crate) fn analyze(
             entry.set_reg(r, w as u8);
         }
     }
-    let mut flow =
-        Flow { insts: &insts, states: vec![None; insts.len()], words, args, factory: InstructionInfoFactory::new() };
+    let mut flow = Flow {
+        insts: &insts,
+        states: vec![None; insts.len()],
+        words,
+        args,
+        factory: InstructionInfoFactory::new(),
+        steps_left: STEPS_PER_INSTRUCTION.saturating_mul(insts.len()),
+    };
     flow.run(0, entry)?;
     // Code no branch reaches is entered by the runtime at the depth of the function's calls
     // (after a recovered panic, say), with what is saved at every call and nothing else known.
@@ -223,7 +229,14 @@ struct Flow<'a> {
     words: usize,
     args: ArgsAt,
     factory: InstructionInfoFactory,
+    /// Instructions interpreted before the analysis gives up ([`STEPS_PER_INSTRUCTION`]).
+    steps_left: usize,
 }
+
+/// A state only loses facts, so each instruction is interpreted a bounded number of times
+/// (about 25: the facts it can lose); a crafted body that merges paths all the time is given up
+/// past this many per instruction rather than analysed for long.
+const STEPS_PER_INSTRUCTION: usize = 32;
 
 impl Flow<'_> {
     fn returns_proven(&self, all: u16) -> Result<(), String> {
@@ -281,6 +294,7 @@ impl Flow<'_> {
         self.merge(start, state, &mut work)?;
         while let Some(i) = work.pop() {
             let Some(before) = self.states[i] else { continue };
+            self.steps_left = self.steps_left.checked_sub(1).ok_or("the control flow is too tangled to analyse")?;
             let inst = self.insts[i];
             let after = self.step(&inst, before)?;
             for next in self.successors(i, &inst)? {
