@@ -68,7 +68,7 @@ def fast_report(sec, a, m):
         by[r["cfg"]].append(r)
     rps = {cfg: med([r["rps"] for r in by[cfg]]) for cfg in CONFIGS if by[cfg]}
     L = [f"Generated {m.get('date')} on kernel {m.get('kernel')}, {m.get('cores')} cores, tlstap commit "
-         f"{m.get('commit')}. {sec['rounds']} rounds, the four configurations in rotating order; `hey -n "
+         f"{m.get('commit')}. {sec['rounds']} rounds, the configurations in rotating order; `hey -n "
          f"{a.requests} -c {a.concurrency}` POSTs against bench/tlsbench (64-byte answers, keep-alive). Hits per "
          "request: BPF run counts of every uprobe program over the requests hey counted; server CPU per "
          "request: the server's user+system time during the run. Reads are captured at Read's call copying "
