@@ -402,6 +402,12 @@ impl Flow<'_> {
                 after.set_slot(at, word);
             }
         }
+        // A copy of SP (or of BP, once it points into this frame) into another register is a
+        // pointer into the stack that the stores through other registers above are trusted not
+        // to be: refused, as LEA of the argument area is below.
+        if copies_stack_pointer(inst, before) {
+            return Err(format!("a stack pointer is copied at {ip:#x}"));
+        }
         if inst.mnemonic() == Mnemonic::Lea {
             if let Some(at) =
                 stack_address(inst.memory_base(), inst.memory_index(), inst.memory_displacement64() as i64, before, ip)?
@@ -456,6 +462,23 @@ impl Flow<'_> {
         }
         state.slot(at)
     }
+}
+
+/// `inst` reads SP, or BP while it points into the frame, as a value (not as a memory base):
+/// anything but the moves of SP this analysis follows (push, pop, call, ret, `SUB`/`ADD` of an
+/// immediate, `MOV RBP, RSP`) and comparisons.
+fn copies_stack_pointer(inst: &Instruction, before: State) -> bool {
+    let reads_as_value = (1..inst.op_count()).any(|i| {
+        inst.op_kind(i) == OpKind::Register
+            && match inst.op_register(i).full_register() {
+                Register::RSP => true,
+                Register::RBP => before.bp.is_some(),
+                _ => false,
+            }
+    });
+    let followed = matches!(inst.mnemonic(), Mnemonic::Push | Mnemonic::Pop | Mnemonic::Cmp | Mnemonic::Test)
+        || (inst.mnemonic() == Mnemonic::Mov && inst.op0_register() == Register::RBP && inst.op1_register() == Register::RSP);
+    reads_as_value && !followed
 }
 
 fn writes(access: OpAccess) -> bool {
@@ -672,6 +695,17 @@ mod tests {
         let lea: &[u8] = &[0x48, 0x8d, 0x7c, 0x24, 0x70]; // lea rdi, [rsp+0x70]
         let parts = [&[PUSH_RBP, SUB_RSP_0X60, SPILL_RAX, SPILL_RBX, lea][..], EPILOGUE].concat();
         assert!(prove(&parts, ArgsAt::Registers).unwrap_err().contains("address"));
+    }
+
+    /// SP copied into another register (then written through) is refused.
+    #[test]
+    fn a_copy_of_the_stack_pointer_fails() {
+        let mov_rdi_rsp: &[u8] = &[0x48, 0x89, 0xe7]; // mov rdi, rsp
+        let parts = [&[PUSH_RBP, SUB_RSP_0X60, SPILL_RAX, SPILL_RBX, mov_rdi_rsp][..], EPILOGUE].concat();
+        assert!(prove(&parts, ArgsAt::Registers).unwrap_err().contains("stack pointer is copied"));
+        // Go 1.21+'s frame pointer setup is followed, not refused.
+        let parts = [&[PUSH_RBP, MOV_RBP_RSP, SUB_RSP_0X60, SPILL_RAX, SPILL_RBX][..], EPILOGUE].concat();
+        assert_eq!(prove(&parts, ArgsAt::Registers), Ok(()));
     }
 
     #[test]

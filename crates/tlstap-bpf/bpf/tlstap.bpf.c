@@ -799,7 +799,12 @@ static __always_inline void on_read_copy(struct pt_regs *ctx, bool modern, __u64
 	__u64 out[3] = {};
 
 	if (stack_abi) {
-		bpf_probe_read_user(out, sizeof(out), (void *)sp);
+		/* Its own stack is mapped while the goroutine runs; a failure would be counted, though
+		 * the bytes it would have told are unknown. */
+		if (bpf_probe_read_user(out, sizeof(out), (void *)sp)) {
+			count_loss(TLSTAP_LOSS_READ_FAULT, 0);
+			return;
+		}
 		src = out[1];
 		n = out[2];
 	} else {
