@@ -477,7 +477,9 @@ fn copies_stack_pointer(inst: &Instruction, before: State) -> bool {
             }
     });
     let followed = matches!(inst.mnemonic(), Mnemonic::Push | Mnemonic::Pop | Mnemonic::Cmp | Mnemonic::Test)
-        || (inst.mnemonic() == Mnemonic::Mov && inst.op0_register() == Register::RBP && inst.op1_register() == Register::RSP);
+        || (inst.mnemonic() == Mnemonic::Mov
+            && inst.op0_register() == Register::RBP
+            && inst.op1_register() == Register::RSP);
     reads_as_value && !followed
 }
 
