@@ -121,18 +121,8 @@ fn print_plan(target: &Target, set: ProbeSet, features: Option<&KernelFeatures>)
         ReadPath::Entry => format!("entry and return (2 probe hits per Read: {why})"),
     };
     writeln!(out, "reads:    {reads}")?;
-    let mut points = vec![match target.write_check(set) {
-        Some(check) => ("write check", check),
-        None => ("write entry", &plan.write_entry),
-    }];
-    match (path, &plan.read_capture) {
-        (ReadPath::Copy, ReadCapture::AtCopy { site, .. }) => points.push(("read copy", site)),
-        (ReadPath::Return, _) => points.extend(plan.read_returns.iter().map(|p| ("read return", p))),
-        _ => {
-            points.push(("read entry", &plan.read_entry));
-            points.extend(plan.read_returns.iter().map(|p| ("read return", p)));
-        }
-    }
+    let mut points: Vec<(&str, &goelf::tls::ProbePoint)> =
+        target.data_points(set).into_iter().map(|(what, p, _)| (what, p)).collect();
     points.extend(plan.keylog_entry.iter().map(|p| ("keylog", p)));
     // --h2-hooks: Go's HTTP/2 header paths, where the binary has them.
     points.extend(target.h2.sent_field_entries.iter().map(|p| ("h2 sent", p)));

@@ -160,22 +160,9 @@ impl Target {
             kind,
             stack_abi,
         };
-        let mut probes = Vec::new();
+        let mut probes: Vec<ProbeSpec> = Vec::new();
         if set.data {
-            match self.write_check(set) {
-                Some(check) => probes.push(spec(check, ProbeKind::WriteCheck)),
-                None => probes.push(spec(&self.plan.write_entry, ProbeKind::WriteEntry)),
-            }
-            match (self.read_path(set), &self.plan.read_capture) {
-                (ReadPath::Copy, ReadCapture::AtCopy { site, .. }) => probes.push(spec(site, ProbeKind::ReadCopy)),
-                (ReadPath::Return, _) => {
-                    probes.extend(self.plan.read_returns.iter().map(|p| spec(p, ProbeKind::ReadReturnAlone)));
-                }
-                _ => {
-                    probes.push(spec(&self.plan.read_entry, ProbeKind::ReadEntry));
-                    probes.extend(self.plan.read_returns.iter().map(|p| spec(p, ProbeKind::ReadReturn)));
-                }
-            }
+            probes.extend(self.data_points(set).into_iter().map(|(_, p, kind)| spec(p, kind)));
         }
         if set.secrets {
             let keylog = self.plan.keylog_entry.as_ref().with_context(|| {
@@ -191,6 +178,27 @@ impl Target {
             probes.extend(self.h2.received_block_returns.iter().map(|p| spec(p, ProbeKind::H2ReceivedBlock)));
         }
         Ok(probes)
+    }
+
+    /// The Write and Read probe points of `set`, with a label for people and their kind: the
+    /// one place that decides them, for attaching and for `--dry-run` alike.
+    pub fn data_points(&self, set: ProbeSet) -> Vec<(&'static str, &goelf::tls::ProbePoint, ProbeKind)> {
+        let plan = &self.plan;
+        let mut points = vec![match self.write_check(set) {
+            Some(check) => ("write check", check, ProbeKind::WriteCheck),
+            None => ("write entry", &plan.write_entry, ProbeKind::WriteEntry),
+        }];
+        match (self.read_path(set), &plan.read_capture) {
+            (ReadPath::Copy, ReadCapture::AtCopy { site, .. }) => points.push(("read copy", site, ProbeKind::ReadCopy)),
+            (ReadPath::Return, _) => {
+                points.extend(plan.read_returns.iter().map(|p| ("read return", p, ProbeKind::ReadReturnAlone)));
+            }
+            _ => {
+                points.push(("read entry", &plan.read_entry, ProbeKind::ReadEntry));
+                points.extend(plan.read_returns.iter().map(|p| ("read return", p, ProbeKind::ReadReturn)));
+            }
+        }
+        points
     }
 
     /// Where Writes are probed: at the stack check's branch where the binary has one that can
