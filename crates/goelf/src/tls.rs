@@ -40,12 +40,12 @@ pub struct TlsPlan {
     pub keylog_entry: Option<ProbePoint>,
     /// Entry of `crypto/tls.(*Conn).writeRecordLocked`, if linked (for reference).
     pub write_record_entry: Option<ProbePoint>,
-    /// Whether a Read can be captured at its RETs alone.
+    /// How a Read can be captured: the cheapest way the analysis proved (see spill.rs).
     pub read_capture: ReadCapture,
 }
 
-/// How a `(*Conn).Read` call is captured: its connection and buffer (arguments `c` and
-/// `b.ptr`, words 0 and 1) are needed at its RET, where the result says how much was read.
+/// How a `(*Conn).Read` call is captured: its connection (`c`, argument word 0) and the bytes
+/// it returns are needed once they exist, at its copy into `b` (word 1) or at its RET.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadCapture {
     /// At its one call of `runtime.memmove`, which copies the plaintext into `b` (its
