@@ -70,6 +70,10 @@ const GPRS: [Register; 16] = [
 const NONE: u8 = u8::MAX;
 /// How many stack slots outside the argument words are followed at once.
 const SLOTS: usize = 4;
+/// The longest function analysed. The analysis keeps a decoded instruction and a state (about
+/// 150 bytes together) per instruction: for the 8 MiB goelf allows a function, a crafted file's
+/// body of one-byte instructions would take over a gigabyte. Go's `(*Conn).Read` is 1–2 KiB.
+const MAX_ANALYSED_BYTES: usize = 64 << 10;
 
 /// Where the arguments are at the entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +185,9 @@ pub(crate) fn analyze(
 ) -> Result<Proof, String> {
     if words < 2 || words > ARG_REGISTERS.len() {
         return Err(format!("{words} argument words cannot be proven"));
+    }
+    if code.len() > MAX_ANALYSED_BYTES {
+        return Err(format!("{} bytes of code: more than this analysis follows", code.len()));
     }
     let padding = code.iter().rev().take_while(|&&b| b == 0xcc).count();
     let body = &code[..code.len() - padding];
@@ -737,10 +744,18 @@ mod tests {
         assert_eq!(prove(&[&parts[..]], ArgsAt::Registers), Ok(()));
     }
 
+    /// A function longer than any Go Read is not analysed (its states would take memory in
+    /// proportion); the caller falls back to the probes that need no proof.
+    #[test]
+    fn a_function_past_the_size_bound_is_not_analysed() {
+        let code = vec![0x90u8; MAX_ANALYSED_BYTES + 1];
+        assert!(analyze(0, &code, ArgsAt::Stack, 2, None).unwrap_err().contains("more than this analysis follows"));
+    }
+
     /// A body of unreachable blocks (a crafted file) is analysed in linear time.
     #[test]
     fn many_unreachable_blocks_are_analysed_in_one_pass() {
-        let code = vec![0xc3u8; 1 << 20]; // a million RETs: every one after the first unreachable
+        let code = vec![0xc3u8; MAX_ANALYSED_BYTES]; // every RET after the first unreachable
         let started = std::time::Instant::now();
         // Unreachable code with no call to resume after is not proven: what matters is the time.
         assert!(args_at_returns_only(&code).unwrap_err().contains("RET at 0x1"));
