@@ -324,18 +324,27 @@ static __always_inline void fill_hdr(struct tlstap_data_hdr *h, struct emit_ctx 
 
 /*
  * Waking the reader costs more than the rest of a probe (an IPI per record, measured at over
- * half of the program's time). Data records wake it only once this much is waiting; it reads
- * anyway at every poll timeout (100 ms), so a quiet connection shows up that late at most.
+ * half of the program's time). Data records wake it only when they take what is waiting to
+ * WAKEUP_BYTES or past: once per crossing, not for every record while the reader has not yet
+ * run (on a busy machine it waits for a CPU for milliseconds, and every record in that time
+ * paid an IPI: 28 % of the program's time, measured). A woken reader reads until the ring is
+ * empty before it sleeps again (its poll sees waiting data and does not sleep), so one
+ * wakeup per crossing loses nothing. It reads anyway at every poll timeout (100 ms), so a
+ * quiet connection shows up that late at most.
  * A record submitted without a flag wakes the reader only if the reader had read everything
  * before it, which after a NO_WAKEUP record it has not: records someone waits for (a held
  * process) must force the wakeup.
  */
 #define WAKEUP_BYTES (256 * 1024)
 
-static __always_inline __u64 data_wakeup_flag(void)
+/* `size`: the reserved record's size. The ring counts it with its 8-byte header, rounded
+ * up to 8; AVAIL_DATA already includes it (and any record reserved on another CPU). */
+static __always_inline __u64 data_wakeup_flag(__u64 size)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP
-									  : BPF_RB_NO_WAKEUP;
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	__u64 mine = (size + 8 + 7) & ~7ull;
+
+	return avail >= WAKEUP_BYTES && avail - mine < WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 /*
@@ -369,7 +378,7 @@ static __always_inline __u64 data_wakeup_flag(void)
 			sent = 0;                                                              \
 		}                                                                              \
 		if (!submit_record(ctx, r, sizeof(r->h) + sent,                                \
-				   use_perf_output ? 0 : data_wakeup_flag()))                  \
+				   use_perf_output ? 0 : data_wakeup_flag(sizeof(*r))))                  \
 			return -1;                                                             \
 		return 0;                                                                      \
 	}
