@@ -26,7 +26,7 @@ MARK_END = "<!-- bench:fast:end -->"
 class FastMixin:
     def fast(self):
         rounds = max(self.a.rounds // 2, 2)
-        log(f"== fast server: {rounds} rounds x {CONFIGS}, hey -n {self.a.requests} -c {self.a.concurrency}")
+        log(f"== fast server: {rounds} rounds x {CONFIGS}, hey -n {self.a.fast_requests} -c {self.a.concurrency}")
         self.overhead_run("untraced", 599, server=self.tlsbench)  # warm-up, not recorded
         rows = []
         with BpfStats():
@@ -34,14 +34,15 @@ class FastMixin:
                 k = r % len(CONFIGS)
                 for cfg in CONFIGS[k:] + CONFIGS[:k]:
                     base, _, path = cfg.partition("-")
-                    row = self.overhead_run(base, 600 + r, server=self.tlsbench,
+                    row = self.overhead_run(base, 600 + r, server=self.tlsbench, n=self.a.fast_requests,
                                             extra=["--read-path", path] if path else None)
                     row["cfg"] = cfg
                     rows.append(row)
                     hits = row.get("uprobe_runs", 0) / max(row["ok"], 1)
                     log(f"  round {r} {cfg:8s} {row['rps']:8.0f} req/s  hits/req {hits:.2f} "
                         f"server CPU {row['srv_cpu'] / max(row['ok'], 1) * 1e6:.1f} µs/req lost {row.get('lost')}")
-        self.res["sections"]["fast"] = {"rows": rows, "rounds": rounds, "probe_cost": self.probe_cost()}
+        self.res["sections"]["fast"] = {"rows": rows, "rounds": rounds, "requests": self.a.fast_requests,
+                                        "probe_cost": self.probe_cost()}
 
     def probe_cost(self):
         """Per-hit cost by kind of probed instruction: the probe_cost example (a null BPF program at
@@ -69,15 +70,18 @@ def fast_report(sec, a, m):
     rps = {cfg: med([r["rps"] for r in by[cfg]]) for cfg in CONFIGS if by[cfg]}
     L = [f"Generated {m.get('date')} on kernel {m.get('kernel')}, {m.get('cores')} cores, tlstap commit "
          f"{m.get('commit')}. {sec['rounds']} rounds, the configurations in rotating order; `hey -n "
-         f"{a.requests} -c {a.concurrency}` POSTs against bench/tlsbench (64-byte answers, keep-alive). Hits per "
+         f"{sec.get('requests', a.requests)} -c {a.concurrency}` POSTs against bench/tlsbench (64-byte answers, keep-alive). Hits per "
          "request: BPF run counts of every uprobe program over the requests hey counted; server CPU per "
          "request: the server's user+system time during the run. Reads are captured at Read's call copying "
          "into b (one emulated probe hit); `-return` rows at its RETs alone (`--read-path return`, one "
          "single-stepped hit), `-entry` rows through its entry and RETs (`--read-path entry`, the path before "
-         "issue 16 and of arm64); each compared with its own null probes.\n",
-         "| config | req/s (median) | vs untraced | vs null probes | server CPU µs/request | uprobe hits/request | "
-         "lost |",
-         "|---|---|---|---|---|---|---|"]
+         "issue 16 and of arm64); each compared with its own null probes: the ratio of medians, and "
+         "(paired) the median over rounds of the ratio within a round, where the two ran minutes apart at most "
+         "(this VM's speed drifts by ±15 % over a run). BPF ns/run: the programs' run time (kernel BPF stats) "
+         "per uprobe hit; tlstap CPU: its process's user+system time from ready to exit, per request.\n",
+         "| config | req/s (median) | vs untraced | vs null probes (paired) | server CPU µs/request | BPF ns/run | "
+         "tlstap CPU µs/request | uprobe hits/request | lost |",
+         "|---|---|---|---|---|---|---|---|---|"]
     for cfg in CONFIGS:
         rs = by[cfg]
         if not rs:
@@ -87,8 +91,14 @@ def fast_report(sec, a, m):
             if cfg != "untraced" else None
         lost = sum(r.get("lost") or 0 for r in rs) if cfg != "untraced" else None
         null = "-".join(["null"] + cfg.split("-")[1:])
-        vs_null = f"{rps[cfg] / rps[null]:.3f}" if null in rps else "—"
+        vs_null = f"{rps[cfg] / rps[null]:.3f} ({med(paired(by, cfg, null)):.3f})" if null in rps else "—"
+        traced = cfg != "untraced"
+        bpf_ns = med([sum(p["ns"] for p in r["progs"].values()) / max(r["uprobe_runs"], 1)
+                      for r in rs if r.get("uprobe_runs")]) if traced else None
+        own = med([r["tlstap_cpu"] / r["ok"] * 1e6 for r in rs if r.get("ok") and "tlstap_cpu" in r]) \
+            if traced else None
         L.append(f"| {cfg} | {rps[cfg]:.0f} | {rps[cfg] / rps['untraced']:.3f} | {vs_null} | {cpu:.1f} | "
+                 f"{'—' if bpf_ns is None else f'{bpf_ns:.0f}'} | {'—' if own is None else f'{own:.1f}'} | "
                  f"{'—' if hits is None else f'{hits:.2f}'} | {'—' if lost is None else lost} |")
     if sec.get("probe_cost"):
         # What a hit costs by the instruction probed: emulated by the kernel, or single-stepped out of line.
@@ -99,6 +109,12 @@ def fast_report(sec, a, m):
         for r in sec["probe_cost"]:
             L.append(f"| {KIND_NAMES.get(r['kind'], r['kind'])} | {r['ns_probed'] - r['ns_plain']:.0f} |")
     return "\n".join(L)
+
+
+def paired(by, cfg, ref):
+    """The ratio of cfg's req/s to ref's within each round that ran both."""
+    ref_rps = {r["round"]: r["rps"] for r in by[ref]}
+    return [r["rps"] / ref_rps[r["round"]] for r in by[cfg] if ref_rps.get(r["round"])]
 
 
 KIND_NAMES = {

@@ -39,6 +39,8 @@ def main():
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=16, help="overhead A/B rounds, unpinned and pinned (default 16: single rounds vary by ±10 %% on this shared VM)")
     ap.add_argument("--requests", type=int, default=20000, help="hey -n (default 20000)")
+    ap.add_argument("--fast-requests", type=int, default=60000,
+                    help="hey -n of the fast-server A/B (default 60000: runs of 2-4 s; 1 s runs vary by ±30 %%)")
     ap.add_argument("--concurrency", type=int, default=32, help="hey -c (default 32)")
     ap.add_argument("--tp-rounds", type=int, default=3, help="throughput rounds (default 3)")
     ap.add_argument("--tp-requests-1m", type=int, default=50)
@@ -58,7 +60,7 @@ def main():
     a = ap.parse_args()
     a.argv = sys.argv[1:]
     if a.quick:
-        a.rounds, a.requests, a.tp_rounds, a.startup_reps = 1, 2000, 1, 1
+        a.rounds, a.requests, a.fast_requests, a.tp_rounds, a.startup_reps = 1, 2000, 2000, 1, 1
         a.tp_requests_1m, a.tp_requests_8m, a.tp_hey_requests_1m, a.tp_hey_requests_8m = 10, 2, 16, 4
     if os.geteuid() != 0:
         sys.exit("bench/run: needs root (BPF)")
