@@ -20,9 +20,9 @@
 //! Outputs: the text view and jsonl to `io::sink()` behind the 64 KiB `BufWriter` tlstap puts
 //! in front of every output, and jsonl to a file in /tmp (removed after), as `-o FILE` writes
 //! it; the per-call (`--raw`) views for comparison. Each configuration runs `--runs` times
-//! (default 7) over `--exchanges` exchanges (default 200 000), alternating; printed is the
-//! median and the range of the wall time per exchange (the loop is one thread, doing nothing
-//! else).
+//! (default 7) over `--exchanges` exchanges (default 200 000), alternating; printed are the
+//! median and the range of the CPU time per exchange (this thread's, from the scheduler: what
+//! a shared VM's other work or steal takes is not in it) and of the wall time.
 
 use std::io::{self, BufWriter, Write};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -148,7 +148,7 @@ fn sinks(config: Config, file: &std::path::Path) -> io::Result<Vec<Box<dyn Sink>
 }
 
 /// One run: `exchanges` exchanges round-robin over the connections; ns per exchange.
-fn run(config: Config, exchanges: usize, file: &std::path::Path) -> io::Result<f64> {
+fn run(config: Config, exchanges: usize, file: &std::path::Path) -> io::Result<Times> {
     let pid = std::process::id();
     let bytes: Vec<Exchange> = (0..CONNS).map(|_| exchange(41234)).collect();
     let conns: Vec<WireConn> = (0..CONNS).map(wire_conn).collect();
@@ -157,7 +157,7 @@ fn run(config: Config, exchanges: usize, file: &std::path::Path) -> io::Result<f
     let mut pipeline = Pipeline::new(sinks(config, file)?, config.view());
     let mut seqs = [0u64; CONNS];
     let (mut call_id, mut ts_ns, mut calls) = (0u64, 1_000_000_000u64, 0usize);
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_ns()?);
     for n in 0..exchanges {
         let c = n % CONNS;
         for (direction, data) in [(Direction::Read, &bytes[c].request), (Direction::Write, &bytes[c].response)] {
@@ -189,12 +189,26 @@ fn run(config: Config, exchanges: usize, file: &std::path::Path) -> io::Result<f
     pipeline.tick(None)?;
     pipeline.finish_http()?;
     pipeline.tick(None)?;
-    let elapsed = start.elapsed();
+    let (elapsed, cpu) = (start.elapsed(), cpu_ns()? - cpu_start);
     let decoded = pipeline.http_exchanges();
     if config.view() != View::Calls && decoded != exchanges as u64 {
         return Err(io::Error::other(format!("{} exchanges decoded of {exchanges}", decoded)));
     }
-    Ok(elapsed.as_nanos() as f64 / exchanges as f64)
+    Ok(Times { wall: elapsed.as_nanos() as f64 / exchanges as f64, cpu: cpu as f64 / exchanges as f64 })
+}
+
+/// Per exchange, ns.
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    wall: f64,
+    cpu: f64,
+}
+
+/// Time this thread has run on a CPU, ns (the scheduler's own count: time the VM or other
+/// processes took is not in it).
+fn cpu_ns() -> io::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    stat.split_whitespace().next().and_then(|n| n.parse().ok()).ok_or_else(|| io::Error::other("bad schedstat"))
 }
 
 fn arg(args: &[String], name: &str, default: usize) -> Result<usize, String> {
@@ -217,18 +231,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Config::ALL.into_iter().filter(|c| wanted.contains(&c.key())).collect()
         }
     };
-    let mut results: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut results: Vec<Vec<Times>> = vec![Vec::new(); configs.len()];
     for _ in 0..runs {
         for (i, &config) in configs.iter().enumerate() {
             results[i].push(run(config, exchanges, &file)?);
         }
     }
     let _ = std::fs::remove_file(&file);
-    println!("{exchanges} exchanges ({CONNS} connections, 2 calls each) x {runs} runs; ns per exchange:");
-    for (config, times) in configs.iter().zip(&mut results) {
-        times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
-        println!("{:<24} {:>7.0} ns  [{:.0}-{:.0}]", config.name(), median, times[0], times[times.len() - 1]);
+    println!(
+        "{exchanges} exchanges ({CONNS} connections, 2 calls each) x {runs} runs; per exchange, median [min-max]:"
+    );
+    println!("{:<24} {:>20} {:>20}", "", "CPU ns", "wall ns");
+    for (config, times) in configs.iter().zip(&results) {
+        let stats = |pick: fn(&Times) -> f64| {
+            let mut v: Vec<f64> = times.iter().map(pick).collect();
+            v.sort_by(f64::total_cmp);
+            format!("{:.0} [{:.0}-{:.0}]", v[v.len() / 2], v[0], v[v.len() - 1])
+        };
+        println!("{:<24} {:>20} {:>20}", config.name(), stats(|t| t.cpu), stats(|t| t.wall));
     }
     Ok(())
 }
