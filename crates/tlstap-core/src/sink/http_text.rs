@@ -187,12 +187,44 @@ fn push_millis(out: &mut Vec<u8>, ns: u64) {
 }
 
 /// Printable UTF-8 as it is; anything else (control bytes, escapes, invalid UTF-8) escaped
-/// byte by byte as `\xNN`, `\n`, ...
+/// byte by byte as `\xNN`, `\n`, ... (`u8::escape_ascii`).
+///
+/// Printable ASCII (nearly every name and value) is recognised in one pass and copied whole;
+/// text with other bytes goes through the UTF-8 check, and an escaped one is copied in runs
+/// between the bytes that change: byte by byte through `escape_ascii` and its UTF-8 decoding
+/// per char, this was a tenth of the HTTP text view's time (bench: httpview_cost).
 pub(crate) fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.iter().all(|&b| (0x20..0x7f).contains(&b)) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     match std::str::from_utf8(bytes) {
         Ok(text) if !text.chars().any(char::is_control) => out.extend_from_slice(bytes),
-        _ => out.extend(bytes.escape_ascii()),
+        _ => push_escaped_ascii(out, bytes),
     }
+}
+
+/// `bytes.escape_ascii()`, appended in runs of the bytes it keeps.
+fn push_escaped_ascii(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'\t' => b't',
+            b'\r' => b'r',
+            b'\n' => b'n',
+            b'\\' | b'\'' | b'"' => b,
+            0x20..=0x7e => continue,
+            _ => 0,
+        };
+        out.extend_from_slice(&bytes[run..i]);
+        run = i + 1;
+        match short {
+            0 => out.extend_from_slice(&[b'\\', b'x', DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]),
+            c => out.extend_from_slice(&[b'\\', c]),
+        }
+    }
+    out.extend_from_slice(&bytes[run..]);
 }
 
 #[cfg(test)]
@@ -235,6 +267,49 @@ mod tests {
             response_ns: Some(1_001_000_000),
             end_ns: 1_002_345_678,
             program_is_client: true,
+        }
+    }
+
+    /// The definition `push_escaped` must keep: printable UTF-8 as it is, else `escape_ascii`.
+    fn escaped_reference(bytes: &[u8]) -> Vec<u8> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) if !text.chars().any(char::is_control) => bytes.to_vec(),
+            _ => bytes.escape_ascii().collect(),
+        }
+    }
+
+    #[test]
+    fn escaping_matches_its_definition() {
+        let mut cases: Vec<Vec<u8>> = [
+            &b""[..],
+            b"plain value 1.0",
+            b"quote \" and 'single' and back\\slash",
+            b"tab\there",
+            b"a\x1b[2Jb\nfake\r\n",
+            b"\x00\x01\x07\x08\x0b\x0c\x1f\x7f",
+            "caf\u{e9} \u{65e5}\u{672c} \"q\"".as_bytes(),
+            "C1 control \u{85} and \u{9f}".as_bytes(),
+            "line sep \u{2028} zero width \u{200b}".as_bytes(),
+            b"invalid \xff\xfe, cut \xc3, surrogate \xed\xa0\x80, overlong \xc0\xaf",
+            b"\"\\'",
+        ]
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+        cases.push((0..=255).collect());
+        // Every pair of bytes: each escape next to each kept byte, every cut sequence.
+        for a in 0..=255u8 {
+            for b in [0u8, b'a', b'"', b'\\', 0x7f, 0x80, 0xa9, 0xc3, 0xff] {
+                cases.push(vec![a, b]);
+                cases.push(vec![b'x', a, b, b'y']);
+            }
+        }
+        for case in &cases {
+            let mut out = b"prefix ".to_vec();
+            push_escaped(&mut out, case);
+            let mut want = b"prefix ".to_vec();
+            want.extend(escaped_reference(case));
+            assert_eq!(out, want, "{case:?}");
         }
     }
 

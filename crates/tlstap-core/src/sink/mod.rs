@@ -71,9 +71,21 @@ pub(crate) fn push_decimal(out: &mut Vec<u8>, n: impl itoa::Integer) {
 }
 
 /// Appends a connection's address as sinks write it: `ip:port` (`[v6]:port`), `?` when unknown.
+/// Exactly `SocketAddr`'s `Display`; IPv4 (every address of a local benchmark, most of any
+/// capture) is written digit by digit, as `core::fmt` took a tenth of the HTTP text view's time.
 pub(crate) fn push_addr(out: &mut Vec<u8>, addr: Option<&std::net::SocketAddr>) {
     use std::io::Write as _;
     match addr {
+        Some(std::net::SocketAddr::V4(v4)) => {
+            let [a, b, c, d] = v4.ip().octets();
+            push_decimal(out, a);
+            for octet in [b, c, d] {
+                out.push(b'.');
+                push_decimal(out, octet);
+            }
+            out.push(b':');
+            push_decimal(out, v4.port());
+        }
         // Writing into a Vec cannot fail.
         Some(addr) => {
             let _ = write!(out, "{addr}");
@@ -89,6 +101,36 @@ mod tests {
     /// humantime's own rendering, the reference.
     fn rfc3339(ts_ns: u64) -> humantime::Rfc3339Timestamp {
         humantime::format_rfc3339_nanos(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ts_ns))
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let mut cases: Vec<std::net::SocketAddr> = [
+            "0.0.0.0:0",
+            "127.0.0.1:443",
+            "255.255.255.255:65535",
+            "10.0.100.9:8080",
+            "[::1]:50000",
+            "[fe80::1%3]:443",
+            "[::ffff:1.2.3.4]:5",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let mut x: u64 = 1;
+        for _ in 0..2000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let ip = std::net::Ipv4Addr::from((x >> 32) as u32 >> (x % 24));
+            cases.push(std::net::SocketAddr::new(ip.into(), (x >> 8) as u16 >> (x % 16)));
+        }
+        for addr in cases {
+            let mut out = Vec::new();
+            push_addr(&mut out, Some(&addr));
+            assert_eq!(String::from_utf8(out).unwrap(), addr.to_string());
+        }
+        let mut out = Vec::new();
+        push_addr(&mut out, None);
+        assert_eq!(out, b"?");
     }
 
     #[test]
