@@ -7,7 +7,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{push_decimal, Sink};
+use super::{json, push_decimal, Sink};
 use crate::event::{DataEvent, Event};
 use crate::hex::push_hex_str;
 use crate::names::escape_path;
@@ -15,8 +15,8 @@ use crate::names::escape_path;
 #[derive(Debug)]
 pub struct JsonlSink<W: Write> {
     out: W,
-    /// Reused for every data line, built whole and written once, so the hot path does not
-    /// allocate.
+    /// Reused for every data and HTTP line, built whole and written once, so the hot path does
+    /// not allocate.
     line: Vec<u8>,
     /// Reused for a secret's client random and secret, hex, back to back.
     hex: String,
@@ -83,72 +83,22 @@ impl<W: Write> JsonlSink<W> {
         line.extend_from_slice(br#","tid":"#);
         push_decimal(line, d.tid);
         line.extend_from_slice(br#","comm":"#);
-        push_json_str(line, d.comm)?;
+        json::push_str(line, d.comm);
         line.extend_from_slice(br#","direction":""#);
         line.extend_from_slice(d.direction.as_str().as_bytes());
         line.extend_from_slice(br#"","len":"#);
         push_decimal(line, d.len);
-        line.extend_from_slice(br#","data_b64":""#);
-        push_base64(line, d.data);
-        line.extend_from_slice(if d.truncated { br#"","truncated":true"# } else { br#"","truncated":false"# });
+        line.extend_from_slice(br#","data_b64":"#);
+        json::push_base64(line, d.data);
+        line.extend_from_slice(if d.truncated { br#","truncated":true"# } else { br#","truncated":false"# });
         line.extend_from_slice(br#","conn":"#);
-        match d.conn {
-            Some(c) => {
-                line.extend_from_slice(br#"{"kind":""#);
-                line.extend_from_slice(c.kind.as_str().as_bytes());
-                line.extend_from_slice(br#"","fd":"#);
-                match c.fd {
-                    Some(fd) => push_decimal(line, fd),
-                    None => line.extend_from_slice(b"null"),
-                }
-                line.extend_from_slice(br#","local":"#);
-                push_json_opt_addr(line, c.local.as_ref());
-                line.extend_from_slice(br#","remote":"#);
-                push_json_opt_addr(line, c.remote.as_ref());
-                line.extend_from_slice(br#","id":"#);
-                push_json_str(line, &c.id)?;
-                line.push(b'}');
-            }
-            None => line.extend_from_slice(b"null"),
-        }
+        json::push_conn(line, d.conn);
         if let Some(cgroup) = d.cgroup {
             line.extend_from_slice(br#","cgroup":"#);
-            push_json_str(line, cgroup)?;
+            json::push_str(line, cgroup);
         }
         line.extend_from_slice(b"}\n");
         self.out.write_all(line)
-    }
-}
-
-/// Appends `data` as standard base64 (with padding) to `line`. SIMD: the scalar encoder of the
-/// `base64` crate was the largest single part of the consumer's time under load.
-fn push_base64(line: &mut Vec<u8>, data: &[u8]) {
-    base64_simd::STANDARD.encode_append(data, line);
-}
-
-/// Appends `s` as a JSON string. Strings that need no escape (nearly all: names, addresses,
-/// ids) are copied as they are; the rest go through serde_json.
-fn push_json_str(line: &mut Vec<u8>, s: &str) -> io::Result<()> {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        line.push(b'"');
-        line.extend_from_slice(s.as_bytes());
-        line.push(b'"');
-        Ok(())
-    } else {
-        serde_json::to_writer(line, s).map_err(io::Error::from)
-    }
-}
-
-/// Appends a connection's address as a JSON string (`null` when unknown). `SocketAddr`'s
-/// `Display` writes digits, hex, `.`, `:`, `[`, `]` and `%`: nothing JSON escapes.
-fn push_json_opt_addr(line: &mut Vec<u8>, addr: Option<&std::net::SocketAddr>) {
-    match addr {
-        Some(addr) => {
-            line.push(b'"');
-            super::push_addr(line, Some(addr));
-            line.push(b'"');
-        }
-        None => line.extend_from_slice(b"null"),
     }
 }
 
@@ -160,8 +110,9 @@ impl<W: Write> Sink for JsonlSink<W> {
             }
             Event::Data(d) => return self.write_data(d),
             Event::Http(h) => {
-                serde_json::to_writer(&mut self.out, &super::http_json::HttpRecord::new(h))?;
-                return self.out.write_all(b"\n");
+                self.line.clear();
+                super::http_json::push_record(&mut self.line, h);
+                return self.out.write_all(&self.line);
             }
             Event::Secret(k) => {
                 self.hex.clear();

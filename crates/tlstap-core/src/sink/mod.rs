@@ -8,6 +8,7 @@ use crate::event::Event;
 mod hexdump;
 mod http_json;
 mod http_text;
+mod json;
 mod jsonl;
 mod keylog;
 mod pcapng;
