@@ -3,6 +3,7 @@
 //! hex dump. Names and values chosen by the peers are escaped, so they cannot forge lines or
 //! send terminal escapes.
 
+use super::ascii::is_printable_ascii;
 use super::hexdump::push_hexdump;
 use super::text::{is_printable, PayloadStyle};
 use super::{push_addr, push_decimal, Rfc3339Cache};
@@ -189,12 +190,12 @@ fn push_millis(out: &mut Vec<u8>, ns: u64) {
 /// Printable UTF-8 as it is; anything else (control bytes, escapes, invalid UTF-8) escaped
 /// byte by byte as `\xNN`, `\n`, ... (`u8::escape_ascii`).
 ///
-/// Printable ASCII (nearly every name and value) is recognised in one pass and copied whole;
+/// Printable ASCII (nearly every name and value) is recognised a word at a time and copied whole;
 /// text with other bytes goes through the UTF-8 check, and an escaped one is copied in runs
 /// between the bytes that change: byte by byte through `escape_ascii` and its UTF-8 decoding
 /// per char, this was a tenth of the HTTP text view's time (bench: httpview_cost).
 pub(crate) fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    if bytes.iter().all(|&b| (0x20..0x7f).contains(&b)) {
+    if is_printable_ascii(bytes) {
         out.extend_from_slice(bytes);
         return;
     }

@@ -5,6 +5,7 @@ use std::io;
 
 use crate::event::Event;
 
+mod ascii;
 mod hexdump;
 mod http_json;
 mod http_text;
