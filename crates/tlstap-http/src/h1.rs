@@ -2,12 +2,19 @@
 //! coding or the connection's end (RFC 9112 §6.3), requests and responses paired in order
 //! (keep-alive and pipelining), interim 1xx responses skipped, and an upgrade (101, CONNECT)
 //! ending the decoding of the connection.
+//!
+//! Each message is built in the exchange box it goes out in, taken from those already shown
+//! ([`Spare`]), and heads are parsed into an uninitialised field array: zeroing 256 fields for
+//! each head, allocating each field's name and value, and moving messages from the parser to
+//! the queue to the exchange were most of the HTTP view's decoding time (bench: httpview_cost).
 
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
 
 use tlstap_core::http::{Header, HttpExchange, HttpMessage, HttpProto};
 
 use crate::body::{self, BodyBuffer};
+use crate::reuse::{fill_message, set_lossy, set_text, Spare};
 use crate::Limits;
 
 /// More headers than this in one head is not a head tlstap decodes.
@@ -31,27 +38,38 @@ enum Framing {
     UntilClose,
 }
 
-/// A message whose head has been parsed.
+/// A message whose head has been parsed, in the exchange box it was parsed into: a request is
+/// its `request` (and its `method` and `path`), a response its `response`.
 #[derive(Debug)]
 struct Building {
-    message: HttpMessage,
+    exchange: Box<HttpExchange>,
     body: BodyBuffer,
     framing: Framing,
     start_ns: u64,
-    method: Option<String>,
-    path: Option<String>,
     status: Option<u16>,
 }
 
 /// A finished (or, at the end, unfinished) message with what pairing needs.
 #[derive(Debug)]
 struct Parsed {
-    message: HttpMessage,
+    exchange: Box<HttpExchange>,
     start_ns: u64,
     end_ns: u64,
-    method: Option<String>,
-    path: Option<String>,
     status: Option<u16>,
+}
+
+impl Parsed {
+    fn method(&self) -> Option<&str> {
+        self.exchange.method.as_deref()
+    }
+}
+
+/// The message of `kind` in `exchange`.
+fn slot(exchange: &mut HttpExchange, kind: Kind) -> &mut Option<HttpMessage> {
+    match kind {
+        Kind::Request => &mut exchange.request,
+        Kind::Response => &mut exchange.response,
+    }
 }
 
 /// The framing of the connection was lost (a head httparse refuses, a bad chunk size): the
@@ -62,56 +80,66 @@ pub struct Desync;
 #[derive(Debug)]
 struct Parser {
     kind: Kind,
-    /// Bytes received and not yet consumed.
+    /// Bytes received; those before `start` are consumed.
     buf: Vec<u8>,
+    start: usize,
     /// Time of the call that brought the first unconsumed byte.
     buf_ns: u64,
     current: Option<Building>,
 }
 
-enum Step {
-    NeedMore,
-    Message(Box<Parsed>),
-}
-
 impl Parser {
     fn new(kind: Kind) -> Parser {
-        Parser { kind, buf: Vec::new(), buf_ns: 0, current: None }
+        Parser { kind, buf: Vec::new(), start: 0, buf_ns: 0, current: None }
     }
 
     fn push(&mut self, data: &[u8], ts_ns: u64) {
-        if self.buf.is_empty() {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
             self.buf_ns = ts_ns;
+        } else if self.start >= self.buf.len() - self.start {
+            // Consumed bytes are dropped once they are as many as those left: each byte is
+            // moved at most once on average, and the buffer stays within twice what is left.
+            self.buf.drain(..self.start);
+            self.start = 0;
         }
         self.buf.extend_from_slice(data);
     }
 
     /// Parses as far as the buffer goes; `request_method` is the method of the request the next
-    /// response answers (a response to HEAD has no body).
-    fn step(&mut self, request_method: Option<&str>, now_ns: u64, limits: &Limits) -> Result<Step, Desync> {
+    /// response answers (a response to HEAD has no body). `Some` is a message finished.
+    fn step(
+        &mut self,
+        request_method: Option<&str>,
+        now_ns: u64,
+        limits: &Limits,
+        spare: &mut Spare,
+    ) -> Result<Option<Parsed>, Desync> {
         loop {
             let Some(building) = self.current.as_mut() else {
-                if self.buf.is_empty() {
-                    return Ok(Step::NeedMore);
+                if self.start == self.buf.len() {
+                    return Ok(None);
                 }
-                match self.parse_head(request_method, limits)? {
+                match self.parse_head(request_method, limits, spare)? {
                     true => continue,
-                    false => return Ok(Step::NeedMore),
+                    false => return Ok(None),
                 }
             };
+            let data = &self.buf[self.start..];
             let consumed = match building.framing {
                 Framing::Length(0) => return Ok(self.finish(now_ns, limits)),
                 Framing::Length(left) => {
-                    let n = (left.min(self.buf.len() as u64)) as usize;
-                    building.body.push(&self.buf[..n], limits.max_body);
+                    let n = (left.min(data.len() as u64)) as usize;
+                    building.body.push(&data[..n], limits.max_body);
                     building.framing = Framing::Length(left - n as u64);
                     n
                 }
                 Framing::UntilClose => {
-                    building.body.push(&self.buf, limits.max_body);
-                    self.buf.len()
+                    building.body.push(data, limits.max_body);
+                    data.len()
                 }
-                Framing::ChunkSize => match httparse::parse_chunk_size(&self.buf) {
+                Framing::ChunkSize => match httparse::parse_chunk_size(data) {
                     Ok(httparse::Status::Complete((n, 0))) => {
                         building.framing = Framing::Trailers;
                         n
@@ -120,17 +148,17 @@ impl Parser {
                         building.framing = Framing::ChunkData(size);
                         n
                     }
-                    Ok(httparse::Status::Partial) if self.buf.len() < 1024 => 0,
+                    Ok(httparse::Status::Partial) if data.len() < 1024 => 0,
                     _ => return Err(Desync),
                 },
                 Framing::ChunkData(left) => {
-                    let n = (left.min(self.buf.len() as u64)) as usize;
-                    building.body.push(&self.buf[..n], limits.max_body);
+                    let n = (left.min(data.len() as u64)) as usize;
+                    building.body.push(&data[..n], limits.max_body);
                     building.framing =
                         if left == n as u64 { Framing::ChunkEnd } else { Framing::ChunkData(left - n as u64) };
                     n
                 }
-                Framing::ChunkEnd => match self.buf.get(..2) {
+                Framing::ChunkEnd => match data.get(..2) {
                     Some(b"\r\n") => {
                         building.framing = Framing::ChunkSize;
                         2
@@ -139,47 +167,61 @@ impl Parser {
                     None => 0,
                 },
                 Framing::Trailers => {
-                    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    match httparse::parse_headers(&self.buf, &mut fields) {
-                        Ok(httparse::Status::Complete((n, fields))) => {
-                            building.message.trailers = fields.iter().map(|f| Header::new(f.name, f.value)).collect();
+                    // No trailers (nearly always): what httparse says of an empty block, without
+                    // setting out its field array.
+                    let parsed = match data.starts_with(b"\r\n") {
+                        true => Ok(httparse::Status::Complete(2)),
+                        false => {
+                            let message =
+                                slot(&mut building.exchange, self.kind).get_or_insert_with(HttpMessage::default);
+                            parse_trailers(data, &mut message.trailers)
+                        }
+                    };
+                    match parsed {
+                        Ok(httparse::Status::Complete(n)) => {
                             self.consume(n, now_ns);
                             return Ok(self.finish(now_ns, limits));
                         }
-                        Ok(httparse::Status::Partial) if self.buf.len() <= limits.max_head => 0,
+                        Ok(httparse::Status::Partial) if data.len() <= limits.max_head => 0,
                         _ => return Err(Desync),
                     }
                 }
             };
             if consumed == 0 {
-                return Ok(Step::NeedMore);
+                return Ok(None);
             }
             self.consume(consumed, now_ns);
         }
     }
 
     fn consume(&mut self, n: usize, now_ns: u64) {
-        self.buf.drain(..n);
+        self.start += n;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
         self.buf_ns = now_ns;
     }
 
     /// Parses a head from the buffer into `current`; false when it is not complete yet.
-    fn parse_head(&mut self, request_method: Option<&str>, limits: &Limits) -> Result<bool, Desync> {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    fn parse_head(&mut self, request_method: Option<&str>, limits: &Limits, spare: &mut Spare) -> Result<bool, Desync> {
+        let data = &self.buf[self.start..];
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let (n, building) = match self.kind {
             Kind::Request => {
-                let mut req = httparse::Request::new(&mut fields);
-                match req.parse(&self.buf) {
-                    Ok(httparse::Status::Complete(n)) => (n, self.request_head(&req)),
-                    Ok(httparse::Status::Partial) if self.buf.len() <= limits.max_head => return Ok(false),
+                let mut req = httparse::Request::new(&mut []);
+                match req.parse_with_uninit_headers(data, &mut fields) {
+                    Ok(httparse::Status::Complete(n)) => (n, request_head(&req, self.buf_ns, spare)),
+                    Ok(httparse::Status::Partial) if data.len() <= limits.max_head => return Ok(false),
                     _ => return Err(Desync),
                 }
             }
             Kind::Response => {
-                let mut resp = httparse::Response::new(&mut fields);
-                match resp.parse(&self.buf) {
-                    Ok(httparse::Status::Complete(n)) => (n, self.response_head(&resp, request_method)),
-                    Ok(httparse::Status::Partial) if self.buf.len() <= limits.max_head => return Ok(false),
+                let mut resp = httparse::Response::new(&mut []);
+                match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, data, &mut fields)
+                {
+                    Ok(httparse::Status::Complete(n)) => (n, response_head(&resp, request_method, self.buf_ns, spare)),
+                    Ok(httparse::Status::Partial) if data.len() <= limits.max_head => return Ok(false),
                     _ => return Err(Desync),
                 }
             }
@@ -190,80 +232,78 @@ impl Parser {
         Ok(true)
     }
 
-    fn request_head(&self, req: &httparse::Request<'_, '_>) -> Building {
-        let message = message(req.headers, req.version, None);
-        let framing = body_framing(&message).unwrap_or(Framing::Length(0));
-        Building {
-            message,
-            body: BodyBuffer::default(),
-            framing,
-            start_ns: self.buf_ns,
-            method: req.method.map(str::to_string),
-            path: req.path.map(str::to_string),
-            status: None,
-        }
-    }
-
-    fn response_head(&self, resp: &httparse::Response<'_, '_>, request_method: Option<&str>) -> Building {
-        let message = message(resp.headers, resp.version, resp.reason);
-        let status = resp.code.unwrap_or(0);
-        // RFC 9112 §6.3: no body for HEAD, 1xx, 204, 304, and a 2xx to CONNECT (a tunnel).
-        let bodiless = request_method == Some("HEAD")
-            || (100..200).contains(&status)
-            || status == 204
-            || status == 304
-            || (request_method == Some("CONNECT") && (200..300).contains(&status));
-        let framing = match bodiless {
-            true => Framing::Length(0),
-            false => body_framing(&message).unwrap_or(Framing::UntilClose),
-        };
-        Building {
-            message,
-            body: BodyBuffer::default(),
-            framing,
-            start_ns: self.buf_ns,
-            method: None,
-            path: None,
-            status: resp.code,
-        }
-    }
-
     /// The message being built is complete.
-    fn finish(&mut self, now_ns: u64, limits: &Limits) -> Step {
-        match self.current.take() {
-            Some(building) => Step::Message(Box::new(finished(building, true, now_ns, limits))),
-            None => Step::NeedMore,
-        }
+    fn finish(&mut self, now_ns: u64, limits: &Limits) -> Option<Parsed> {
+        let kind = self.kind;
+        Some(finished(self.current.take()?, kind, true, now_ns, limits))
     }
 
     /// The message in progress, as it is (the capture is ending, or its response came first).
     fn take_unfinished(&mut self, now_ns: u64, limits: &Limits) -> Option<Parsed> {
         // Even a body framed by the connection's end is not known to be whole: tlstap does not
         // see connections close.
-        Some(finished(self.current.take()?, false, now_ns, limits))
+        let kind = self.kind;
+        Some(finished(self.current.take()?, kind, false, now_ns, limits))
     }
 }
 
-fn finished(mut building: Building, complete: bool, now_ns: u64, limits: &Limits) -> Parsed {
-    building.message.complete = complete;
-    body::finish(&mut building.message, building.body, limits.max_body);
-    Parsed {
-        message: building.message,
-        start_ns: building.start_ns,
-        end_ns: now_ns,
-        method: building.method,
-        path: building.path,
-        status: building.status,
-    }
+/// Parses a trailer block into `trailers`: as httparse's `parse_headers` says, with its count.
+fn parse_trailers(data: &[u8], trailers: &mut Vec<Header>) -> httparse::Result<usize> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    Ok(match httparse::parse_headers(data, &mut fields)? {
+        httparse::Status::Complete((n, fields)) => {
+            *trailers = fields.iter().map(|f| Header::new(f.name, f.value)).collect();
+            httparse::Status::Complete(n)
+        }
+        httparse::Status::Partial => httparse::Status::Partial,
+    })
 }
 
-fn message(fields: &[httparse::Header<'_>], version: Option<u8>, reason: Option<&str>) -> HttpMessage {
-    HttpMessage {
-        headers: fields.iter().map(|f| Header::new(f.name, f.value)).collect(),
-        version: version.map(|v| format!("HTTP/1.{v}")),
-        reason: reason.map(str::to_string),
-        ..HttpMessage::default()
-    }
+fn request_head(req: &httparse::Request<'_, '_>, start_ns: u64, spare: &mut Spare) -> Building {
+    let mut exchange = spare.exchange();
+    let fields = req.headers.iter().map(|f| (f.name.as_bytes(), f.value));
+    let message = fill_message(&mut exchange.request, fields, req.version, None);
+    let framing = body_framing(message).unwrap_or(Framing::Length(0));
+    let body = take_body(message);
+    set_text(&mut exchange.method, req.method);
+    set_text(&mut exchange.path, req.path);
+    Building { exchange, body, framing, start_ns, status: None }
+}
+
+fn response_head(
+    resp: &httparse::Response<'_, '_>,
+    request_method: Option<&str>,
+    start_ns: u64,
+    spare: &mut Spare,
+) -> Building {
+    let mut exchange = spare.exchange();
+    let fields = resp.headers.iter().map(|f| (f.name.as_bytes(), f.value));
+    let message = fill_message(&mut exchange.response, fields, resp.version, resp.reason);
+    let status = resp.code.unwrap_or(0);
+    // RFC 9112 §6.3: no body for HEAD, 1xx, 204, 304, and a 2xx to CONNECT (a tunnel).
+    let bodiless = request_method == Some("HEAD")
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304
+        || (request_method == Some("CONNECT") && (200..300).contains(&status));
+    let framing = match bodiless {
+        true => Framing::Length(0),
+        false => body_framing(message).unwrap_or(Framing::UntilClose),
+    };
+    let body = take_body(message);
+    Building { exchange, body, framing, start_ns, status: resp.code }
+}
+
+/// The body is collected into the message's own (reused) buffer.
+fn take_body(message: &mut HttpMessage) -> BodyBuffer {
+    BodyBuffer { kept: std::mem::take(&mut message.body), len: 0, truncated: false }
+}
+
+fn finished(mut building: Building, kind: Kind, complete: bool, now_ns: u64, limits: &Limits) -> Parsed {
+    let message = slot(&mut building.exchange, kind).get_or_insert_with(HttpMessage::default);
+    message.complete = complete;
+    body::finish(message, building.body, limits.max_body);
+    Parsed { exchange: building.exchange, start_ns: building.start_ns, end_ns: now_ns, status: building.status }
 }
 
 /// Chunked or Content-Length framing, if the head says; `None` when it says neither.
@@ -324,34 +364,48 @@ impl H1Conn {
         limits: &Limits,
         out: &mut dyn FnMut(HttpExchange),
     ) -> Result<(), Desync> {
+        self.feed_reusing(requests, ts_ns, data, limits, &mut Spare::default(), &mut |e| out(*e))
+    }
+
+    /// [`H1Conn::feed`], building exchanges in boxes `spare` kept.
+    pub(crate) fn feed_reusing(
+        &mut self,
+        requests: bool,
+        ts_ns: u64,
+        data: &[u8],
+        limits: &Limits,
+        spare: &mut Spare,
+        out: &mut dyn FnMut(Box<HttpExchange>),
+    ) -> Result<(), Desync> {
         if requests {
             self.requests.push(data, ts_ns);
-            while let Step::Message(request) = self.requests.step(None, ts_ns, limits)? {
-                self.waiting.push_back(*request);
+            while let Some(request) = self.requests.step(None, ts_ns, limits, spare)? {
+                self.waiting.push_back(request);
                 if self.waiting.len() > limits.max_pending {
                     let oldest = self.waiting.pop_front();
-                    out(self.exchange(oldest, None));
+                    out(self.exchange(oldest, None, spare));
                 }
             }
             return Ok(());
         }
         self.responses.push(data, ts_ns);
         loop {
-            let method = self
-                .waiting
+            let H1Conn { requests, responses, waiting, .. } = self;
+            let method = waiting
                 .front()
-                .and_then(|r| r.method.clone())
-                .or_else(|| self.requests.current.as_ref().and_then(|b| b.method.clone()));
-            let Step::Message(response) = self.responses.step(method.as_deref(), ts_ns, limits)? else {
+                .and_then(Parsed::method)
+                .or_else(|| requests.current.as_ref().and_then(|b| b.exchange.method.as_deref()));
+            let Some(response) = responses.step(method, ts_ns, limits, spare)? else {
                 return Ok(());
             };
             let status = response.status.unwrap_or(0);
             if (100..200).contains(&status) && status != 101 {
+                spare.recycle(response.exchange);
                 continue; // interim: the final response follows
             }
+            let upgrade = status == 101 || (method == Some("CONNECT") && (200..300).contains(&status));
             let request = self.waiting.pop_front().or_else(|| self.requests.take_unfinished(ts_ns, limits));
-            let upgrade = status == 101 || (method.as_deref() == Some("CONNECT") && (200..300).contains(&status));
-            out(self.exchange(request, Some(*response)));
+            out(self.exchange(request, Some(response), spare));
             if upgrade {
                 self.upgraded = true;
                 return Ok(());
@@ -361,37 +415,74 @@ impl H1Conn {
 
     /// Emits what is left: requests without responses, messages in progress.
     pub fn finish(&mut self, now_ns: u64, limits: &Limits, out: &mut dyn FnMut(HttpExchange)) {
+        self.finish_reusing(now_ns, limits, &mut Spare::default(), &mut |e| out(*e));
+    }
+
+    /// [`H1Conn::finish`], with `spare`'s boxes.
+    pub(crate) fn finish_reusing(
+        &mut self,
+        now_ns: u64,
+        limits: &Limits,
+        spare: &mut Spare,
+        out: &mut dyn FnMut(Box<HttpExchange>),
+    ) {
         let response = self.responses.take_unfinished(now_ns, limits);
         let unfinished = self.requests.take_unfinished(now_ns, limits);
-        let mut requests: Vec<Parsed> = self.waiting.drain(..).chain(unfinished).collect();
-        if response.is_some() || !requests.is_empty() {
-            let first = if requests.is_empty() { None } else { Some(requests.remove(0)) };
-            out(self.exchange(first, response));
+        let requests: Vec<Parsed> = self.waiting.drain(..).chain(unfinished).collect();
+        let mut requests = requests.into_iter();
+        let first = requests.next();
+        if response.is_some() || first.is_some() {
+            out(self.exchange(first, response, spare));
         }
         for request in requests {
-            out(self.exchange(Some(request), None));
+            out(self.exchange(Some(request), None, spare));
         }
     }
 
-    fn exchange(&self, request: Option<Parsed>, response: Option<Parsed>) -> HttpExchange {
+    /// The exchange of `request` and `response`, in the box of either, setting every field.
+    fn exchange(&self, request: Option<Parsed>, response: Option<Parsed>, spare: &mut Spare) -> Box<HttpExchange> {
         let end_ns = response.as_ref().or(request.as_ref()).map_or(0, |p| p.end_ns);
-        let authority =
-            request.as_ref().and_then(|r| r.message.header("host")).map(|h| String::from_utf8_lossy(h).into_owned());
-        HttpExchange {
-            proto: HttpProto::Http1,
-            stream_id: None,
-            method: request.as_ref().and_then(|r| r.method.clone()),
-            scheme: Some("https".to_string()),
-            authority,
-            path: request.as_ref().and_then(|r| r.path.clone()),
-            status: response.as_ref().and_then(|r| r.status),
-            request_ns: request.as_ref().map(|r| r.start_ns),
-            response_ns: response.as_ref().map(|r| r.start_ns),
-            end_ns,
-            program_is_client: self.program_is_client,
-            request: request.map(|r| r.message),
-            response: response.map(|r| r.message),
-        }
+        let request_ns = request.as_ref().map(|r| r.start_ns);
+        let (status, response_ns) = match &response {
+            Some(r) => (r.status, Some(r.start_ns)),
+            None => (None, None),
+        };
+        let mut exchange = match (request, response) {
+            (Some(request), Some(mut response)) => {
+                let mut exchange = request.exchange;
+                std::mem::swap(&mut exchange.response, &mut response.exchange.response);
+                spare.recycle(response.exchange);
+                exchange
+            }
+            (Some(request), None) => {
+                let mut exchange = request.exchange;
+                exchange.response = None;
+                exchange
+            }
+            (None, response) => {
+                let mut exchange = match response {
+                    Some(response) => response.exchange,
+                    None => spare.exchange(),
+                };
+                exchange.request = None;
+                exchange.method = None;
+                exchange.path = None;
+                exchange
+            }
+        };
+        let authority = exchange.request.as_ref().and_then(|r| r.header("host"));
+        let mut slot = exchange.authority.take();
+        set_lossy(&mut slot, authority);
+        exchange.authority = slot;
+        set_text(&mut exchange.scheme, Some("https"));
+        exchange.proto = HttpProto::Http1;
+        exchange.stream_id = None;
+        exchange.status = status;
+        exchange.request_ns = request_ns;
+        exchange.response_ns = response_ns;
+        exchange.end_ns = end_ns;
+        exchange.program_is_client = self.program_is_client;
+        exchange
     }
 }
 

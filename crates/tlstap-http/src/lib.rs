@@ -11,11 +11,14 @@ mod body;
 pub mod h1;
 pub mod h2;
 pub mod hints;
+mod reuse;
 
 use std::hash::Hash;
 
 use rustc_hash::FxHashMap;
 use tlstap_core::http::HttpExchange;
+
+use reuse::Spare;
 
 /// Memory bounds of the decoder.
 #[derive(Debug, Clone)]
@@ -94,6 +97,12 @@ pub struct HttpDecoder<K, C> {
     /// Header fields from the programs themselves (--h2-hooks), when asked for.
     go_reports: Option<hints::SentFields>,
     pub stats: DecodeStats,
+    /// What exchanges already shown allocated ([`HttpDecoder::feed_borrowed`]).
+    spare: Spare,
+    /// Exchanges a call completed, before they go out (kept for its capacity). Boxed as
+    /// `Spare` keeps them.
+    #[allow(clippy::vec_box)]
+    emitted: Vec<Box<HttpExchange>>,
 }
 
 /// How long an ended HTTP/2 stream waits for the program's report of a block it read (reports
@@ -102,7 +111,14 @@ pub const REPORT_HOLD_NS: u64 = 500_000_000;
 
 impl<K: Hash + Eq + Clone, C> HttpDecoder<K, C> {
     pub fn new(limits: Limits) -> Self {
-        HttpDecoder { conns: FxHashMap::default(), limits, go_reports: None, stats: DecodeStats::default() }
+        HttpDecoder {
+            conns: FxHashMap::default(),
+            limits,
+            go_reports: None,
+            stats: DecodeStats::default(),
+            spare: Spare::default(),
+            emitted: Vec::new(),
+        }
     }
 
     /// Expect header fields from the programs (`sent_field`, `received_block`): HTTP/2 streams
@@ -165,22 +181,47 @@ impl<K: Hash + Eq + Clone, C> HttpDecoder<K, C> {
         chunk: Chunk<'_>,
         out: &mut dyn FnMut(&C, HttpExchange),
     ) -> Taken {
+        self.feed_then(key, context, chunk, &mut |context, exchange, _| out(context, *exchange))
+    }
+
+    /// [`HttpDecoder::feed`], lending each exchange to `out` rather than giving it: the decoder
+    /// builds the next ones in what it allocated (what the capture uses: a sink only reads).
+    pub fn feed_borrowed(
+        &mut self,
+        key: &K,
+        context: impl FnOnce() -> C,
+        chunk: Chunk<'_>,
+        out: &mut dyn FnMut(&C, &HttpExchange),
+    ) -> Taken {
+        self.feed_then(key, context, chunk, &mut |context, exchange, spare| {
+            out(context, &exchange);
+            spare.recycle(exchange);
+        })
+    }
+
+    fn feed_then(
+        &mut self,
+        key: &K,
+        context: impl FnOnce() -> C,
+        chunk: Chunk<'_>,
+        out: &mut dyn FnMut(&C, Box<HttpExchange>, &mut Spare),
+    ) -> Taken {
         if !self.conns.contains_key(key) && self.conns.len() >= self.limits.max_conns {
-            self.evict_oldest(out);
+            self.evict_oldest(&mut |context, exchange| out(context, Box::new(exchange), &mut Spare::default()));
         }
         let conn = self.conns.entry(key.clone()).or_insert_with(|| Conn {
             protocol: Protocol::Detecting,
             context: context(),
             last_ns: chunk.ts_ns,
         });
-        let HttpDecoder { limits, stats, go_reports, .. } = self;
+        let HttpDecoder { limits, stats, go_reports, spare, emitted, .. } = self;
         conn.last_ns = chunk.ts_ns;
-        let mut emitted = Vec::new();
         let mut hooked = go_reports.as_mut().map(|sent| h2::Hooked { sent, hold_ns: REPORT_HOLD_NS });
-        let taken = feed_conn(&mut conn.protocol, chunk, limits, stats, hooked.as_mut(), &mut |e| emitted.push(e));
+        let taken =
+            feed_conn(&mut conn.protocol, chunk, limits, stats, hooked.as_mut(), spare, &mut |e| emitted.push(e));
         stats.exchanges += emitted.len() as u64;
-        for exchange in emitted {
-            out(&conn.context, exchange);
+        for exchange in emitted.drain(..) {
+            out(&conn.context, exchange, spare);
         }
         taken
     }
@@ -232,7 +273,8 @@ fn feed_conn(
     limits: &Limits,
     stats: &mut DecodeStats,
     hooked: Option<&mut h2::Hooked<'_>>,
-    out: &mut dyn FnMut(HttpExchange),
+    spare: &mut Spare,
+    out: &mut dyn FnMut(Box<HttpExchange>),
 ) -> Taken {
     let dir = if chunk.written { 0 } else { 1 };
     if let Protocol::Detecting = protocol {
@@ -246,10 +288,10 @@ fn feed_conn(
     match protocol {
         Protocol::Http1(conn) => {
             let requests = chunk.written == conn.program_is_client;
-            let result = conn.feed(requests, chunk.ts_ns, chunk.data, limits, out);
+            let result = conn.feed_reusing(requests, chunk.ts_ns, chunk.data, limits, spare, out);
             if result.is_err() || chunk.lost {
                 stats.desyncs += 1;
-                conn.finish(chunk.ts_ns, limits, out);
+                conn.finish_reusing(chunk.ts_ns, limits, spare, out);
                 *protocol = Protocol::Detecting;
                 // Shown raw: some of its bytes were not decoded.
                 return Taken::NotHttp;
@@ -261,7 +303,7 @@ fn feed_conn(
         }
         Protocol::Http2(conn) => {
             let (before, synced_before) = (conn.unattributed_frames, conn.is_synced(dir));
-            conn.feed(dir, chunk.ts_ns, chunk.data, chunk.lost, limits, hooked, out);
+            conn.feed(dir, chunk.ts_ns, chunk.data, chunk.lost, limits, hooked, &mut |e| out(Box::new(e)));
             stats.unattributed_frames += conn.unattributed_frames - before;
             // A call that neither was nor became synced was not decoded.
             match synced_before || conn.is_synced(dir) {

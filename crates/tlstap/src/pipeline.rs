@@ -308,9 +308,9 @@ impl Output<'_> {
         };
         let mut result = Ok(());
         let sinks = &mut *self.sinks;
-        let taken = http.decoder.feed(&key, context, chunk, &mut |context, exchange| {
+        let taken = http.decoder.feed_borrowed(&key, context, chunk, &mut |context, exchange| {
             if result.is_ok() {
-                result = write_exchange(sinks, context, &exchange);
+                result = write_exchange(sinks, context, exchange);
             }
         });
         result?;
