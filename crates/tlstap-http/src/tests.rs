@@ -386,3 +386,65 @@ fn connections_beyond_the_bound_are_flushed_oldest_first() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, 0, "the oldest connection went first, with its own context");
 }
+
+/// Lent exchanges ([`HttpDecoder::feed_borrowed`]) are the given ones ([`HttpDecoder::feed`]),
+/// though built in boxes of exchanges shown before: over HTTP/1 connections of every shape
+/// (keep-alive, pipelining past the pending bound, chunked with and without trailers, 1xx,
+/// HEAD, bodies over the limit, a response without its request, requests without responses, a
+/// desync, an upgrade, a body until the end) beside HTTP/2 connections whose exchanges are
+/// taken back too.
+#[test]
+fn lent_exchanges_are_the_given_ones() {
+    let h1: [(u32, bool, &[u8]); 21] = [
+        (10, true, b"POST /a HTTP/1.1\r\nHost: h\r\nX-A: \xff\xfe\r\nContent-Length: 5\r\n\r\nhel"),
+        (10, true, b"lo"),
+        (10, false, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        (11, false, b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno!"),
+        (10, true, b"GET /b HTTP/1.1\r\nHost: h\r\n\r\nHEAD /c HTTP/1.0\r\n\r\n"),
+        (10, false, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"),
+        (10, false, b"0\r\nX-Trailer: t\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"),
+        (10, true, b"GET /d HTTP/1.1\r\n\r\n"),
+        (10, false, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n0\r\n\r\n"),
+        (10, true, b"GET /d2 HTTP/1.1\r\n\r\n"),
+        (10, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        (12, true, b"PUT /big HTTP/1.1\r\nContent-Length: 40\r\n\r\n0123456789012345678901234567890123456789"),
+        (12, true, b"GET /p1 HTTP/1.1\r\n\r\nGET /p2 HTTP/1.1\r\nHost: a\r\n\r\nGET /p3 HTTP/1.1\r\n\r\n"),
+        (12, false, b"HTTP/1.1 204 No Content\r\nX-Empty:\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2"),
+        (13, true, b"GET /x HTTP/1.1\r\n\r\n"),
+        (13, false, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nda"),
+        (13, false, b"ta"),
+        (13, false, b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n"),
+        (14, true, b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"),
+        (14, false, b"HTTP/1.1 101 Switching Protocols\r\n\r\n\x81\x05hello"),
+        (15, false, b"HTTP/1.0 200 OK\r\n\r\nuntil the end"),
+    ];
+    let h2: [(bool, Vec<u8>); 4] = [
+        (true, [PREFACE.to_vec(), settings(), get_request(1, true)].concat()),
+        (false, [settings(), ok_response(1, b"first")].concat()),
+        (true, get_request(3, false)),
+        (false, ok_response(3, b"second")),
+    ];
+    // Three rounds, each on connections of its own, HTTP/2 before, between and after.
+    let mut calls: Vec<(u32, bool, &[u8])> = Vec::new();
+    for round in 0..3 {
+        calls.extend(h2.iter().map(|(w, d)| (100 * round + 20, *w, &d[..])));
+        calls.extend(h1.iter().map(|&(c, w, d)| (100 * round + c, w, d)));
+        calls.push((100 * round + 10, true, b"DELETE /e HTTP/1.1\r\nContent-Length: 3\r\n\r\nab"));
+    }
+    calls.extend(h2.iter().map(|(w, d)| (21, *w, &d[..])));
+    let limits = Limits { max_body: 16, max_pending: 2, ..Limits::default() };
+    let (mut given, mut lent) = (HttpDecoder::new(limits.clone()), HttpDecoder::new(limits));
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    for (i, &(conn, written, data)) in calls.iter().enumerate() {
+        let chunk = Chunk { written, ts_ns: i as u64, data, lost: false, process: 1 };
+        let a = given.feed(&conn, || conn, chunk, &mut |c, e| want.push((*c, e)));
+        let b = lent.feed_borrowed(&conn, || conn, chunk, &mut |c, e| got.push((*c, e.clone())));
+        assert_eq!(a, b, "call {i}");
+    }
+    given.finish(&mut |c, e| want.push((*c, e)));
+    lent.finish(&mut |c, e| got.push((*c, e)));
+    let trailers = want.iter().filter(|(_, e)| e.response.as_ref().is_some_and(|r| !r.trailers.is_empty())).count();
+    assert_eq!((want.len(), trailers), (50, 3));
+    assert_eq!(got, want);
+    assert_eq!(lent.stats, given.stats);
+}
