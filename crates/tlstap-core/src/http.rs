@@ -38,10 +38,12 @@ impl Header {
     }
 
     /// Whether the name is known and equals `name` (ASCII case-insensitive).
+    #[inline]
     pub fn is(&self, name: &str) -> bool {
         self.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
     }
 
+    #[inline]
     pub fn is_complete(&self) -> bool {
         self.name.is_some() && self.value.is_some()
     }
@@ -93,16 +95,19 @@ pub struct HttpMessage {
 
 impl HttpMessage {
     /// The first value of a header (ASCII case-insensitive name), when known.
+    #[inline]
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.iter().find(|h| h.is(name)).and_then(|h| h.value.as_deref())
     }
 
     /// Like `header`, but also looks in the trailers (gRPC status comes in either).
+    #[inline]
     pub fn header_or_trailer(&self, name: &str) -> Option<&[u8]> {
         self.header(name).or_else(|| self.trailers.iter().find(|h| h.is(name)).and_then(|h| h.value.as_deref()))
     }
 
     /// Whether any header or trailer could not be decoded.
+    #[inline]
     pub fn has_undecodable_fields(&self) -> bool {
         self.headers.iter().chain(&self.trailers).any(|h| !h.is_complete())
     }
@@ -136,22 +141,26 @@ pub struct HttpExchange {
 
 impl HttpExchange {
     /// `grpc-status` of the response (trailers, or headers of a trailers-only response).
+    #[inline]
     pub fn grpc_status(&self) -> Option<u32> {
         let value = self.response.as_ref()?.header_or_trailer("grpc-status")?;
         std::str::from_utf8(value).ok()?.parse().ok()
     }
 
     /// `grpc-message`, percent-decoding left to the reader.
+    #[inline]
     pub fn grpc_message(&self) -> Option<&[u8]> {
         self.response.as_ref()?.header_or_trailer("grpc-message")
     }
 
     /// Any field of either message could not be decoded.
+    #[inline]
     pub fn has_undecodable_fields(&self) -> bool {
         [&self.request, &self.response].into_iter().flatten().any(HttpMessage::has_undecodable_fields)
     }
 
     /// Time of the exchange's first byte seen.
+    #[inline]
     pub fn start_ns(&self) -> u64 {
         self.request_ns.or(self.response_ns).unwrap_or(self.end_ns)
     }

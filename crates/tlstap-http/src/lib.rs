@@ -206,7 +206,12 @@ impl<K: Hash + Eq + Clone, C> HttpDecoder<K, C> {
         chunk: Chunk<'_>,
         out: &mut dyn FnMut(&C, Box<HttpExchange>, &mut Spare),
     ) -> Taken {
-        if !self.conns.contains_key(key) && self.conns.len() >= self.limits.max_conns {
+        // One lookup for a connection already known (the key is long: hashing it is not free).
+        let HttpDecoder { conns, limits, stats, go_reports, spare, emitted } = self;
+        if let Some(conn) = conns.get_mut(key) {
+            return feed_known(conn, chunk, limits, stats, go_reports, spare, emitted, out);
+        }
+        if self.conns.len() >= self.limits.max_conns {
             self.evict_oldest(&mut |context, exchange| out(context, Box::new(exchange), &mut Spare::default()));
         }
         let conn = self.conns.entry(key.clone()).or_insert_with(|| Conn {
@@ -215,15 +220,7 @@ impl<K: Hash + Eq + Clone, C> HttpDecoder<K, C> {
             last_ns: chunk.ts_ns,
         });
         let HttpDecoder { limits, stats, go_reports, spare, emitted, .. } = self;
-        conn.last_ns = chunk.ts_ns;
-        let mut hooked = go_reports.as_mut().map(|sent| h2::Hooked { sent, hold_ns: REPORT_HOLD_NS });
-        let taken =
-            feed_conn(&mut conn.protocol, chunk, limits, stats, hooked.as_mut(), spare, &mut |e| emitted.push(e));
-        stats.exchanges += emitted.len() as u64;
-        for exchange in emitted.drain(..) {
-            out(&conn.context, exchange, spare);
-        }
-        taken
+        feed_known(conn, chunk, limits, stats, go_reports, spare, emitted, out)
     }
 
     /// The capture is ending: emits every exchange still open, as it is.
@@ -256,6 +253,28 @@ impl<K: Hash + Eq + Clone, C> HttpDecoder<K, C> {
             out(&conn.context, exchange);
         }
     }
+}
+
+/// Feeds one call to a connection being tracked, handing `out` what it completes.
+#[allow(clippy::too_many_arguments, clippy::vec_box)]
+fn feed_known<C>(
+    conn: &mut Conn<C>,
+    chunk: Chunk<'_>,
+    limits: &Limits,
+    stats: &mut DecodeStats,
+    go_reports: &mut Option<hints::SentFields>,
+    spare: &mut Spare,
+    emitted: &mut Vec<Box<HttpExchange>>,
+    out: &mut dyn FnMut(&C, Box<HttpExchange>, &mut Spare),
+) -> Taken {
+    conn.last_ns = chunk.ts_ns;
+    let mut hooked = go_reports.as_mut().map(|sent| h2::Hooked { sent, hold_ns: REPORT_HOLD_NS });
+    let taken = feed_conn(&mut conn.protocol, chunk, limits, stats, hooked.as_mut(), spare, &mut |e| emitted.push(e));
+    stats.exchanges += emitted.len() as u64;
+    for exchange in emitted.drain(..) {
+        out(&conn.context, exchange, spare);
+    }
+    taken
 }
 
 fn finish_protocol(protocol: &mut Protocol, now_ns: u64, limits: &Limits, out: &mut dyn FnMut(HttpExchange)) {

@@ -21,17 +21,22 @@ fn any_del_or_high(x: u64) -> bool {
     (x | x.wrapping_add(ONES)) & HIGHS != 0
 }
 
-/// Whether every word of `bytes` passes `word_ok` and every byte of a tail shorter than a
-/// word passes `byte_ok`.
+/// Whether every word of `bytes` passes `word_ok`: the last word overlaps the one before
+/// when the length is not a multiple of eight. A string shorter than a word goes byte by byte
+/// through `byte_ok`.
+#[inline]
 fn all_words(bytes: &[u8], word_ok: impl Fn(u64) -> bool, byte_ok: impl Fn(u8) -> bool) -> bool {
+    let word = |w: &[u8]| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+    if bytes.len() < 8 {
+        return bytes.iter().all(|&b| byte_ok(b));
+    }
     let mut words = bytes.chunks_exact(8);
     for w in &mut words {
-        let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        if !word_ok(x) {
+        if !word_ok(word(w)) {
             return false;
         }
     }
-    words.remainder().iter().all(|&b| byte_ok(b))
+    words.remainder().is_empty() || word_ok(word(&bytes[bytes.len() - 8..]))
 }
 
 /// Every byte is printable ASCII, 0x20 to 0x7e.
