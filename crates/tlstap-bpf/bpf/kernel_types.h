@@ -145,6 +145,7 @@ enum {
 };
 enum {
 	BPF_RB_AVAIL_DATA = 0,
+	BPF_RB_PROD_POS = 3,
 };
 enum {
 	BPF_ANY = 0,
