@@ -262,7 +262,8 @@ def report(res, a):
         lost_all = sum(r.get("lost") or 0 for r in rows if r["cfg"] != "untraced")
         goals.append(("lost 0 (all traced runs)", str(lost_all), lost_all == 0, ""))
         goals.append(("uprobe hits per small request (each is a trap)", f"{f(hits_j)} (jsonl), {f(hits_n)} (null): "
-                      "1 Write entry + 2 Read entries + 2 Read returns (table 'Hits per request by attach point')", None, ""))
+                      "by attach point in the table 'Hits per request by attach point' (issue 16: Write's stack-check branch "
+                      "and Read's copy into b, both emulated; 5 before)", None, ""))
         rss = med([r.get("rss_kb") for r in allj])
         own = med([(r.get("rss_kb") or 0) - (r.get("rss_ring_kb") or 0) for r in allj])
         goals.append(("RSS steady ≤ 30 MB (jsonl under load)", f"VmRSS {rss/1024:.1f} MiB, of which {(rss-own)/1024:.1f} MiB "
